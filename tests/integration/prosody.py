@@ -1,0 +1,356 @@
+"""Run a throw-away Prosody for end-to-end tests and the demo.
+
+Everything the server needs lives in one temporary folder: its config, a self-signed
+certificate (made with the ``openssl`` command-line tool), its data, pidfile and log.
+It listens on 127.0.0.1 only, on ports picked free at run time, and can be stopped and
+started again on the same ports (to test that a component reconnects).
+
+Nothing here imports Twisted or the httpupload package: the demo script reuses it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Prosody",
+    "ProsodyError",
+    "free_port",
+    "wait_for_port",
+]
+
+
+class ProsodyError(Exception):
+    """Prosody could not be set up, started or stopped."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    port: int,
+    timeout: float = 15.0,
+    host: str = "127.0.0.1",
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until host:port accepts connections; fail early if process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port, host):
+            return
+        if process is not None and process.poll() is not None:
+            raise ProsodyError(
+                f"process exited with {process.returncode} before {host}:{port} opened"
+            )
+        time.sleep(0.05)
+    raise ProsodyError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def _lua_string(value: str) -> str:
+    """Quote a Python string as a Lua string literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def make_self_signed_cert(cert_path: Path, key_path: Path, names: list[str]) -> None:
+    """Write a self-signed RSA certificate and key for names, with the openssl tool."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ProsodyError("the openssl command is needed to make a test certificate")
+    san = ",".join(f"DNS:{name}" for name in names)
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key_path), "-out", str(cert_path),
+            "-days", "7", "-subj", f"/CN={names[0]}",
+            "-addext", f"subjectAltName={san}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    key_path.chmod(0o600)
+
+
+@dataclass
+class Prosody:
+    """A Prosody server confined to a temporary folder.
+
+    Use ``setup()`` once (config, certificate, users), then ``start()`` /
+    ``stop()`` / ``restart()`` as needed, and ``cleanup()`` at the end (stops it and
+    removes the folder unless ``keep`` is true). As a context manager: setup and
+    start, then cleanup.
+    """
+
+    domain: str = "localhost"
+    components: dict[str, str] = field(
+        default_factory=lambda: {"upload.localhost": "s3cret"}
+    )
+    users: dict[str, str] = field(default_factory=lambda: {"alice": "alice-password"})
+    base_dir: Path | None = None
+    keep: bool = False
+    extra_config: str = ""
+    #: If set, also run Prosody's own XEP-0363 service under this JID (the peer we
+    #: compare with). Off by default: clients would find two upload services.
+    share_component: str | None = None
+    share_size_limit: int = 100 * 1024 * 1024
+    prosody_bin: str = "prosody"
+    prosodyctl_bin: str = "prosodyctl"
+    c2s_port: int = 0
+    component_port: int = 0
+    http_port: int = 0
+    process: subprocess.Popen[bytes] | None = field(
+        default=None, init=False, repr=False
+    )
+    _own_dir: bool = field(default=False, init=False, repr=False)
+
+    # ---- paths
+
+    @property
+    def config_path(self) -> Path:
+        return self._dir / "prosody.cfg.lua"
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir / "prosody.log"
+
+    @property
+    def console_path(self) -> Path:
+        return self._dir / "prosody.console.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self._dir / "prosody.pid"
+
+    @property
+    def data_path(self) -> Path:
+        return self._dir / "data"
+
+    @property
+    def cert_path(self) -> Path:
+        return self._dir / "certs" / f"{self.domain}.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self._dir / "certs" / f"{self.domain}.key"
+
+    @property
+    def _dir(self) -> Path:
+        if self.base_dir is None:
+            raise ProsodyError("call setup() first")
+        return self.base_dir
+
+    # ---- lifecycle
+
+    def setup(self) -> Prosody:
+        """Make the folder, pick ports, write the certificate and config, add users."""
+        for tool in (self.prosody_bin, self.prosodyctl_bin):
+            if shutil.which(tool) is None:
+                raise ProsodyError(
+                    f"{tool} not found: install the Debian package prosody"
+                )
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="httpupload-prosody-"))
+            self._own_dir = True
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_path.mkdir(exist_ok=True)
+        self.cert_path.parent.mkdir(exist_ok=True)
+        # The ports are chosen once; restarts reuse them.
+        self.c2s_port = self.c2s_port or free_port()
+        self.component_port = self.component_port or free_port()
+        self.http_port = self.http_port or free_port()
+        make_self_signed_cert(
+            self.cert_path, self.key_path, [self.domain, f"*.{self.domain}"]
+        )
+        self.config_path.write_text(self.render_config(), encoding="utf-8")
+        for user, password in self.users.items():
+            self.register(user, password)
+        return self
+
+    def render_config(self) -> str:
+        """Return the Lua config text for this server."""
+        q = _lua_string
+        lines = [
+            "-- written by tests/integration/prosody.py",
+            "run_as_root = true",
+            "daemonize = false",
+            f"pidfile = {q(str(self.pid_path))}",
+            f"data_path = {q(str(self.data_path))}",
+            f"certificates = {q(str(self.cert_path.parent))}",
+            f"log = {{ debug = {q(str(self.log_path))}; }}",
+            'interfaces = { "127.0.0.1" }',
+            'local_interfaces = { "127.0.0.1" }',
+            f"c2s_ports = {{ {self.c2s_port} }}",
+            "c2s_direct_tls_ports = { }",
+            "legacy_ssl_ports = { }",
+            'component_interfaces = { "127.0.0.1" }',
+            f"component_ports = {{ {self.component_port} }}",
+            'http_interfaces = { "127.0.0.1" }',
+            f"http_ports = {{ {self.http_port} }}",
+            "https_ports = { }",
+            "s2s_ports = { }",
+            "modules_enabled = {",
+            '  "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix";',
+            "}",
+            # s2s is loaded automatically otherwise; mod_limits is deliberately absent.
+            'modules_disabled = { "s2s"; "dialback"; "s2s_bidi" }',
+            'authentication = "internal_hashed"',
+            'storage = "internal"',
+            "allow_registration = false",
+            "c2s_require_encryption = true",
+            "s2s_require_encryption = true",
+            f"ssl = {{ certificate = {q(str(self.cert_path))};"
+            f" key = {q(str(self.key_path))}; }}",
+            self.extra_config,
+            "",
+            f"VirtualHost {q(self.domain)}",
+            "",
+        ]
+        for jid, secret in self.components.items():
+            lines += [f"Component {q(jid)}", f"  component_secret = {q(secret)}", ""]
+        if self.share_component:
+            lines += [
+                f'Component {q(self.share_component)} "http_file_share"',
+                f"  http_file_share_size_limit = {self.share_size_limit}",
+                f"  http_file_share_daily_quota = {self.share_size_limit * 1000}",
+                f"  http_external_url = {q(f'http://127.0.0.1:{self.http_port}/')}",
+                "",
+            ]
+        return "\n".join(lines)
+
+    def register(self, user: str, password: str) -> None:
+        """Create a user account with prosodyctl (whether or not the server runs)."""
+        result = subprocess.run(
+            [
+                self.prosodyctl_bin, "--config", str(self.config_path),
+                "register", user, self.domain, password,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ProsodyError(
+                f"prosodyctl register {user}@{self.domain} failed "
+                f"({result.returncode}): {result.stdout.decode(errors='replace')}"
+            )
+        self.users[user] = password
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start prosody in the foreground as a child process and wait for its ports."""
+        if self.running:
+            return
+        console = open(self.console_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [self.prosody_bin, "--config", str(self.config_path), "-F"],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                cwd=str(self._dir),
+                start_new_session=True,  # Ctrl-C in a terminal goes to us, not it
+            )
+        finally:
+            console.close()
+        try:
+            for port in self.ports:
+                wait_for_port(port, timeout=timeout, process=self.process)
+        except ProsodyError as exc:
+            self.stop()
+            raise ProsodyError(f"{exc}\n--- prosody output ---\n{self.logs()}") from exc
+
+    @property
+    def ports(self) -> list[int]:
+        """The ports this server opens (HTTP only when something uses mod_http)."""
+        ports = [self.c2s_port, self.component_port]
+        if self.share_component:
+            ports.append(self.http_port)
+        return ports
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop prosody (SIGTERM, then SIGKILL) and wait until its ports are free."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+            port_open(port) for port in self.ports
+        ):
+            time.sleep(0.05)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop and start the same server on the same ports."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its folder (unless keep is set)."""
+        self.stop()
+        if self._own_dir and not self.keep and self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def logs(self, limit: int = 20000) -> str:
+        """Return the tail of Prosody's log and console output, for failure reports."""
+        parts = []
+        for path in (self.console_path, self.log_path):
+            if path.exists():
+                text = path.read_text(encoding="utf-8", errors="replace")
+                parts.append(f"==> {path} <==\n{text[-limit:]}")
+        return "\n".join(parts)
+
+    def __enter__(self) -> Prosody:
+        try:
+            self.setup()
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+
+if __name__ == "__main__":  # pragma: no cover - manual check
+    with Prosody() as server:
+        print(f"prosody up: c2s {server.c2s_port}, component {server.component_port}")
+        print(f"config {server.config_path}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
