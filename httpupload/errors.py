@@ -1,0 +1,82 @@
+"""The domain errors, translated to stanzas and HTTP statuses at one seam each.
+
+Nothing below ``xmpp/`` or ``web/`` knows about either protocol: the lower
+layers raise these, ``xmpp.stanzas.stanza_error`` and
+``web.errors.http_status`` turn them into what goes on the wire.
+"""
+
+
+class HttpUploadError(Exception):
+    """Base of every error httpupload raises on purpose."""
+
+
+class ConfigError(HttpUploadError):
+    """A configuration value is missing or wrong; names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class SlotRequestError(HttpUploadError):
+    """A slot request that the service refuses."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class BadSlotRequest(SlotRequestError):
+    """The request itself is malformed (an attribute missing or invalid)."""
+
+
+class FileTooLarge(SlotRequestError):
+    """The announced size is over the service's limit."""
+
+    def __init__(self, size: int, max_size: int) -> None:
+        super().__init__(
+            f"File too large: {size} bytes. The maximum file size is {max_size} bytes"
+        )
+        self.size = size
+        self.max_size = max_size
+
+
+class NotAllowed(SlotRequestError):
+    """The requester may not upload here."""
+
+
+class UploadRefused(HttpUploadError):
+    """An HTTP upload that is refused before or after its body arrives."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidSlot(UploadRefused):
+    """The slot token is missing, tampered, expired or for another URL."""
+
+
+class LengthMismatch(UploadRefused):
+    """The request's Content-Length is not the slot's size."""
+
+
+class LengthRequired(UploadRefused):
+    """The request carries no Content-Length."""
+
+
+class TypeMismatch(UploadRefused):
+    """The request's Content-Type is not the slot's."""
+
+
+class AlreadyStored(UploadRefused):
+    """The slot's file was already uploaded; a slot is used once."""
+
+
+class IncompleteBody(UploadRefused):
+    """The body ended before Content-Length bytes arrived."""
+
+
+class StorageFull(UploadRefused):
+    """The storage backend has no room for the file."""

@@ -1,0 +1,101 @@
+"""Builds the whole service from a ``Config``: named children under one MultiService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.logger import Logger
+from wokkel import disco, generic
+
+from httpupload.config import Config
+from httpupload.errors import ConfigError
+from httpupload.keys import load_or_create_signing_key
+from httpupload.policy import SlotPolicy
+from httpupload.slots import SlotSigner
+from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.web.site import UploadSite
+from httpupload.web.uploads import UploadReceiver
+from httpupload.xmpp.component import ComponentService
+from httpupload.xmpp.handler import UploadHandler
+
+log = Logger()
+
+
+class StorageService(Service):
+    """Owns the storage backend; clears leftovers of a crash at start."""
+
+    def __init__(self, storage: FilesystemStorage) -> None:
+        self.storage = storage
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.storage.remove_stale_partials()
+        d.addCallback(
+            lambda n: n and log.info("Removed {count} stale partial uploads", count=n)
+        )
+        d.addErrback(lambda f: log.failure("Clearing stale partial uploads failed", f))
+
+
+def make_service(config: Config, reactor: Any) -> MultiService:
+    """The service tree: ``storage``, ``http`` and ``xmpp``, in start order.
+
+    Start-up checks that can fail (storage folder, signing key) run here,
+    before anything listens, and raise ``ConfigError`` naming the key.
+    """
+    storage = FilesystemStorage(config.storage.path, reactor, reactor.getThreadPool())
+    try:
+        storage.prepare()
+    except OSError as e:
+        raise ConfigError(
+            "[storage] path", f"cannot use {config.storage.path}: {e.strerror}"
+        ) from None
+    key = config.http.signing_key or load_or_create_signing_key(config.storage.path)
+    signer = SlotSigner(key, reactor)
+
+    urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
+    for key, url in urls.items():
+        if not url.startswith("https://") and (
+            key == "public_url" or url != urls["public_url"]
+        ):
+            log.warn(
+                "[http] {key} is not HTTPS; XEP-0363 requires TLS, so put a "
+                "TLS-terminating proxy in front or use an ssl: listener",
+                key=key,
+            )
+    root = MultiService()
+    storage_service = StorageService(storage)
+    storage_service.setName("storage")
+    storage_service.setServiceParent(root)
+
+    site = UploadSite(UploadReceiver(signer, storage, reactor), storage, reactor)
+    http = strports.service(config.http.listen, site, reactor=reactor)
+    http.setName("http")
+    http.setServiceParent(root)
+
+    handlers = [
+        generic.FallbackHandler(),
+        disco.DiscoHandler(),
+        UploadHandler(
+            SlotPolicy(config.limits.max_file_size, config.access.domains),
+            signer,
+            config.http.public_url,
+            config.http.get_url,
+            config.limits.slot_lifetime,
+        ),
+    ]
+    c = config.component
+    endpoint = HostnameEndpoint(reactor, c.server_host, c.server_port, timeout=30)
+    xmpp = ComponentService(
+        reactor,
+        endpoint,
+        c.jid,
+        c.secret,
+        handlers,
+        server_name=f"{c.server_host}:{c.server_port}",
+    )
+    xmpp.setName("xmpp")
+    xmpp.setServiceParent(root)
+    return root

@@ -1,0 +1,221 @@
+"""Slots: minting and checking the signed tokens, and the URLs that carry them.
+
+Pure code with the clock passed in.  A token is ``v1.<payload>.<mac>``: the
+payload is compact JSON in unpadded base64url, the MAC an HMAC-SHA256 over
+``v1.<payload>`` with the service's signing key.  Everything the PUT is
+judged by (file id, name, size, type, expiry, owner) is inside the MAC, so
+the HTTP side needs no state to check a slot, and several HTTP nodes that
+share the key can check each other's slots.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+from twisted.internet.interfaces import IReactorTime
+
+from httpupload.errors import BadSlotRequest, InvalidSlot
+
+TOKEN_VERSION = "v1"  # noqa: S105 (a format tag, not a secret)
+# 24 random bytes: 192 bits, 32 URL-safe characters.
+FILE_ID_BYTES = 24
+FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
+MAX_FILENAME_BYTES = 255
+
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE = re.compile(
+    rf"{_TCHARS}/{_TCHARS}"
+    rf'(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[^"\\\x00-\x1f\x7f]*"))*[ \t]*'
+)
+MAX_CONTENT_TYPE_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What a PUT URL allows: one upload of ``size`` bytes to one path."""
+
+    file_id: str
+    filename: str
+    size: int
+    content_type: str | None
+    expires: int
+    owner: str
+
+    @property
+    def path(self) -> str:
+        """The URL path below the service's base URL, percent-encoded."""
+        return url_path(self.file_id, self.filename)
+
+
+def new_file_id() -> str:
+    """A fresh random URL part, unguessable (XEP-0363 §8.3)."""
+    return secrets.token_urlsafe(FILE_ID_BYTES)
+
+
+def url_path(file_id: str, filename: str) -> str:
+    """``<id>/<name>`` with the name percent-encoded per RFC 3986 (UTF-8)."""
+    return f"{file_id}/{quote(filename, safe='')}"
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"
+
+
+def check_filename(name: str) -> str:
+    """Return ``name`` if it can be a single URL segment and a file name."""
+    if not name:
+        raise BadSlotRequest("The filename attribute is empty")
+    if name in (".", ".."):
+        raise BadSlotRequest("The filename attribute may not be '.' or '..'")
+    if "/" in name or "\\" in name:
+        raise BadSlotRequest("The filename attribute may not contain '/' or '\\'")
+    if any(_is_control(c) for c in name):
+        raise BadSlotRequest("The filename attribute contains control characters")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        raise BadSlotRequest(
+            f"The filename attribute is longer than {MAX_FILENAME_BYTES} bytes"
+        )
+    return name
+
+
+def check_content_type(value: str | None) -> str | None:
+    """A media type, or None where none was given (an empty one counts as none)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE_RE.fullmatch(value):
+        raise BadSlotRequest("The content-type attribute is not a valid media type")
+    return value
+
+
+def media_type(value: str) -> str:
+    """The ``type/subtype`` of a Content-Type, lowercased, without parameters."""
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SlotSigner:
+    """Mints slots and checks tokens with one key and one clock."""
+
+    def __init__(self, key: bytes, clock: IReactorTime) -> None:
+        if len(key) < 16:
+            raise ValueError("signing key too short")
+        self._key = key
+        self._clock = clock
+
+    def mint(
+        self,
+        filename: str,
+        size: int,
+        content_type: str | None,
+        owner: str,
+        lifetime: int,
+    ) -> tuple[Slot, str]:
+        """A new slot valid for ``lifetime`` seconds, and its token."""
+        slot = Slot(
+            file_id=new_file_id(),
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            expires=int(self._clock.seconds()) + lifetime,
+            owner=owner,
+        )
+        return slot, self.sign(slot)
+
+    def _mac(self, signed: str) -> str:
+        digest = hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
+        return _b64encode(digest)
+
+    def sign(self, slot: Slot) -> str:
+        payload = json.dumps(
+            {
+                "i": slot.file_id,
+                "n": slot.filename,
+                "s": slot.size,
+                "t": slot.content_type,
+                "e": slot.expires,
+                "o": slot.owner,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        signed = f"{TOKEN_VERSION}.{_b64encode(payload.encode('utf-8'))}"
+        return f"{signed}.{self._mac(signed)}"
+
+    def verify(self, token: str, file_id: str, filename: str) -> Slot:
+        """The slot of ``token`` if it is genuine, unexpired and for this URL."""
+        slot = self.decode(token)
+        if slot.file_id != file_id or slot.filename != filename:
+            raise InvalidSlot("The slot is for another URL")
+        if self._clock.seconds() >= slot.expires:
+            raise InvalidSlot("The slot has expired")
+        return slot
+
+    def decode(self, token: str) -> Slot:
+        """The slot of a genuine token, expired or not."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != TOKEN_VERSION:
+            raise InvalidSlot("Malformed slot token")
+        signed = f"{parts[0]}.{parts[1]}"
+        try:
+            expected = self._mac(signed)
+        except UnicodeEncodeError:
+            raise InvalidSlot("Malformed slot token") from None
+        if not hmac.compare_digest(expected, parts[2]):
+            raise InvalidSlot("Bad slot signature")
+        try:
+            fields = json.loads(_b64decode(parts[1]).decode("utf-8"))
+            slot = Slot(
+                file_id=fields["i"],
+                filename=fields["n"],
+                size=fields["s"],
+                content_type=fields["t"],
+                expires=fields["e"],
+                owner=fields["o"],
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise InvalidSlot("Malformed slot token") from None
+        return slot
+
+
+def parse_url_path(path: bytes) -> tuple[str, str] | None:
+    """``(file_id, filename)`` from the last two segments of a request path.
+
+    Only the last two segments count, so the service works both behind a
+    reverse proxy that strips a prefix and one that keeps it.  Returns None
+    for anything that is not a well-formed file URL.
+    """
+    path = path.split(b"?", 1)[0]
+    segments = path.split(b"/")
+    if len(segments) < 3 or segments[0] != b"":
+        return None
+    raw_id, raw_name = segments[-2], segments[-1]
+    try:
+        file_id = raw_id.decode("ascii")
+        filename = unquote_to_bytes(raw_name).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not FILE_ID_RE.fullmatch(file_id):
+        return None
+    try:
+        check_filename(filename)
+    except BadSlotRequest:
+        return None
+    return file_id, filename

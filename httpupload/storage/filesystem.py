@@ -1,0 +1,250 @@
+"""Stored files on a local filesystem.
+
+Layout under the storage folder::
+
+    tmp/<random>/data          an upload in progress
+    files/<id[:2]>/<id>/data   a stored file
+    files/<id[:2]>/<id>/info.json
+
+An upload is written into its own folder under ``tmp/``; on commit the data
+and its info are fsynced, and the folder is renamed into ``files/`` in one
+step.  A rename onto an existing folder fails, which makes the commit
+"create only": two PUTs racing for the same slot cannot overwrite each
+other, and a reader sees either nothing or the whole file with its info.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import BinaryIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from httpupload.errors import AlreadyStored, StorageFull, UploadRefused
+from httpupload.slots import FILE_ID_RE
+from httpupload.storage import FileInfo
+
+DATA = "data"
+INFO = "info.json"
+# Partial uploads untouched this long are leftovers of a crash.
+STALE_PARTIAL_SECONDS = 3600
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+log = Logger()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(error: OSError) -> UploadRefused:
+    if error.errno in _FULL_ERRNOS:
+        return StorageFull("Insufficient storage")
+    return UploadRefused(f"Storage error: {error.strerror}")
+
+
+class FilesystemUpload:
+    """One upload being written to ``tmp/<random>/data``."""
+
+    def __init__(self, storage: FilesystemStorage, file_id: str, folder: Path) -> None:
+        self._storage = storage
+        self._file_id = file_id
+        self._folder = folder
+        self._file: BinaryIO | None = open(folder / DATA, "xb")
+        self._error: OSError | None = None
+        self._done = False
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self._error = e
+            self._close_quietly()
+            return
+        self.bytes_written += len(data)
+
+    def _close_quietly(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as e:
+                self._error = self._error or e
+            self._file = None
+
+    def commit(self, info: FileInfo) -> Deferred[None]:
+        if self._done:
+            raise RuntimeError("upload already committed or aborted")
+        self._done = True
+        return self._storage._in_thread(self._commit, info)
+
+    def _commit(self, info: FileInfo) -> None:
+        try:
+            if self._error is None and self._file is not None:
+                try:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                except OSError as e:
+                    self._error = e
+            self._close_quietly()
+            if self._error is not None:
+                raise _write_error(self._error)
+            try:
+                self._storage._publish(self._folder, info)
+            except OSError as e:
+                raise _write_error(e) from None
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+
+    def abort(self) -> Deferred[None]:
+        if self._done:
+            return succeed(None)
+        self._done = True
+        self._close_quietly()
+        return self._storage._in_thread(shutil.rmtree, self._folder, True)
+
+
+class FilesystemStorage:
+    """The ``Storage`` interface on a local folder."""
+
+    def __init__(
+        self, root: Path, reactor: IReactorFromThreads, threadpool: ThreadPool
+    ) -> None:
+        self.root = root
+        self._tmp = root / "tmp"
+        self._files = root / "files"
+        self._reactor = reactor
+        self._threadpool = threadpool
+
+    def prepare(self) -> None:
+        """Create the folders; called once at start-up, before the reactor runs."""
+        for folder in (self.root, self._tmp, self._files):
+            folder.mkdir(parents=True, exist_ok=True)
+        probe = self._tmp / f".probe-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+    def _in_thread(self, f, *args) -> Deferred:  # type: ignore[no-untyped-def]
+        return deferToThreadPool(self._reactor, self._threadpool, f, *args)
+
+    def _folder(self, file_id: str) -> Path | None:
+        # Ids come from URLs: only the alphabet new_file_id() uses can
+        # become a path, so no URL reaches outside the storage folder.
+        if not FILE_ID_RE.fullmatch(file_id):
+            return None
+        return self._files / file_id[:2] / file_id
+
+    def begin_write(self, file_id: str) -> FilesystemUpload:
+        if self._folder(file_id) is None:
+            raise ValueError(f"not a file id: {file_id!r}")
+        folder = self._tmp / secrets.token_hex(16)
+        try:
+            folder.mkdir()
+            return FilesystemUpload(self, file_id, folder)
+        except OSError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _write_error(e) from None
+
+    def _publish(self, folder: Path, info: FileInfo) -> None:
+        final = self._folder(info.file_id)
+        assert final is not None
+        with open(folder / INFO, "x", encoding="utf-8") as f:
+            json.dump(asdict(info), f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(folder)
+        final.parent.mkdir(exist_ok=True)
+        try:
+            os.rename(folder, final)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise AlreadyStored("This slot has already been used") from None
+            raise
+        _fsync_dir(final.parent)
+        _fsync_dir(self._files)
+
+    def _read_info(self, folder: Path) -> FileInfo | None:
+        try:
+            with open(folder / INFO, encoding="utf-8") as f:
+                return FileInfo(**json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def stat(self, file_id: str) -> Deferred[FileInfo | None]:
+        folder = self._folder(file_id)
+        if folder is None:
+            return succeed(None)
+        return self._in_thread(self._read_info, folder)
+
+    def _open(self, folder: Path) -> tuple[FileInfo, BinaryIO] | None:
+        info = self._read_info(folder)
+        if info is None:
+            return None
+        try:
+            return info, open(folder / DATA, "rb")
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, file_id: str) -> Deferred[tuple[FileInfo, BinaryIO] | None]:
+        folder = self._folder(file_id)
+        if folder is None:
+            return succeed(None)
+        return self._in_thread(self._open, folder)
+
+    def _delete(self, folder: Path) -> bool:
+        doomed = self._tmp / f"deleted-{secrets.token_hex(16)}"
+        try:
+            os.rename(folder, doomed)
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
+
+    def delete(self, file_id: str) -> Deferred[bool]:
+        folder = self._folder(file_id)
+        if folder is None:
+            return succeed(False)
+        return self._in_thread(self._delete, folder)
+
+    def _remove_stale_partials(self, now: float) -> int:
+        removed = 0
+        for entry in os.scandir(self._tmp):
+            try:
+                touched = entry.stat(follow_symlinks=False).st_mtime
+                if entry.is_dir(follow_symlinks=False):
+                    # A folder's mtime does not move while its data grows.
+                    data = Path(entry.path) / DATA
+                    if data.exists():
+                        touched = max(touched, data.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+            if now - touched < STALE_PARTIAL_SECONDS:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def remove_stale_partials(self) -> Deferred[int]:
+        """Throw away partial uploads left by a crash; returns how many."""
+        return self._in_thread(self._remove_stale_partials, time.time())

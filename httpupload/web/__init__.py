@@ -1,0 +1,1 @@
+"""The HTTP side: streaming uploads, downloads, CORS and security headers."""

@@ -1,0 +1,134 @@
+"""The one resource of the upload site: PUT, GET, HEAD and OPTIONS on file URLs."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import BinaryIO
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import NoRangeStaticProducer
+
+from httpupload.errors import HttpUploadError
+from httpupload.slots import parse_url_path
+from httpupload.storage import FileInfo, Storage
+from httpupload.web.responses import (
+    ALLOWED_METHODS,
+    apply_common_headers,
+    plain,
+    refuse,
+)
+from httpupload.web.uploads import repr_digest
+
+log = Logger()
+
+
+def _file_headers(request: Request, info: FileInfo) -> None:
+    request.setHeader(b"Content-Type", info.content_type.encode("latin-1"))
+    request.setHeader(b"Content-Length", str(info.size).encode("ascii"))
+    request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+    request.setHeader(
+        b"Last-Modified", formatdate(info.created, usegmt=True).encode("ascii")
+    )
+    request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
+
+
+class _Response:
+    """Finishes a request unless its client has gone away meanwhile."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.gone = False
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, _: object) -> None:
+        self.gone = True
+
+    def send(self, body: bytes) -> None:
+        if not self.gone:
+            self.request.write(body)
+            self.request.finish()
+
+
+class UploadResource(Resource):
+    """Serves every path: only the last two segments (id and name) count."""
+
+    isLeaf = True
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__()
+        self._storage = storage
+
+    def render(self, request: Request) -> bytes | int:
+        apply_common_headers(request)
+        method = request.method
+        if method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader(b"Allow", ALLOWED_METHODS)
+            return b""
+        if method == b"PUT":
+            return self.render_PUT(request)
+        if method in (b"GET", b"HEAD"):
+            ensureDeferred(self._download(request, _Response(request)))
+            return NOT_DONE_YET
+        request.setHeader(b"Allow", ALLOWED_METHODS)
+        return plain(request, 405, "Method not allowed")
+
+    def render_PUT(self, request: Request) -> int | bytes:
+        finish_upload = getattr(request, "finish_upload", None)
+        if finish_upload is None:
+            log.error("PUT reached UploadResource through a Site without UploadRequest")
+            return plain(request, 500, "Uploads are not set up on this site")
+        ensureDeferred(self._upload(request, _Response(request), finish_upload))
+        return NOT_DONE_YET
+
+    async def _upload(
+        self, request: Request, response: _Response, finish_upload
+    ) -> None:  # type: ignore[no-untyped-def]
+        try:
+            info: FileInfo = await finish_upload()
+        except HttpUploadError as e:
+            response.send(refuse(request, e))
+            return
+        except Exception:
+            log.failure("Storing an upload failed")
+            response.send(plain(request, 500, "Storing the upload failed"))
+            return
+        log.info(
+            "Stored {size} bytes as {file_id:.6}…", size=info.size, file_id=info.file_id
+        )
+        request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+        response.send(plain(request, 201, "Created"))
+
+    async def _download(self, request: Request, response: _Response) -> None:
+        parsed = parse_url_path(request.path)
+        opened: tuple[FileInfo, BinaryIO] | None = None
+        if parsed is not None:
+            try:
+                opened = await self._storage.open_read(parsed[0])
+            except Exception:
+                log.failure("Opening a stored file failed")
+                response.send(plain(request, 500, "Reading the file failed"))
+                return
+        if (
+            opened is not None
+            and parsed is not None
+            and opened[0].filename != parsed[1]
+        ):
+            opened[1].close()
+            opened = None
+        if opened is None:
+            response.send(plain(request, 404, "Not found"))
+            return
+        info, handle = opened
+        if response.gone:
+            handle.close()
+            return
+        _file_headers(request, info)
+        if request.method == b"HEAD":
+            handle.close()
+            request.finish()
+            return
+        NoRangeStaticProducer(request, handle).start()

@@ -1,0 +1,105 @@
+"""The XEP-0363 handler: disco#info with the size limit, and slot requests."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from wokkel import data_form, disco
+from wokkel.iwokkel import IDisco
+from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
+from zope.interface import implementer
+
+from httpupload.errors import SlotRequestError
+from httpupload.policy import SlotPolicy
+from httpupload.slots import SlotSigner
+from httpupload.xmpp.stanzas import NS_UPLOAD, parse_request, slot_element, stanza_error
+
+REQUEST_GET = f"/iq[@type='get']/request[@xmlns='{NS_UPLOAD}']"
+REQUEST_SET = f"/iq[@type='set']/request[@xmlns='{NS_UPLOAD}']"
+
+log = Logger()
+
+
+@implementer(IDisco)
+class UploadHandler(XMPPHandler, IQHandlerMixin):
+    """Answers slot requests and describes the service in disco#info."""
+
+    iqHandlers = {REQUEST_GET: "on_request", REQUEST_SET: "on_request_set"}
+
+    def __init__(
+        self,
+        policy: SlotPolicy,
+        signer: SlotSigner,
+        put_base_url: str,
+        get_base_url: str,
+        slot_lifetime: int,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.signer = signer
+        self.put_base_url = put_base_url
+        self.get_base_url = get_base_url
+        self.slot_lifetime = slot_lifetime
+
+    def connectionInitialized(self) -> None:
+        self.xmlstream.addObserver(REQUEST_GET, self.handleRequest)
+        self.xmlstream.addObserver(REQUEST_SET, self.handleRequest)
+
+    def on_request(self, iq: domish.Element) -> domish.Element:
+        requester = JID(iq["from"]) if iq.hasAttribute("from") else None
+        try:
+            owner = self.policy.check_requester(requester)
+            request = parse_request(iq.request)
+            self.policy.check_size(request.size)
+        except SlotRequestError as e:
+            log.info(
+                "Slot refused to {requester}: {reason}",
+                requester=requester.userhost() if requester else None,
+                reason=e.text,
+            )
+            raise stanza_error(e) from None
+        slot, token = self.signer.mint(
+            request.filename,
+            request.size,
+            request.content_type,
+            owner,
+            self.slot_lifetime,
+        )
+        log.info(
+            "Slot {file_id:.6}… for {owner}: {size} bytes",
+            file_id=slot.file_id,
+            owner=owner,
+            size=slot.size,
+        )
+        return slot_element(
+            self.put_base_url + slot.path,
+            self.get_base_url + slot.path,
+            {"Authorization": f"Bearer {token}"},
+        )
+
+    def on_request_set(self, iq: domish.Element) -> None:
+        raise StanzaError("bad-request", "modify", "Slot requests are IQ get, not set")
+
+    def getDiscoInfo(
+        self, requestor: JID, target: JID, nodeIdentifier: str = ""
+    ) -> list[object]:
+        if nodeIdentifier:
+            return []
+        form = data_form.Form("result", formNamespace=NS_UPLOAD)
+        form.addField(
+            data_form.Field(var="max-file-size", value=str(self.policy.max_file_size))
+        )
+        return [
+            disco.DiscoIdentity("store", "file", "HTTP File Upload"),
+            disco.DiscoFeature(disco.NS_DISCO_INFO),
+            disco.DiscoFeature(disco.NS_DISCO_ITEMS),
+            disco.DiscoFeature(NS_UPLOAD),
+            form,
+        ]
+
+    def getDiscoItems(
+        self, requestor: JID, target: JID, nodeIdentifier: str = ""
+    ) -> list[object]:
+        return []
