@@ -9,11 +9,11 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.static import NoRangeStaticProducer
 
 from httpupload.errors import HttpUploadError
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage
+from httpupload.web.producers import FileSender
 from httpupload.web.responses import (
     ALLOWED_METHODS,
     apply_common_headers,
@@ -131,4 +131,4 @@ class UploadResource(Resource):
             handle.close()
             request.finish()
             return
-        NoRangeStaticProducer(request, handle).start()
+        FileSender(request, handle, info.size).start()
