@@ -1,3 +1,3 @@
-"""Shared test set-up: the wokkel shim must be in place before any test imports wokkel."""
+"""Shared set-up: the wokkel shim must load before any test imports wokkel."""
 
 import httpupload  # noqa: F401

@@ -153,7 +153,7 @@ def test_empty_content_type_counts_as_absent(service: Service) -> None:
 
 
 def test_file_too_large(service: Service) -> None:
-    """Over the limit: modify/not-acceptable with file-too-large, echoing the request."""
+    """Over the limit: modify/not-acceptable, file-too-large, the request echoed."""
     reply = service.ask(
         request(filename="big.iso", size=str(MAX + 1), content_type="image/jpeg")
     )
