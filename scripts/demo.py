@@ -30,7 +30,7 @@ COMPONENT_JID, SECRET = "upload.localhost", "demo-component-secret"
 
 
 def _terminate(_signum: int, _frame: FrameType | None) -> None:
-    """Treat SIGTERM like Ctrl-C, so that the servers are stopped either way."""
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt: the servers stop either way."""
     raise KeyboardInterrupt
 
 
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    # Set both: a shell without job control starts background jobs ignoring SIGINT.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     base = Path(tempfile.mkdtemp(prefix="httpupload-demo-"))
     prosody = Prosody(
         components={COMPONENT_JID: SECRET},
