@@ -65,7 +65,7 @@ def messages(events: list[dict]) -> str:
 
 def test_handshake_brings_the_component_online() -> None:
     """After the server's stream header and handshake reply, the link is online."""
-    service, endpoint, clock = make_service()
+    service, endpoint, _clock = make_service()
     online = service.when_online()
     with capturedLogs() as events:
         service.startService()

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor as global_reactor
@@ -89,7 +88,7 @@ def assert_common_headers(response) -> None:  # type: ignore[no-untyped-def]
 async def test_put_then_get_and_head(server: Server) -> None:
     """A PUT with the slot's headers is stored (201) and served by GET and HEAD."""
     data = "héllo wörld".encode()
-    slot, url, headers = server.mint("très cool.txt", len(data), "text/plain")
+    _slot, url, headers = server.mint("très cool.txt", len(data), "text/plain")
     assert url.endswith("/tr%C3%A8s%20cool.txt")
     response, body = await server.request(
         "PUT", url, data=data, headers={**headers, "Content-Type": "text/plain"}
@@ -153,8 +152,8 @@ async def test_second_put_conflicts(server: Server) -> None:
 @pytest_twisted.ensureDeferred
 async def test_refused_puts(server: Server) -> None:
     """Missing, tampered, foreign and expired slots get 403; nothing is stored."""
-    slot, url, headers = server.mint(size=5)
-    other_slot, other_url, other_headers = server.mint(size=5)
+    _slot, url, headers = server.mint(size=5)
+    _other_slot, _other_url, other_headers = server.mint(size=5)
     token = headers["Authorization"].split(" ")[1]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     cases = [
@@ -275,7 +274,7 @@ async def test_not_found(server: Server) -> None:
         f"{file_id}/data",
         f"{file_id}/info.json",
     ]:
-        response, body = await server.request("GET", server.base + path)
+        response, _body = await server.request("GET", server.base + path)
         assert response.code == 404, path
         assert_common_headers(response)
 
@@ -284,7 +283,7 @@ async def test_not_found(server: Server) -> None:
 async def test_options_and_other_methods(server: Server) -> None:
     """OPTIONS answers the CORS preflight; other methods get 405 with CORS."""
     _, url, _ = server.mint()
-    response, body = await server.request(
+    response, _ = await server.request(
         "OPTIONS",
         url,
         headers={
@@ -296,7 +295,7 @@ async def test_options_and_other_methods(server: Server) -> None:
     assert response.code in (200, 204)
     assert_common_headers(response)
     for method in ("POST", "DELETE", "PATCH"):
-        response, body = await server.request(method, url)
+        response, _body = await server.request(method, url)
         assert response.code == 405
         assert "GET" in header(response, "Allow")
         assert_common_headers(response)
