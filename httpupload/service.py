@@ -7,6 +7,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from wokkel import disco, generic
 
@@ -39,6 +40,19 @@ class StorageService(Service):
         d.addErrback(lambda f: log.failure("Clearing stale partial uploads failed", f))
 
 
+class HttpUploadService(MultiService):
+    """The root service; turns a port that cannot be bound into one clear line."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(
+                f"httpupload: [http] listen: cannot listen on "
+                f"{e.interface or '*'}:{e.port}: {e.socketError}"
+            ) from None
+
+
 def make_service(config: Config, reactor: Any) -> MultiService:
     """The service tree: ``storage``, ``http`` and ``xmpp``, in start order.
 
@@ -65,13 +79,18 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 "TLS-terminating proxy in front or use an ssl: listener",
                 key=key,
             )
-    root = MultiService()
+    root = HttpUploadService()
     storage_service = StorageService(storage)
     storage_service.setName("storage")
     storage_service.setServiceParent(root)
 
     site = UploadSite(UploadReceiver(signer, storage, reactor), storage, reactor)
-    http = strports.service(config.http.listen, site, reactor=reactor)
+    try:
+        http = strports.service(config.http.listen, site, reactor=reactor)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise ConfigError(
+            "[http] listen", f"not a usable endpoint description: {e}"
+        ) from None
     http.setName("http")
     http.setServiceParent(root)
 

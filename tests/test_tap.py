@@ -1,0 +1,122 @@
+"""``twistd httpupload`` as an operator runs it: plugin listed, bad configs stop it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from httpupload.tap import Options
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [str(Path(sys.executable).parent / "twistd")]
+
+
+def twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [*TWISTD, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def write_config(path: Path, extra: str = "") -> Path:
+    path.write_text(
+        '[component]\njid = "upload.localhost"\nsecret = "topsecret"\n'
+        '[http]\nlisten = "tcp:0:interface=127.0.0.1"\n'
+        'public_url = "https://upload.localhost/"\n'
+        f'[storage]\npath = "store"\n{extra}'
+    )
+    return path
+
+
+def test_plugin_is_listed(tmp_path: Path) -> None:
+    """``twistd --help`` lists the httpupload command."""
+    result = twistd("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "httpupload" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[limits]\nmax_filesize = 10\n", "[limits] max_filesize: unknown key"),
+        (
+            "[limits]\nmax_file_size = -1\n",
+            "[limits] max_file_size: must be a positive",
+        ),
+    ],
+)
+def test_bad_config_stops_twistd_with_one_line(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    """A bad value: non-zero exit, one line naming the key, no secret, nothing made."""
+    config = write_config(tmp_path / "c.toml", extra)
+    result = twistd(
+        "-n", "--pidfile=", "httpupload", "--config", str(config), cwd=tmp_path
+    )
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip()
+    assert len(output.splitlines()) == 1
+    assert output.startswith(f"httpupload: config error: {expected}")
+    assert "topsecret" not in output
+    assert not (tmp_path / "store").exists()
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    """A config path that does not exist is reported in one line."""
+    result = twistd(
+        "-n", "--pidfile=", "httpupload", "--config", "nope.toml", cwd=tmp_path
+    )
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1
+    assert "nope.toml" in lines[0]
+
+
+def test_unusable_storage_path(tmp_path: Path) -> None:
+    """A storage path that cannot be a folder is named as [storage] path."""
+    (tmp_path / "store").write_text("a file, not a folder")
+    config = write_config(tmp_path / "c.toml")
+    result = twistd(
+        "-n", "--pidfile=", "httpupload", "--config", str(config), cwd=tmp_path
+    )
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1
+    assert "[storage] path" in lines[0]
+
+
+def test_options_require_config() -> None:
+    """Without --config the options refuse to parse."""
+    with pytest.raises(SystemExit, match="--config"):
+        Options().parseOptions([])
+
+
+def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
+    """An installed wheel carries twisted/plugins/httpupload_plugin.py."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("httpupload-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/httpupload_plugin.py" in names
+    assert "twisted/plugins/__init__.py" not in names
+    assert "twisted/__init__.py" not in names
+    assert "httpupload/web/request.py" in names
