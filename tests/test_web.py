@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import socket
 from collections.abc import AsyncIterator
@@ -328,3 +329,46 @@ def test_access_log_hides_file_urls() -> None:
     assert "xyz" not in line
     assert "qrstuv" not in line
     assert line.startswith('192.0.2.1 - - [ts] "GET /abcdef…/<name> HTTP/1.1" 200 10')
+
+
+class _FullDisk:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, inner, room: int) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.room = inner, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.inner.write(data)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_disk_answers_507_and_keeps_serving(server: Server) -> None:
+    """ENOSPC mid-upload: 507, the partial file removed, the next upload works."""
+    real_begin = server.storage.begin_write
+
+    def begin_on_full_disk(file_id: str):  # type: ignore[no-untyped-def]
+        upload = real_begin(file_id)
+        upload._file = _FullDisk(upload._file, room=1000)
+        return upload
+
+    server.storage.begin_write = begin_on_full_disk  # type: ignore[method-assign]
+    _, url, headers = server.mint(size=50_000, content_type=None)
+    response, body = await server.request(
+        "PUT", url, data=b"z" * 50_000, headers=headers
+    )
+    assert response.code == 507
+    assert b"storage" in body.lower()
+    assert_common_headers(response)
+    assert list((server.storage.root / "tmp").iterdir()) == []
+    response, _ = await server.request("GET", url)
+    assert response.code == 404
+
+    server.storage.begin_write = real_begin  # type: ignore[method-assign]
+    response, _ = await server.request("PUT", url, data=b"z" * 50_000, headers=headers)
+    assert response.code == 201

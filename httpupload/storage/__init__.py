@@ -33,9 +33,6 @@ class PendingUpload(Protocol):
     def write(self, data: bytes) -> None:
         """Append a chunk; errors are remembered and raised by ``commit``."""
 
-    @property
-    def bytes_written(self) -> int: ...
-
     def commit(self, info: FileInfo) -> Deferred[None]:
         """Make the file durable and visible; fails with AlreadyStored if it exists."""
 

@@ -68,7 +68,6 @@ class FilesystemUpload:
         self._file: BinaryIO | None = open(folder / DATA, "xb")
         self._error: OSError | None = None
         self._done = False
-        self.bytes_written = 0
 
     def write(self, data: bytes) -> None:
         if self._file is None:
@@ -78,8 +77,6 @@ class FilesystemUpload:
         except OSError as e:
             self._error = e
             self._close_quietly()
-            return
-        self.bytes_written += len(data)
 
     def _close_quietly(self) -> None:
         if self._file is not None:

@@ -83,21 +83,21 @@ class IncomingUpload:
         self._clock = clock
         self._sha256 = hashlib.sha256()
         self.finished = False
-
-    @property
-    def bytes_received(self) -> int:
-        return self._pending.bytes_written
+        # Counted here, not by storage: a write that failed (full disk) must
+        # be reported as such on commit, not as a short body.
+        self.bytes_received = 0
 
     def write(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         self._sha256.update(data)
         self._pending.write(data)
 
     def finish(self) -> Deferred[FileInfo]:
         """Commit if the whole body arrived; the Deferred fails otherwise."""
         self.finished = True
-        if self._pending.bytes_written != self.slot.size:
+        if self.bytes_received != self.slot.size:
             d = self._pending.abort()
-            written = self._pending.bytes_written
+            written = self.bytes_received
 
             def incomplete(_: object) -> FileInfo:
                 raise IncompleteBody(
