@@ -34,10 +34,12 @@ class StorageService(Service):
     def startService(self) -> None:
         super().startService()
         d = self.storage.remove_stale_partials()
-        d.addCallback(
-            lambda n: n and log.info("Removed {count} stale partial uploads", count=n)
-        )
+        d.addCallback(self._removed)
         d.addErrback(lambda f: log.failure("Clearing stale partial uploads failed", f))
+
+    def _removed(self, count: int) -> None:
+        if count:
+            log.info("Removed {count} stale partial uploads", count=count)
 
 
 class HttpUploadService(MultiService):
@@ -70,14 +72,14 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     signer = SlotSigner(key, reactor)
 
     urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
-    for key, url in urls.items():
+    for name, url in urls.items():
         if not url.startswith("https://") and (
-            key == "public_url" or url != urls["public_url"]
+            name == "public_url" or url != urls["public_url"]
         ):
             log.warn(
                 "[http] {key} is not HTTPS; XEP-0363 requires TLS, so put a "
                 "TLS-terminating proxy in front or use an ssl: listener",
-                key=key,
+                key=name,
             )
     root = HttpUploadService()
     storage_service = StorageService(storage)

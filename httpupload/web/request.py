@@ -42,8 +42,9 @@ class UploadRequest(Request):
             super().gotLength(length)
             return
         # requestReceived() still calls tell() and seek() on content.
-        self.content = io.BytesIO()
-        receiver: UploadReceiver | None = getattr(self.channel.site, "uploads", None)
+        self.content = io.BytesIO()  # type: ignore[assignment]
+        site = getattr(self.channel, "site", None)
+        receiver: UploadReceiver | None = getattr(site, "uploads", None)
         if receiver is None:
             self._refusal = UploadRefused("This site does not take uploads")
             return
