@@ -36,6 +36,9 @@ COMPONENT_JID = "upload.localhost"
 COMPONENT_SECRET = "component-secret-for-tests"
 USER = "alice"
 PASSWORD = "alice-password-for-tests"
+#: A second VirtualHost on the same server, not in the service's [access] domains.
+OTHER_DOMAIN = "elsewhere.test"
+OTHER_USER, OTHER_PASSWORD = "mallory", "mallory-password-for-tests"
 #: The service's size limit in these tests: above the 20 MiB upload.
 MAX_FILE_SIZE = 25 * 1024 * 1024
 LOG_TAIL_LINES = 150
@@ -107,16 +110,18 @@ def _require_prosody() -> None:
 
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[Prosody]:
-    """A running Prosody with user alice and the component upload.localhost."""
+    """A running Prosody: alice@localhost, upload.localhost, mallory@elsewhere.test."""
     _require_prosody()
     server = Prosody(
         domain=DOMAIN,
         components={COMPONENT_JID: COMPONENT_SECRET},
         users={USER: PASSWORD},
+        extra_hosts=[OTHER_DOMAIN],
     )
     _prosodies.append(server)
     try:
         server.setup()
+        server.register(OTHER_USER, OTHER_PASSWORD, OTHER_DOMAIN)
         server.start()
         yield server
     finally:
@@ -147,13 +152,13 @@ def httpupload(prosody: Prosody) -> Iterator[HttpUpload]:
 
 @pytest.fixture
 def connect(prosody: Prosody) -> Iterator[Callable[..., XmppClient]]:
-    """A factory of slixmpp sessions logged in as alice; all closed after the test."""
+    """A factory of logged-in slixmpp sessions (alice by default), closed after."""
     sessions: list[XmppClient] = []
 
-    def make(timeout: float = 30.0) -> XmppClient:
-        session = XmppClient(
-            f"{USER}@{DOMAIN}", PASSWORD, port=prosody.c2s_port, timeout=timeout
-        )
+    def make(
+        timeout: float = 30.0, jid: str = f"{USER}@{DOMAIN}", password: str = PASSWORD
+    ) -> XmppClient:
+        session = XmppClient(jid, password, port=prosody.c2s_port, timeout=timeout)
         sessions.append(session)
         session.connect()
         return session
@@ -169,6 +174,12 @@ def connect(prosody: Prosody) -> Iterator[Callable[..., XmppClient]]:
 def client(connect: Callable[..., XmppClient], httpupload: HttpUpload) -> XmppClient:
     """A slixmpp session logged in as alice@localhost over STARTTLS."""
     return connect()
+
+
+@pytest.fixture
+def outsider(connect: Callable[..., XmppClient], httpupload: HttpUpload) -> XmppClient:
+    """A session of mallory@elsewhere.test, a user of a domain the service refuses."""
+    return connect(jid=f"{OTHER_USER}@{OTHER_DOMAIN}", password=OTHER_PASSWORD)
 
 
 @pytest.fixture

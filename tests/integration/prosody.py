@@ -107,6 +107,9 @@ class Prosody:
         default_factory=lambda: {"upload.localhost": "s3cret"}
     )
     users: dict[str, str] = field(default_factory=lambda: {"alice": "alice-password"})
+    #: More VirtualHosts (no components): users there are on the same server, but
+    #: not of ``domain``. Register them with ``register(user, password, host)``.
+    extra_hosts: list[str] = field(default_factory=list)
     base_dir: Path | None = None
     keep: bool = False
     extra_config: str = ""
@@ -179,9 +182,8 @@ class Prosody:
         self.c2s_port = self.c2s_port or free_port()
         self.component_port = self.component_port or free_port()
         self.http_port = self.http_port or free_port()
-        make_self_signed_cert(
-            self.cert_path, self.key_path, [self.domain, f"*.{self.domain}"]
-        )
+        names = [self.domain, f"*.{self.domain}", *self.extra_hosts]
+        make_self_signed_cert(self.cert_path, self.key_path, names)
         self.config_path.write_text(self.render_config(), encoding="utf-8")
         for user, password in self.users.items():
             self.register(user, password)
@@ -226,6 +228,8 @@ class Prosody:
             f"VirtualHost {q(self.domain)}",
             "",
         ]
+        for host in self.extra_hosts:
+            lines += [f"VirtualHost {q(host)}", ""]
         for jid, secret in self.components.items():
             lines += [f"Component {q(jid)}", f"  component_secret = {q(secret)}", ""]
         if self.share_component:
@@ -238,12 +242,13 @@ class Prosody:
             ]
         return "\n".join(lines)
 
-    def register(self, user: str, password: str) -> None:
-        """Create a user account with prosodyctl (whether or not the server runs)."""
+    def register(self, user: str, password: str, host: str | None = None) -> str:
+        """Create an account with prosodyctl (server up or not); return its JID."""
+        host = host or self.domain
         result = subprocess.run(
             [
                 self.prosodyctl_bin, "--config", str(self.config_path),
-                "register", user, self.domain, password,
+                "register", user, host, password,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -252,10 +257,12 @@ class Prosody:
         )  # fmt: skip
         if result.returncode != 0:
             raise ProsodyError(
-                f"prosodyctl register {user}@{self.domain} failed "
+                f"prosodyctl register {user}@{host} failed "
                 f"({result.returncode}): {result.stdout.decode(errors='replace')}"
             )
-        self.users[user] = password
+        if host == self.domain:
+            self.users[user] = password
+        return f"{user}@{host}"
 
     def start(self, timeout: float = 20.0) -> None:
         """Start prosody in the foreground as a child process and wait for its ports."""

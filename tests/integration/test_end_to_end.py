@@ -82,6 +82,15 @@ def test_slot_over_the_limit_is_refused_with_the_limit(
     assert error.max_file_size == httpupload.max_file_size
 
 
+def test_user_of_another_domain_is_refused(
+    outsider: XmppClient, httpupload: HttpUpload
+) -> None:
+    """A user of a domain outside [access] domains gets auth/forbidden, no slot."""
+    with pytest.raises(SlotRefusedError) as refused:
+        outsider.request_slot(httpupload.component_jid, "not-mine.txt", 5)
+    assert (refused.value.error_type, refused.value.condition) == ("auth", "forbidden")
+
+
 def test_slot_takes_a_put_with_its_headers(
     client: XmppClient, httpupload: HttpUpload
 ) -> None:
