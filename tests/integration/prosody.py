@@ -10,25 +10,56 @@ Nothing here imports Twisted or the httpupload package: the demo script reuses i
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "Prosody",
     "ProsodyError",
+    "die_with_parent",
     "free_port",
     "wait_for_port",
 ]
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class ProsodyError(Exception):
     """Prosody could not be set up, started or stopped."""
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Looked up here, in the parent: the child of a fork must not dlopen anything.
+_PRCTL = _find_prctl()
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, even by SIGKILL.
+
+    A ``preexec_fn`` for servers started in their own session, so that a killed
+    test run or demo leaves no server behind. Linux only; elsewhere a no-op.
+    """
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def free_port() -> int:
@@ -277,6 +308,7 @@ class Prosody:
                 stderr=subprocess.STDOUT,
                 cwd=str(self._dir),
                 start_new_session=True,  # Ctrl-C in a terminal goes to us, not it
+                preexec_fn=die_with_parent,
             )
         finally:
             console.close()

@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 try:  # Both the test suite and the demo script import this module.
-    from .prosody import free_port, wait_for_port
+    from .prosody import die_with_parent, free_port, wait_for_port
 except ImportError:  # pragma: no cover - loaded as a top-level module
-    from prosody import free_port, wait_for_port  # type: ignore[no-redef]
+    from prosody import (  # type: ignore[no-redef]
+        die_with_parent,
+        free_port,
+        wait_for_port,
+    )
 
 __all__ = [
     "REPO_ROOT",
@@ -218,6 +222,7 @@ class HttpUpload:
                 cwd=str(self._dir),
                 env=self.environment(),
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()
