@@ -8,6 +8,7 @@ Parsing works on a mapping, so tests never need a file.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class ComponentConfig:
     server_host: str
     server_port: int
     secret: str = field(repr=False)
+    # A dead link is noticed (and reconnected) within this many seconds.
+    link_timeout: int = 60
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class HttpConfig:
     get_url: str
     # None: generate one on first start and keep it in the storage folder.
     signing_key: bytes | None = field(repr=False)
+    idle_timeout: int = 60
+    header_timeout: int = 30
+    min_upload_rate: int = 1024
+    max_uploads_per_address: int = 16
+    trusted_proxies: tuple[str, ...] = ()
+    shutdown_grace: int = 30
 
 
 @dataclass(frozen=True)
@@ -65,16 +74,43 @@ class Config:
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "component": {"server_host": "127.0.0.1", "server_port": 5347},
-    "http": {"listen": "tcp:5050:interface=127.0.0.1"},
+    "component": {"server_host": "127.0.0.1", "server_port": 5347, "link_timeout": 60},
+    "http": {
+        "listen": "tcp:5050:interface=127.0.0.1",
+        "idle_timeout": 60,
+        "header_timeout": 30,
+        "min_upload_rate": 1024,
+        "max_uploads_per_address": 16,
+        "trusted_proxies": [],
+        "shutdown_grace": 30,
+    },
     "storage": {},
     "limits": {"max_file_size": 100 * 1024 * 1024, "slot_lifetime": 300},
     "access": {},
 }
 
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "component": ("jid", "server_host", "server_port", "secret", "secret_file"),
-    "http": ("listen", "public_url", "get_url", "signing_key", "signing_key_file"),
+    "component": (
+        "jid",
+        "server_host",
+        "server_port",
+        "secret",
+        "secret_file",
+        "link_timeout",
+    ),
+    "http": (
+        "listen",
+        "public_url",
+        "get_url",
+        "signing_key",
+        "signing_key_file",
+        "idle_timeout",
+        "header_timeout",
+        "min_upload_rate",
+        "max_uploads_per_address",
+        "trusted_proxies",
+        "shutdown_grace",
+    ),
     "storage": ("path",),
     "limits": ("max_file_size", "slot_lifetime"),
     "access": ("domains",),
@@ -117,14 +153,16 @@ class _Section:
             raise ConfigError(self.key(key), "must be a non-empty string")
         return value.strip()
 
-    def positive_int(self, key: str, *, maximum: int | None = None) -> int:
+    def positive_int(
+        self, key: str, *, maximum: int | None = None, zero_ok: bool = False
+    ) -> int:
         if key not in self.values:
             raise ConfigError(self.key(key), "missing")
         value = self.values[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(
-                self.key(key), f"must be a positive integer, got {value!r}"
-            )
+        lowest = 0 if zero_ok else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            kind = "a non-negative" if zero_ok else "a positive"
+            raise ConfigError(self.key(key), f"must be {kind} integer, got {value!r}")
         if maximum is not None and value > maximum:
             raise ConfigError(self.key(key), f"must be at most {maximum}, got {value}")
         return value
@@ -214,6 +252,20 @@ def _domains(section: _Section, key: str, component_jid: str) -> tuple[str, ...]
     return tuple(domains)
 
 
+def _networks(section: _Section, key: str) -> tuple[str, ...]:
+    value = section.values[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(section.key(key), "must be a list of addresses or networks")
+    for item in value:
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                section.key(key), f"not an address or network: {item!r}"
+            ) from None
+    return tuple(v.strip() for v in value)
+
+
 def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     """A checked ``Config`` from parsed TOML; relative paths start at ``base_dir``."""
     for name in data:
@@ -230,6 +282,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         server_host=c.string("server_host") or "",
         server_port=c.positive_int("server_port", maximum=65535),
         secret=c.secret("secret", base_dir, required=True) or "",
+        link_timeout=c.positive_int("link_timeout"),
     )
 
     h = sections["http"]
@@ -247,6 +300,12 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         public_url=public_url,
         get_url=_base_url(h, "get_url", get_url) if get_url else public_url,
         signing_key=signing_key,
+        idle_timeout=h.positive_int("idle_timeout"),
+        header_timeout=h.positive_int("header_timeout"),
+        min_upload_rate=h.positive_int("min_upload_rate", zero_ok=True),
+        max_uploads_per_address=h.positive_int("max_uploads_per_address"),
+        trusted_proxies=_networks(h, "trusted_proxies"),
+        shutdown_grace=h.positive_int("shutdown_grace", zero_ok=True),
     )
 
     s = sections["storage"]

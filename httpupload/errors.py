@@ -80,3 +80,11 @@ class IncompleteBody(UploadRefused):
 
 class StorageFull(UploadRefused):
     """The storage backend has no room for the file."""
+
+
+class TooManyUploads(UploadRefused):
+    """The client address has as many uploads in flight as it may."""
+
+
+class ShuttingDown(UploadRefused):
+    """The service is draining before it stops; no new uploads."""

@@ -6,10 +6,11 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from wokkel import disco, generic
+from wokkel import disco, generic, ping
 
 from httpupload.config import Config
 from httpupload.errors import ConfigError
@@ -21,6 +22,7 @@ from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 from httpupload.xmpp.component import ComponentService
 from httpupload.xmpp.handler import UploadHandler
+from httpupload.xmpp.keepalive import LinkWatchdog
 
 log = Logger()
 
@@ -40,6 +42,18 @@ class StorageService(Service):
     def _removed(self, count: int) -> None:
         if count:
             log.info("Removed {count} stale partial uploads", count=count)
+
+
+class DrainService(Service):
+    """On stop: refuse new uploads, give those in flight ``grace`` seconds."""
+
+    def __init__(self, receiver: UploadReceiver, grace: float) -> None:
+        self.receiver = receiver
+        self.grace = grace
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.receiver.drain(self.grace)
 
 
 class HttpUploadService(MultiService):
@@ -86,7 +100,19 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     storage_service.setName("storage")
     storage_service.setServiceParent(root)
 
-    site = UploadSite(UploadReceiver(signer, storage, reactor), storage, reactor)
+    h = config.http
+    receiver = UploadReceiver(
+        signer, storage, reactor, max_uploads_per_address=h.max_uploads_per_address
+    )
+    site = UploadSite(
+        receiver,
+        storage,
+        reactor,
+        idle_timeout=h.idle_timeout,
+        header_timeout=h.header_timeout,
+        min_upload_rate=h.min_upload_rate,
+        trusted_proxies=h.trusted_proxies,
+    )
     try:
         http = strports.service(config.http.listen, site, reactor=reactor)
     except (ValueError, TypeError, KeyError, OSError) as e:
@@ -96,9 +122,23 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     http.setName("http")
     http.setServiceParent(root)
 
+    # Stopped before "http" (children stop in reverse order): uploads in
+    # flight get their grace period while the port still answers.
+    drain = DrainService(receiver, h.shutdown_grace)
+    drain.setName("uploads")
+    drain.setServiceParent(root)
+
+    c = config.component
     handlers = [
         generic.FallbackHandler(),
         disco.DiscoHandler(),
+        ping.PingHandler(),
+        LinkWatchdog(
+            reactor,
+            target=c.jid.partition(".")[2] or c.jid,
+            sender=c.jid,
+            link_timeout=c.link_timeout,
+        ),
         UploadHandler(
             SlotPolicy(config.limits.max_file_size, config.access.domains),
             signer,
@@ -107,7 +147,6 @@ def make_service(config: Config, reactor: Any) -> MultiService:
             config.limits.slot_lifetime,
         ),
     ]
-    c = config.component
     endpoint = HostnameEndpoint(reactor, c.server_host, c.server_port, timeout=30)
     xmpp = ComponentService(
         reactor,

@@ -11,7 +11,12 @@ from wokkel.test import helpers
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.xmpp.handler import UploadHandler
-from httpupload.xmpp.stanzas import NS_UPLOAD
+from httpupload.xmpp.stanzas import (
+    NAMESPACES,
+    NS_UPLOAD,
+    NS_UPLOAD_CONVERSATIONS,
+    NS_UPLOAD_LEGACY,
+)
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DATA = "jabber:x:data"
@@ -93,11 +98,14 @@ def test_disco_info(service: Service) -> None:
     ]
     assert identities == [("store", "file", "HTTP File Upload")]
     features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
-    assert {NS_UPLOAD, disco.NS_DISCO_INFO} <= features
-    (form,) = list(reply.query.elements(NS_DATA, "x"))
-    assert form["type"] == "result"
-    fields = {f["var"]: str(f.value) for f in form.elements(NS_DATA, "field")}
-    assert fields == {"FORM_TYPE": NS_UPLOAD, "max-file-size": str(MAX)}
+    assert {*NAMESPACES, disco.NS_DISCO_INFO} <= features
+    forms = {}
+    for form in reply.query.elements(NS_DATA, "x"):
+        assert form["type"] == "result"
+        fields = {f["var"]: str(f.value) for f in form.elements(NS_DATA, "field")}
+        forms[fields.pop("FORM_TYPE")] = fields
+    # One form per namespace, each with the limit (XEP-0128: one per FORM_TYPE).
+    assert forms == {ns: {"max-file-size": str(MAX)} for ns in NAMESPACES}
 
 
 def test_disco_items_empty(service: Service) -> None:
@@ -117,7 +125,7 @@ def test_slot(service: Service) -> None:
     assert slot.uri == NS_UPLOAD
     put_url, get_url = slot.put["url"], slot.get["url"]
     assert put_url.startswith("https://upload.montague.tld/")
-    assert put_url.endswith("/tr%C3%A8s%20cool.jpg")
+    assert urlsplit(put_url).path.endswith("/tr%C3%A8s%20cool.jpg")
     assert get_url.startswith("https://download.montague.tld/files/")
     file_id = urlsplit(put_url).path.split("/")[1]
     assert len(file_id) >= 22
@@ -133,6 +141,8 @@ def test_slot(service: Service) -> None:
         "romeo@montague.tld",
     )
     assert granted.expires == 1_700_000_000 + 300
+    # The same token rides in the PUT URL, for clients that drop headers.
+    assert urlsplit(put_url).query == f"token={token}"
 
 
 def test_each_slot_is_new(service: Service) -> None:
@@ -233,3 +243,52 @@ def test_unknown_iq_gets_service_unavailable(service: Service) -> None:
     """Any other IQ get or set is answered with service-unavailable."""
     reply = service.ask(domish.Element(("urn:example:unknown", "query")))
     assert error_of(reply)[1] == "service-unavailable"
+
+
+def legacy_request(namespace: str, **children: str) -> domish.Element:
+    element = domish.Element((namespace, "request"))
+    for name, value in children.items():
+        element.addElement(name.replace("_", "-"), content=value)
+    return element
+
+
+@pytest.mark.parametrize("namespace", [NS_UPLOAD_LEGACY, NS_UPLOAD_CONVERSATIONS])
+def test_legacy_slot(service: Service, namespace: str) -> None:
+    """The 0.2 and Conversations formats: child elements in, URLs as text out."""
+    reply = service.ask(
+        legacy_request(
+            namespace, filename="très cool.jpg", size="42", content_type="image/jpeg"
+        )
+    )
+    assert reply["type"] == "result"
+    slot = reply.slot
+    assert slot.uri == namespace
+    put_url, get_url = str(slot.put), str(slot.get)
+    assert not list(slot.put.elements())  # no headers in these formats
+    parts = urlsplit(put_url)
+    assert parts.path.endswith("/tr%C3%A8s%20cool.jpg")
+    assert get_url.endswith(parts.path.split("/", 2)[-1])
+    token = parts.query.removeprefix("token=")
+    granted = service.signer.verify(token, parts.path.split("/")[1], "très cool.jpg")
+    assert (granted.size, granted.content_type) == (42, "image/jpeg")
+
+
+@pytest.mark.parametrize("namespace", [NS_UPLOAD_LEGACY, NS_UPLOAD_CONVERSATIONS])
+def test_legacy_errors(service: Service, namespace: str) -> None:
+    """Legacy requests get the same conditions, file-too-large in their namespace."""
+    reply = service.ask(
+        legacy_request(namespace, filename="big.iso", size=str(MAX + 1))
+    )
+    assert error_of(reply)[:2] == ("modify", "not-acceptable")
+    (too_large,) = list(reply.error.elements(namespace, "file-too-large"))
+    assert str(too_large.firstChildElement()) == str(MAX)
+    assert reply.request.uri == namespace
+
+    reply = service.ask(legacy_request(namespace, size="10"))
+    assert error_of(reply)[:2] == ("modify", "bad-request")
+    reply = service.ask(legacy_request(namespace, filename="a", size="x"))
+    assert error_of(reply)[:2] == ("modify", "bad-request")
+    reply = service.ask(
+        legacy_request(namespace, filename="a", size="1"), sender="eve@evil.example/x"
+    )
+    assert error_of(reply)[:2] == ("auth", "forbidden")

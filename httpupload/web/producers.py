@@ -18,11 +18,15 @@ CHUNK_SIZE = 64 * 1024
 
 @implementer(IPullProducer)
 class FileSender:
-    """Writes ``length`` bytes of ``handle`` to ``request``, then finishes it."""
+    """Writes ``length`` bytes of ``handle`` from ``offset`` on, then finishes."""
 
-    def __init__(self, request: Request, handle: BinaryIO, length: int) -> None:
+    def __init__(
+        self, request: Request, handle: BinaryIO, offset: int, length: int
+    ) -> None:
         self.request: Request | None = request
         self.handle: BinaryIO | None = handle
+        if offset:
+            handle.seek(offset)
         self.remaining = length
 
     def start(self) -> None:

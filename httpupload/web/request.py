@@ -2,10 +2,16 @@
 
 twisted.web normally spools a request body into a temporary file of its own
 before any resource sees it; for uploads that would be a second full copy.
-``UploadChannel`` tells the request its method and path as soon as the
-headers are in (they are only on the channel at that point), and
-``UploadRequest.gotLength`` judges the PUT from its headers and opens the
-storage write that ``handleContentChunk`` then feeds, chunk by chunk.
+``UploadChannel`` hands the request its method and path as soon as the
+headers are in (they are only on the channel at that point), the request
+judges the PUT from its headers and opens the storage write, and
+``handleContentChunk`` then feeds it, chunk by chunk.
+
+A refused PUT is answered from its headers.  If the client waits for
+``100 Continue`` (or announces a large or unknown length), the refusal goes
+out at once, without a ``100``, and the connection closes; a small body
+without ``Expect`` is read and dropped first, so the client is sure to see
+the answer instead of a reset connection.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import io
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -20,7 +28,11 @@ from twisted.web.server import Request
 
 from httpupload.errors import UploadRefused
 from httpupload.storage import FileInfo
-from httpupload.web.uploads import IncomingUpload, UploadReceiver
+from httpupload.web.addresses import client_address
+from httpupload.web.uploads import IncomingUpload
+
+# A refused body up to this size is read and dropped rather than cut off.
+DISCARD_LIMIT = 1024 * 1024
 
 log = Logger()
 
@@ -28,33 +40,78 @@ log = Logger()
 class UploadRequest(Request):
     """A request whose PUT body goes to an ``IncomingUpload``, not to memory."""
 
-    _early_method: bytes | None = None
-    _early_path: bytes = b""
+    _is_upload = False
     _upload: IncomingUpload | None = None
     _refusal: UploadRefused | None = None
+    _rate_timer: IDelayedCall | None = None
+    _window_start = 0
 
-    def request_line_received(self, method: bytes, path: bytes) -> None:
-        self._early_method = method
-        self._early_path = path
+    def headers_received(self, method: bytes, path: bytes, length: int | None) -> None:
+        """Judge a PUT from its headers; called before ``gotLength``."""
+        if method != b"PUT":
+            return
+        self._is_upload = True
+        site = getattr(self.channel, "site", None)
+        receiver = getattr(site, "uploads", None)
+        if receiver is None:
+            self._refusal = UploadRefused("This site does not take uploads")
+            return
+        address = client_address(self, getattr(site, "trusted_proxies", ()))
+        try:
+            self._upload = receiver.start(path, self.requestHeaders, length, address)
+        except UploadRefused as e:
+            self._refusal = e
+            return
+        self._upload.cancel = self._cut_off
+        self._schedule_rate_check()
+
+    @property
+    def refused(self) -> bool:
+        return self._refusal is not None
+
+    def _cut_off(self) -> None:
+        transport = getattr(self.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _schedule_rate_check(self) -> None:
+        site = getattr(self.channel, "site", None)
+        rate = getattr(site, "min_upload_rate", 0)
+        window = getattr(site, "timeout", None) or 0
+        if rate and window and self._upload is not None:
+            self._window_start = self._upload.bytes_received
+            call_later = self.channel.callLater  # type: ignore[union-attr]
+            self._rate_timer = call_later(  # type: ignore[call-arg]
+                window, self._check_rate, rate, window
+            )
+
+    def _check_rate(self, rate: int, window: float) -> None:
+        self._rate_timer = None
+        upload = self._upload
+        if upload is None or upload.finished:
+            return
+        moved = upload.bytes_received - self._window_start
+        if moved < rate * window:
+            log.info(
+                "Cutting off an upload slower than {rate} B/s ({moved} bytes in "
+                "{window:.0f} s)",
+                rate=rate,
+                moved=moved,
+                window=window,
+            )
+            self._cut_off()
+            return
+        self._schedule_rate_check()
 
     def gotLength(self, length: int | None) -> None:
-        if self._early_method != b"PUT":
+        if not self._is_upload:
             super().gotLength(length)
             return
         # requestReceived() still calls tell() and seek() on content.
         self.content = io.BytesIO()  # type: ignore[assignment]
-        site = getattr(self.channel, "site", None)
-        receiver: UploadReceiver | None = getattr(site, "uploads", None)
-        if receiver is None:
-            self._refusal = UploadRefused("This site does not take uploads")
-            return
-        try:
-            self._upload = receiver.start(self._early_path, self.requestHeaders, length)
-        except UploadRefused as e:
-            self._refusal = e
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._early_method != b"PUT":
+        if not self._is_upload:
             super().handleContentChunk(data)
         elif self._upload is not None:
             self._upload.write(data)
@@ -62,6 +119,8 @@ class UploadRequest(Request):
 
     def finish_upload(self) -> Deferred[FileInfo]:
         """Commit the streamed body; fails with the reason it was refused."""
+        if self._rate_timer is not None and self._rate_timer.active():
+            self._rate_timer.cancel()
         if self._refusal is not None:
             return fail(self._refusal)
         if self._upload is None:
@@ -69,11 +128,13 @@ class UploadRequest(Request):
         return self._upload.finish()
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._rate_timer is not None and self._rate_timer.active():
+            self._rate_timer.cancel()
         upload = self._upload
         if upload is not None and not upload.finished:
             log.info(
-                "Upload cut off after {written} of {size} bytes; discarded",
-                written=upload.bytes_received,
+                "Upload cut off after {received} of {size} bytes; discarded",
+                received=upload.bytes_received,
                 size=upload.slot.size,
             )
             upload.abort().addErrback(
@@ -83,13 +144,62 @@ class UploadRequest(Request):
 
 
 class UploadChannel(HTTPChannel):
-    """Hands the method and path to the request before its body is read."""
+    """Hands the method and path to the request before its body is read.
+
+    Also bounds the request head: at most ``maxHeaders`` headers of
+    ``totalHeadersSize`` bytes, arriving within ``header_timeout`` seconds
+    (the idle timeout alone would let a client trickle one byte a minute).
+    """
+
+    maxHeaders = 100
+    totalHeadersSize = 16384
+    header_timeout: float = 30.0
+    _header_timer: IDelayedCall | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._header_timer is None and self.header_timeout:
+            self._header_timer = self.callLater(  # type: ignore[attr-defined]
+                self.header_timeout, self._headers_too_slow
+            )
+        super().lineReceived(line)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        log.info("Closing a connection whose request head took too long")
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def allHeadersReceived(self) -> None:
+        self._cancel_header_timer()
         request = self.requests[-1]
         if isinstance(request, UploadRequest):
-            request.request_line_received(self._command, self._path)
+            request.headers_received(self._command, self._path, self.length)
+            if request.refused and self._answer_at_once(request):
+                request.requestHeaders.removeHeader(b"Expect")
+                super().allHeadersReceived()
+                # No body follows as far as twisted.web is concerned: the
+                # request is processed (and refused) now, then we close.
+                self.persistent = False
+                self.length = 0
+                return
         super().allHeadersReceived()
+
+    def _answer_at_once(self, request: UploadRequest) -> bool:
+        expect = request.requestHeaders.getRawHeaders(b"Expect") or []
+        return (
+            any(v.strip().lower() == b"100-continue" for v in expect)
+            or self.length is None
+            or self.length > DISCARD_LIMIT
+        )
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # type: ignore[assignment]
+        self._cancel_header_timer()
+        super().connectionLost(reason)
 
 
 __all__ = ["UploadChannel", "UploadRequest"]

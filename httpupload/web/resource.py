@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from email.utils import formatdate
+from collections.abc import Callable
 from typing import BinaryIO
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -13,7 +13,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from httpupload.errors import HttpUploadError
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage
+from httpupload.web.conditional import etag, last_modified, not_modified, range_applies
+from httpupload.web.disposition import content_disposition, is_inline
 from httpupload.web.producers import FileSender
+from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
     ALLOWED_METHODS,
     apply_common_headers,
@@ -24,15 +27,24 @@ from httpupload.web.uploads import repr_digest
 
 log = Logger()
 
+CACHE_CONTROL = b"public, max-age=31536000, immutable"
 
-def _file_headers(request: Request, info: FileInfo) -> None:
+
+def _validators(request: Request, info: FileInfo) -> None:
+    request.setHeader(b"ETag", etag(info))
+    request.setHeader(b"Last-Modified", last_modified(info))
+    request.setHeader(b"Cache-Control", CACHE_CONTROL)
+
+
+def _representation(request: Request, info: FileInfo) -> None:
+    _validators(request, info)
     request.setHeader(b"Content-Type", info.content_type.encode("latin-1"))
-    request.setHeader(b"Content-Length", str(info.size).encode("ascii"))
     request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+    request.setHeader(b"Accept-Ranges", b"bytes")
     request.setHeader(
-        b"Last-Modified", formatdate(info.created, usegmt=True).encode("ascii")
+        b"Content-Disposition",
+        content_disposition(info.filename, is_inline(info.content_type)),
     )
-    request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
 
 
 class _Response:
@@ -85,10 +97,13 @@ class UploadResource(Resource):
         return NOT_DONE_YET
 
     async def _upload(
-        self, request: Request, response: _Response, finish_upload
-    ) -> None:  # type: ignore[no-untyped-def]
+        self,
+        request: Request,
+        response: _Response,
+        finish_upload: Callable[[], Deferred[FileInfo]],
+    ) -> None:
         try:
-            info: FileInfo = await finish_upload()
+            info = await finish_upload()
         except HttpUploadError as e:
             response.send(refuse(request, e))
             return
@@ -100,25 +115,26 @@ class UploadResource(Resource):
             "Stored {size} bytes as {file_id:.6}…", size=info.size, file_id=info.file_id
         )
         request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+        request.setHeader(b"ETag", etag(info))
         response.send(plain(request, 201, "Created"))
 
-    async def _download(self, request: Request, response: _Response) -> None:
+    async def _open(self, request: Request) -> tuple[FileInfo, BinaryIO] | None:
         parsed = parse_url_path(request.path)
-        opened: tuple[FileInfo, BinaryIO] | None = None
-        if parsed is not None:
-            try:
-                opened = await self._storage.open_read(parsed[0])
-            except Exception:
-                log.failure("Opening a stored file failed")
-                response.send(plain(request, 500, "Reading the file failed"))
-                return
-        if (
-            opened is not None
-            and parsed is not None
-            and opened[0].filename != parsed[1]
-        ):
+        if parsed is None:
+            return None
+        opened = await self._storage.open_read(parsed[0])
+        if opened is not None and opened[0].filename != parsed[1]:
             opened[1].close()
-            opened = None
+            return None
+        return opened
+
+    async def _download(self, request: Request, response: _Response) -> None:
+        try:
+            opened = await self._open(request)
+        except Exception:
+            log.failure("Opening a stored file failed")
+            response.send(plain(request, 500, "Reading the file failed"))
+            return
         if opened is None:
             response.send(plain(request, 404, "Not found"))
             return
@@ -126,9 +142,31 @@ class UploadResource(Resource):
         if response.gone:
             handle.close()
             return
-        _file_headers(request, info)
+        if not_modified(request.requestHeaders, info):
+            handle.close()
+            _validators(request, info)
+            request.setResponseCode(304)
+            request.finish()
+            return
+        wanted = None
+        if range_applies(request.requestHeaders, info):
+            try:
+                wanted = parse_range(request.getHeader(b"Range"), info.size)
+            except Unsatisfiable:
+                handle.close()
+                _validators(request, info)
+                request.setHeader(b"Content-Range", f"bytes */{info.size}".encode())
+                response.send(plain(request, 416, "Range not satisfiable"))
+                return
+        _representation(request, info)
+        offset, length = 0, info.size
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", wanted.content_range(info.size))
+            offset, length = wanted.start, wanted.length
+        request.setHeader(b"Content-Length", str(length).encode("ascii"))
         if request.method == b"HEAD":
             handle.close()
             request.finish()
             return
-        FileSender(request, handle, info.size).start()
+        FileSender(request, handle, offset, length).start()

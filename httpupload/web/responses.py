@@ -11,7 +11,9 @@ from httpupload.errors import (
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    ShuttingDown,
     StorageFull,
+    TooManyUploads,
     TypeMismatch,
 )
 
@@ -23,8 +25,16 @@ ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT"
 COMMON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Access-Control-Allow-Origin", b"*"),
     (b"Access-Control-Allow-Methods", ALLOWED_METHODS),
-    (b"Access-Control-Allow-Headers", b"Authorization, Content-Type"),
-    (b"Access-Control-Expose-Headers", b"Content-Length, Repr-Digest"),
+    (
+        b"Access-Control-Allow-Headers",
+        b"Authorization, Content-Type, Range, If-Range, If-None-Match, "
+        b"If-Modified-Since",
+    ),
+    (
+        b"Access-Control-Expose-Headers",
+        b"ETag, Repr-Digest, Content-Range, Content-Length, Content-Disposition, "
+        b"Accept-Ranges, Last-Modified",
+    ),
     (b"Access-Control-Max-Age", b"86400"),
     (b"Content-Security-Policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"X-Content-Type-Options", b"nosniff"),
@@ -39,12 +49,19 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (IncompleteBody, 400),
     (AlreadyStored, 409),
     (StorageFull, 507),
+    (TooManyUploads, 429),
+    (ShuttingDown, 503),
 )
+
+
+HSTS = b"max-age=31536000"
 
 
 def apply_common_headers(request: Request) -> None:
     for name, value in COMMON_HEADERS:
         request.setHeader(name, value)
+    if request.isSecure():
+        request.setHeader(b"Strict-Transport-Security", HSTS)
 
 
 def http_status(error: HttpUploadError) -> int:

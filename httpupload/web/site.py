@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request, Site
 
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
+from httpupload.web.addresses import parse_networks
 from httpupload.web.request import UploadChannel, UploadRequest
 from httpupload.web.resource import UploadResource
 from httpupload.web.uploads import UploadReceiver
 
-# A connection that sends nothing for this long is closed.
-IDLE_TIMEOUT_SECONDS = 60
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_MIN_UPLOAD_RATE = 1024
 
 
 def redacted_path(path: bytes) -> str:
@@ -41,23 +45,45 @@ def access_log_line(timestamp: str, request: Request) -> str:
 
 
 class UploadSite(Site):
-    """A ``Site`` whose PUT bodies stream into storage and whose logs hide file URLs."""
+    """A ``Site`` whose PUT bodies stream into storage and whose logs hide file URLs.
+
+    ``idle_timeout``: seconds a connection may send nothing; ``header_timeout``:
+    seconds a request head may take; ``min_upload_rate``: bytes per second an
+    upload body must average over each idle-timeout window (0: no floor);
+    ``trusted_proxies``: addresses whose X-Forwarded-For names the client.
+    """
 
     protocol = UploadChannel  # type: ignore[assignment]
     requestFactory = UploadRequest
 
     def __init__(
-        self, uploads: UploadReceiver, storage: Storage, reactor: IReactorTime
+        self,
+        uploads: UploadReceiver,
+        storage: Storage,
+        reactor: IReactorTime,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         super().__init__(
             UploadResource(storage),
-            timeout=IDLE_TIMEOUT_SECONDS,
-            logFormatter=lambda ts, request: access_log_line(ts, request),
+            timeout=idle_timeout,
+            logFormatter=access_log_line,
             reactor=reactor,
         )
         self.uploads = uploads
+        self.header_timeout = header_timeout
+        self.min_upload_rate = min_upload_rate
+        self.trusted_proxies = parse_networks(trusted_proxies)
         self.displayTracebacks = False
         self.noisy = False
+
+    def buildProtocol(self, addr):  # type: ignore[no-untyped-def]
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        return channel
 
 
 __all__ = ["UploadSite", "access_log_line", "redacted_path"]

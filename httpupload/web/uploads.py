@@ -1,17 +1,23 @@
 """Judging a PUT from its headers, and receiving its body into storage.
 
-A PUT is checked before any byte of its body is stored: the slot token, the
-URL it was minted for, its expiry (judged now, when the PUT starts, so a long
+A PUT is checked before any byte of its body is stored: the slot token (from
+the ``Authorization`` header or the URL's ``token`` query parameter), the URL
+it was minted for, its expiry (judged now, when the PUT starts, so a long
 upload that began in time completes), the Content-Length and Content-Type.
+The receiver also keeps the uploads in flight: to bound them per client
+address, and to drain them before the process stops.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
+from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from httpupload.errors import (
@@ -20,6 +26,8 @@ from httpupload.errors import (
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    ShuttingDown,
+    TooManyUploads,
     TypeMismatch,
 )
 from httpupload.slots import (
@@ -32,12 +40,15 @@ from httpupload.slots import (
 from httpupload.storage import FileInfo, PendingUpload, Storage
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+TOKEN_PARAMETER = "token"  # noqa: S105 (a parameter name)
+DEFAULT_MAX_UPLOADS_PER_ADDRESS = 16
+
+log = Logger()
 
 
 def bearer_token(headers: Headers) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, if any."""
-    values = headers.getRawHeaders(b"Authorization") or []
-    for value in values:
+    for value in headers.getRawHeaders(b"Authorization") or []:
         scheme, _, token = value.strip().partition(b" ")
         if scheme.lower() == b"bearer" and token.strip():
             try:
@@ -45,6 +56,19 @@ def bearer_token(headers: Headers) -> str | None:
             except UnicodeDecodeError:
                 return None
     return None
+
+
+def query_token(path: bytes) -> str | None:
+    """The ``token`` query parameter, for clients that cannot send slot headers."""
+    _, sep, query = path.partition(b"?")
+    if not sep:
+        return None
+    try:
+        values = parse_qs(query.decode("ascii"), strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    found = values.get(TOKEN_PARAMETER)
+    return found[0] if found else None
 
 
 def repr_digest(sha256_hex: str) -> bytes:
@@ -75,36 +99,47 @@ class IncomingUpload:
     """The body of one accepted PUT, hashed and written as it arrives."""
 
     def __init__(
-        self, slot: Slot, content_type: str, pending: PendingUpload, clock: IReactorTime
+        self,
+        slot: Slot,
+        content_type: str,
+        pending: PendingUpload,
+        clock: IReactorTime,
+        on_done: Callable[[IncomingUpload], None],
     ) -> None:
         self.slot = slot
         self.content_type = content_type
         self._pending = pending
         self._clock = clock
+        self._on_done = on_done
         self._sha256 = hashlib.sha256()
         self.finished = False
         # Counted here, not by storage: a write that failed (full disk) must
         # be reported as such on commit, not as a short body.
         self.bytes_received = 0
+        # Set by whoever holds the connection: cuts it off when a drain ends.
+        self.cancel: Callable[[], None] = lambda: None
 
     def write(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self._sha256.update(data)
         self._pending.write(data)
 
+    def _done(self, result: object) -> object:
+        self._on_done(self)
+        return result
+
     def finish(self) -> Deferred[FileInfo]:
         """Commit if the whole body arrived; the Deferred fails otherwise."""
         self.finished = True
         if self.bytes_received != self.slot.size:
-            d = self._pending.abort()
-            written = self.bytes_received
+            received = self.bytes_received
 
             def incomplete(_: object) -> FileInfo:
                 raise IncompleteBody(
-                    f"Body has {written} bytes, the slot is for {self.slot.size}"
+                    f"Body has {received} bytes, the slot is for {self.slot.size}"
                 )
 
-            return d.addCallback(incomplete)
+            return self._pending.abort().addCallback(incomplete).addBoth(self._done)
         info = FileInfo(
             file_id=self.slot.file_id,
             filename=self.slot.filename,
@@ -113,22 +148,31 @@ class IncomingUpload:
             sha256=self._sha256.hexdigest(),
             created=self._clock.seconds(),
         )
-        return self._pending.commit(info).addCallback(lambda _: info)
+        d = self._pending.commit(info).addCallback(lambda _: info)
+        return d.addBoth(self._done)
 
     def abort(self) -> Deferred[None]:
         self.finished = True
-        return self._pending.abort()
+        return self._pending.abort().addBoth(self._done)
 
 
 class UploadReceiver:
-    """Checks PUTs against their slots and starts their writes to storage."""
+    """Checks PUTs against their slots and keeps track of those in flight."""
 
     def __init__(
-        self, signer: SlotSigner, storage: Storage, clock: IReactorTime
+        self,
+        signer: SlotSigner,
+        storage: Storage,
+        clock: IReactorTime,
+        max_uploads_per_address: int = DEFAULT_MAX_UPLOADS_PER_ADDRESS,
     ) -> None:
         self._signer = signer
         self._storage = storage
         self._clock = clock
+        self.max_uploads_per_address = max_uploads_per_address
+        self._in_flight: dict[str, set[IncomingUpload]] = {}
+        self.draining = False
+        self._drained: list[Deferred[None]] = []
 
     def check(
         self, path: bytes, headers: Headers, length: int | None
@@ -137,11 +181,23 @@ class UploadReceiver:
         parsed = parse_url_path(path)
         if parsed is None:
             raise InvalidSlot("Not an upload URL")
-        token = bearer_token(headers)
-        if token is None:
-            raise InvalidSlot("Missing slot token (Authorization: Bearer …)")
-        slot = self._signer.verify(token, *parsed)
-        if length is None:
+        tokens = [t for t in (bearer_token(headers), query_token(path)) if t]
+        if not tokens:
+            raise InvalidSlot(
+                "Missing slot token (Authorization: Bearer … or ?token=…)"
+            )
+        slot = None
+        refusal: InvalidSlot | None = None
+        for token in tokens:
+            try:
+                slot = self._signer.verify(token, *parsed)
+                break
+            except InvalidSlot as e:
+                refusal = refusal or e
+        if slot is None:
+            assert refusal is not None
+            raise refusal
+        if length is None or not headers.hasHeader(b"Content-Length"):
             raise LengthRequired("Content-Length is required")
         if length != slot.size:
             raise LengthMismatch(
@@ -151,8 +207,78 @@ class UploadReceiver:
         return slot, _stored_type(slot, content_types[0] if content_types else None)
 
     def start(
-        self, path: bytes, headers: Headers, length: int | None
+        self, path: bytes, headers: Headers, length: int | None, address: str
     ) -> IncomingUpload:
+        """Accept a PUT and open its write; raises UploadRefused."""
+        if self.draining:
+            raise ShuttingDown("The service is shutting down; try again shortly")
         slot, content_type = self.check(path, headers, length)
+        uploads = self._in_flight.setdefault(address, set())
+        if len(uploads) >= self.max_uploads_per_address:
+            raise TooManyUploads(
+                f"At most {self.max_uploads_per_address} uploads at a time "
+                "from one address"
+            )
         pending = self._storage.begin_write(slot.file_id)
-        return IncomingUpload(slot, content_type, pending, self._clock)
+        upload = IncomingUpload(
+            slot,
+            content_type,
+            pending,
+            self._clock,
+            on_done=lambda u: self._forget(address, u),
+        )
+        uploads.add(upload)
+        return upload
+
+    def _forget(self, address: str, upload: IncomingUpload) -> None:
+        uploads = self._in_flight.get(address)
+        if uploads is not None:
+            uploads.discard(upload)
+            if not uploads:
+                del self._in_flight[address]
+        if not self._in_flight:
+            waiters, self._drained = self._drained, []
+            for d in waiters:
+                d.callback(None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(u) for u in self._in_flight.values())
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """Refuse new uploads; let those in flight finish for ``grace`` seconds.
+
+        Uploads still receiving their body after that are cut off (and so
+        discarded); commits under way are waited for, so whatever was
+        answered 201 is durable and nothing half-written stays.
+        """
+        self.draining = True
+        if not self._in_flight:
+            return succeed(None)
+        log.info(
+            "Draining {count} uploads in flight (up to {grace} s)",
+            count=self.in_flight,
+            grace=grace,
+        )
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        timer: IDelayedCall = self._clock.callLater(grace, self._cut_off)
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addCallback(stop_timer)
+
+    def _cut_off(self) -> None:
+        pending = [
+            u for uploads in self._in_flight.values() for u in uploads if not u.finished
+        ]
+        if pending:
+            log.warn(
+                "Grace period over: cutting off {count} unfinished uploads",
+                count=len(pending),
+            )
+        for upload in pending:
+            upload.cancel()

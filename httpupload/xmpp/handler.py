@@ -14,10 +14,23 @@ from zope.interface import implementer
 from httpupload.errors import SlotRequestError
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
-from httpupload.xmpp.stanzas import NS_UPLOAD, parse_request, slot_element, stanza_error
+from httpupload.web.uploads import TOKEN_PARAMETER
+from httpupload.xmpp.stanzas import (
+    NAMESPACES,
+    find_request,
+    parse_request,
+    slot_element,
+    stanza_error,
+)
 
-REQUEST_GET = f"/iq[@type='get']/request[@xmlns='{NS_UPLOAD}']"
-REQUEST_SET = f"/iq[@type='set']/request[@xmlns='{NS_UPLOAD}']"
+
+def _requests(iq_type: str) -> str:
+    either = " or ".join(f"@xmlns='{ns}'" for ns in NAMESPACES)
+    return f"/iq[@type='{iq_type}']/request[{either}]"
+
+
+REQUEST_GET = _requests("get")
+REQUEST_SET = _requests("set")
 
 log = Logger()
 
@@ -49,9 +62,11 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
 
     def on_request(self, iq: domish.Element) -> domish.Element:
         requester = JID(iq["from"]) if iq.hasAttribute("from") else None
+        element = find_request(iq)
+        assert element is not None  # the XPath matched it
         try:
             owner = self.policy.check_requester(requester)
-            request = parse_request(iq.request)
+            request = parse_request(element)
             self.policy.check_size(request.size)
         except SlotRequestError as e:
             log.info(
@@ -59,7 +74,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
                 requester=requester.userhost() if requester else None,
                 reason=e.text,
             )
-            raise stanza_error(e) from None
+            raise stanza_error(e, element.uri) from None
         slot, token = self.signer.mint(
             request.filename,
             request.size,
@@ -73,8 +88,11 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
             owner=owner,
             size=slot.size,
         )
+        # The token rides in the PUT URL too, for clients (and namespaces)
+        # that cannot send slot headers.
         return slot_element(
-            self.put_base_url + slot.path,
+            element.uri,
+            f"{self.put_base_url}{slot.path}?{TOKEN_PARAMETER}={token}",
             self.get_base_url + slot.path,
             {"Authorization": f"Bearer {token}"},
         )
@@ -87,17 +105,20 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
     ) -> list[object]:
         if nodeIdentifier:
             return []
-        form = data_form.Form("result", formNamespace=NS_UPLOAD)
-        form.addField(
-            data_form.Field(var="max-file-size", value=str(self.policy.max_file_size))
-        )
-        return [
+        info: list[object] = [
             disco.DiscoIdentity("store", "file", "HTTP File Upload"),
             disco.DiscoFeature(disco.NS_DISCO_INFO),
             disco.DiscoFeature(disco.NS_DISCO_ITEMS),
-            disco.DiscoFeature(NS_UPLOAD),
-            form,
         ]
+        for namespace in NAMESPACES:
+            form = data_form.Form("result", formNamespace=namespace)
+            form.addField(
+                data_form.Field(
+                    var="max-file-size", value=str(self.policy.max_file_size)
+                )
+            )
+            info += [disco.DiscoFeature(namespace), form]
+        return info
 
     def getDiscoItems(
         self, requestor: JID, target: JID, nodeIdentifier: str = ""

@@ -1,4 +1,15 @@
-"""Reading slot requests and writing slots and errors: XML only, no policy."""
+"""Reading slot requests and writing slots and errors: XML only, no policy.
+
+Three namespaces are in use by clients:
+
+- ``urn:xmpp:http:upload:0`` (XEP-0363 ≥ 0.3): attributes on ``<request>``,
+  ``<put url>`` with ``<header>`` children, ``<get url>``;
+- ``urn:xmpp:http:upload`` (XEP-0363 0.2) and
+  ``eu:siacs:conversations:http:upload`` (Conversations' original): child
+  elements ``<filename>``, ``<size>``, ``<content-type>``; the slot's
+  ``<put>`` and ``<get>`` carry the URLs as text, with no headers, so their
+  PUT URL carries the token in its query string.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +27,9 @@ from httpupload.errors import (
 from httpupload.slots import check_content_type, check_filename
 
 NS_UPLOAD = "urn:xmpp:http:upload:0"
+NS_UPLOAD_LEGACY = "urn:xmpp:http:upload"
+NS_UPLOAD_CONVERSATIONS = "eu:siacs:conversations:http:upload"
+NAMESPACES = (NS_UPLOAD, NS_UPLOAD_LEGACY, NS_UPLOAD_CONVERSATIONS)
 
 
 @dataclass(frozen=True)
@@ -39,20 +53,47 @@ def parse_size(value: str | None) -> int:
     return size
 
 
+def _child_text(element: domish.Element, name: str) -> str | None:
+    for child in element.elements(element.uri, name):
+        return str(child)
+    return None
+
+
+def find_request(iq: domish.Element) -> domish.Element | None:
+    """The ``<request/>`` child of a slot request IQ, in any upload namespace."""
+    for child in iq.elements():
+        if child.name == "request" and child.uri in NAMESPACES:
+            return child
+    return None
+
+
 def parse_request(request: domish.Element) -> SlotRequest:
-    """A ``<request xmlns='urn:xmpp:http:upload:0'/>`` as a ``SlotRequest``."""
-    filename = request.getAttribute("filename")
+    """A ``<request/>`` in any of the three namespaces as a ``SlotRequest``."""
+    if request.uri == NS_UPLOAD:
+        filename = request.getAttribute("filename")
+        size = request.getAttribute("size")
+        content_type = request.getAttribute("content-type")
+    else:
+        filename = _child_text(request, "filename")
+        size = _child_text(request, "size")
+        content_type = _child_text(request, "content-type")
     if filename is None:
         raise BadSlotRequest("The filename attribute is missing")
     return SlotRequest(
         filename=check_filename(filename),
-        size=parse_size(request.getAttribute("size")),
-        content_type=check_content_type(request.getAttribute("content-type")),
+        size=parse_size(size),
+        content_type=check_content_type(content_type),
     )
 
 
-def slot_element(put_url: str, get_url: str, headers: dict[str, str]) -> domish.Element:
-    slot = domish.Element((NS_UPLOAD, "slot"))
+def slot_element(
+    namespace: str, put_url: str, get_url: str, headers: dict[str, str]
+) -> domish.Element:
+    slot = domish.Element((namespace, "slot"))
+    if namespace != NS_UPLOAD:
+        slot.addElement("put", content=put_url)
+        slot.addElement("get", content=get_url)
+        return slot
     put = slot.addElement("put")
     put["url"] = put_url
     for name, value in headers.items():
@@ -62,20 +103,20 @@ def slot_element(put_url: str, get_url: str, headers: dict[str, str]) -> domish.
     return slot
 
 
-def file_too_large_element(max_size: int) -> domish.Element:
-    element = domish.Element((NS_UPLOAD, "file-too-large"))
+def file_too_large_element(namespace: str, max_size: int) -> domish.Element:
+    element = domish.Element((namespace, "file-too-large"))
     element.addElement("max-file-size", content=str(max_size))
     return element
 
 
-def stanza_error(error: SlotRequestError) -> StanzaError:
-    """The XEP's error for a refused slot request (§5)."""
+def stanza_error(error: SlotRequestError, namespace: str = NS_UPLOAD) -> StanzaError:
+    """The XEP's error for a refused slot request (§5), in the request's namespace."""
     if isinstance(error, FileTooLarge):
         return StanzaError(
             "not-acceptable",
             "modify",
             error.text,
-            appCondition=file_too_large_element(error.max_size),
+            appCondition=file_too_large_element(namespace, error.max_size),
         )
     if isinstance(error, NotAllowed):
         return StanzaError("forbidden", "auth", error.text)
