@@ -2,87 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
-import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest_twisted
-import treq
 from twisted.internet import reactor as global_reactor
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.web.client import HTTPConnectionPool
+from webserver import (
+    Server,
+    assert_common_headers,
+    digest_of,
+    header,
+    raw_exchange,
+)
 
-from httpupload.slots import Slot, SlotSigner
-from httpupload.storage.filesystem import FilesystemStorage
-from httpupload.web.site import UploadSite, access_log_line, redacted_path
-from httpupload.web.uploads import UploadReceiver
-
-OWNER = "romeo@montague.tld"
-
-
-@dataclass
-class Server:
-    base: str
-    port: int
-    signer: SlotSigner
-    clock: Clock
-    storage: FilesystemStorage
-    pool: HTTPConnectionPool
-
-    def mint(
-        self,
-        name: str = "a.txt",
-        size: int = 5,
-        content_type: str | None = "text/plain",
-    ) -> tuple[Slot, str, dict[str, str]]:
-        slot, token = self.signer.mint(name, size, content_type, OWNER, lifetime=300)
-        return slot, self.base + slot.path, {"Authorization": f"Bearer {token}"}
-
-    async def request(self, method: str, url: str, **kwargs):  # type: ignore[no-untyped-def]
-        response = await treq.request(method, url, pool=self.pool, **kwargs)
-        body = await response.content()
-        return response, body
-
-
-@pytest_twisted.async_yield_fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    storage = FilesystemStorage(
-        tmp_path / "store", global_reactor, global_reactor.getThreadPool()
-    )
-    storage.prepare()
-    signer = SlotSigner(b"k" * 32, clock)
-    site = UploadSite(UploadReceiver(signer, storage, clock), storage, global_reactor)
-    port = global_reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(global_reactor, persistent=False)
-    number = port.getHost().port
-    yield Server(f"http://127.0.0.1:{number}/", number, signer, clock, storage, pool)
-    await port.stopListening()
-
-
-def header(response, name: str) -> str | None:  # type: ignore[no-untyped-def]
-    values = response.headers.getRawHeaders(name)
-    return values[0] if values else None
-
-
-def digest_of(data: bytes) -> str:
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
-
-
-def assert_common_headers(response) -> None:  # type: ignore[no-untyped-def]
-    assert header(response, "Access-Control-Allow-Origin") == "*"
-    assert "PUT" in header(response, "Access-Control-Allow-Methods")
-    assert "Authorization" in header(response, "Access-Control-Allow-Headers")
-    assert header(response, "Content-Security-Policy") == (
-        "default-src 'none'; frame-ancestors 'none'"
-    )
-    assert header(response, "X-Content-Type-Options") == "nosniff"
+from httpupload.web.site import access_log_line, redacted_path
 
 
 @pytest_twisted.ensureDeferred
@@ -208,18 +142,6 @@ async def test_put_without_content_type_takes_the_slots(server: Server) -> None:
     assert response.code == 201
     response, _ = await server.request("HEAD", url)
     assert header(response, "Content-Type") == "audio/ogg"
-
-
-def raw_exchange(port: int, payload: bytes, close_early: bool) -> bytes:
-    """Send raw bytes; return the response, or b'' when closing before one."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        if close_early:
-            return b""
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 @pytest_twisted.ensureDeferred
