@@ -28,20 +28,20 @@ log = Logger()
 
 
 class StorageService(Service):
-    """Owns the storage backend; clears leftovers of a crash at start."""
+    """Owns the storage backend; clears partial uploads a crash left, at start."""
 
     def __init__(self, storage: FilesystemStorage) -> None:
         self.storage = storage
 
     def startService(self) -> None:
         super().startService()
-        d = self.storage.remove_stale_partials()
+        d = self.storage.remove_partials()
         d.addCallback(self._removed)
-        d.addErrback(lambda f: log.failure("Clearing stale partial uploads failed", f))
+        d.addErrback(lambda f: log.failure("Clearing partial uploads failed", f))
 
     def _removed(self, count: int) -> None:
         if count:
-            log.info("Removed {count} stale partial uploads", count=count)
+            log.info("Removed {count} partial uploads left by a crash", count=count)
 
 
 class DrainService(Service):

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from httpupload.errors import AlreadyStored
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
-from httpupload.storage.filesystem import STALE_PARTIAL_SECONDS, FilesystemStorage
+from httpupload.storage.filesystem import FilesystemStorage
 
 
 @pytest.fixture
@@ -96,18 +96,21 @@ async def test_ids_outside_the_alphabet_never_touch_the_disk(
 
 
 @pytest_twisted.ensureDeferred
-async def test_stale_partials_are_removed(storage: FilesystemStorage) -> None:
-    """Leftovers of a crash go at start-up; a live upload stays."""
+async def test_partials_are_removed_by_age(storage: FilesystemStorage) -> None:
+    """Partials older than the bound go; younger ones (in flight) stay."""
     # What a crash leaves: a partial folder nobody writes to any more.
     stale_folder = storage.root / "tmp" / "0123456789abcdef"
     stale_folder.mkdir()
     (stale_folder / "data").write_bytes(b"old")
     live = storage.begin_write(new_file_id())
     live.write(b"new")
-    old = time.time() - STALE_PARTIAL_SECONDS - 10
+    old = time.time() - 3600
     os.utime(stale_folder / "data", (old, old))
     os.utime(stale_folder, (old, old))
-    assert await storage.remove_stale_partials() == 1
+    assert await storage.remove_partials(max_age=60) == 1
     assert not stale_folder.exists()
     assert len(list((storage.root / "tmp").iterdir())) == 1
+    # At start-up (max_age=0) every partial is a leftover.
+    assert await storage.remove_partials() == 1
+    assert list((storage.root / "tmp").iterdir()) == []
     await live.abort()

@@ -37,8 +37,6 @@ from httpupload.storage import FileInfo
 
 DATA = "data"
 INFO = "info.json"
-# Partial uploads untouched this long are leftovers of a crash.
-STALE_PARTIAL_SECONDS = 3600
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 log = Logger()
@@ -221,7 +219,7 @@ class FilesystemStorage:
             return succeed(False)
         return self._in_thread(self._delete, folder)
 
-    def _remove_stale_partials(self, now: float) -> int:
+    def _remove_partials(self, older_than: float) -> int:
         removed = 0
         for entry in os.scandir(self._tmp):
             try:
@@ -233,7 +231,7 @@ class FilesystemStorage:
                         touched = max(touched, data.stat().st_mtime)
             except FileNotFoundError:
                 continue
-            if now - touched < STALE_PARTIAL_SECONDS:
+            if touched > older_than:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -242,6 +240,10 @@ class FilesystemStorage:
             removed += 1
         return removed
 
-    def remove_stale_partials(self) -> Deferred[int]:
-        """Throw away partial uploads left by a crash; returns how many."""
-        return self._in_thread(self._remove_stale_partials, time.time())
+    def remove_partials(self, max_age: float = 0) -> Deferred[int]:
+        """Throw away partial uploads untouched for ``max_age`` seconds.
+
+        At start-up every partial is a crash's leftover (one process owns a
+        storage folder), so the service calls this with ``max_age=0``.
+        """
+        return self._in_thread(self._remove_partials, time.time() - max_age)

@@ -1,0 +1,76 @@
+"""The service tree twistd runs, started and stopped in-process."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from httpupload import make_service, parse_config
+from httpupload.errors import ConfigError
+from httpupload.keys import KEY_FILE_NAME
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(tmp_path: Path, **http: object):  # type: ignore[no-untyped-def]
+    return parse_config(
+        {
+            "component": {
+                "jid": "upload.localhost",
+                "secret": "s",
+                "server_port": closed_port(),
+            },
+            "http": {
+                "listen": "tcp:0:interface=127.0.0.1",
+                "public_url": "https://upload.localhost/",
+                **http,
+            },
+            "storage": {"path": str(tmp_path / "store")},
+        },
+        tmp_path,
+    )
+
+
+def test_children_in_start_order(tmp_path: Path) -> None:
+    """storage, http, uploads (the drain), xmpp: stopped in reverse order."""
+    service = make_service(config(tmp_path), reactor)
+    assert [s.name for s in service] == ["storage", "http", "uploads", "xmpp"]
+    key = (tmp_path / "store" / KEY_FILE_NAME).read_bytes()
+    assert len(key.strip()) >= 32
+    assert (tmp_path / "store" / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
+    # The key is kept: a second start signs with the same one.
+    make_service(config(tmp_path), reactor)
+    assert (tmp_path / "store" / KEY_FILE_NAME).read_bytes() == key
+
+
+def test_bad_listen_names_the_key(tmp_path: Path) -> None:
+    """An endpoint description that does not parse is a config error."""
+    with pytest.raises(ConfigError) as info:
+        make_service(config(tmp_path, listen="tcp:notaport"), reactor)
+    assert info.value.key == "[http] listen"
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_and_stop(tmp_path: Path) -> None:
+    """The tree starts (clearing crash leftovers) and stops cleanly."""
+    leftover = tmp_path / "store" / "tmp" / "deadbeef"
+    leftover.mkdir(parents=True)
+    (leftover / "data").write_bytes(b"half")
+    service = make_service(config(tmp_path, shutdown_grace=1), reactor)
+    service.privilegedStartService()
+    service.startService()
+    for _ in range(250):
+        if not leftover.exists():
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    await service.stopService()
+    assert not leftover.exists()
