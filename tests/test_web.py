@@ -294,3 +294,15 @@ async def test_full_disk_answers_507_and_keeps_serving(server: Server) -> None:
     server.storage.begin_write = real_begin  # type: ignore[method-assign]
     response, _ = await server.request("PUT", url, data=b"z" * 50_000, headers=headers)
     assert response.code == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_with_hostile_content_type(server: Server) -> None:
+    """A POST whose Content-Type holds a line separator gets 405, not a crash."""
+    request = (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data\x0b; boundary=a\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+    response = await deferToThread(raw_exchange, server.port, request, False)
+    assert response.startswith(b"HTTP/1.1 405 ")
