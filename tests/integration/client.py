@@ -29,6 +29,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 __all__ = [
     "UPLOAD_NS",
     "DiscoInfo",
+    "DisconnectedError",
     "Slot",
     "SlotRefusedError",
     "XmppClient",
@@ -45,6 +46,10 @@ T = TypeVar("T")
 
 class XmppClientError(Exception):
     """The test client could not connect, log in or get an answer."""
+
+
+class DisconnectedError(XmppClientError):
+    """The stream to the server is gone (before or while waiting for an answer)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,45 @@ class XmppClient:
         for plugin in ("xep_0030", "xep_0128", "xep_0363"):
             self.xmpp.register_plugin(plugin)
         self._connected = False
+        #: Set once the stream to the server dropped (or was closed) after login.
+        self.disconnected = False
+        self._lost: list[asyncio.Future[None]] = []
+        self.xmpp.add_event_handler("disconnected", self._on_disconnected)
+
+    def _on_disconnected(self, _event: Any) -> None:
+        self.disconnected = True
+        lost, self._lost = self._lost, []
+        for future in lost:
+            if not future.done():
+                future.set_result(None)
+
+    @property
+    def is_connected(self) -> bool:
+        """Logged in and the stream is still up (as far as this client has seen)."""
+        return self._connected and not self.disconnected and self.xmpp.is_connected()
+
+    async def _unless_disconnected(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await coro, but raise DisconnectedError as soon as the stream drops."""
+        if self.disconnected:
+            coro.close()
+            raise DisconnectedError("not connected to the server")
+        lost: asyncio.Future[None] = self.loop.create_future()
+        self._lost.append(lost)
+        task = asyncio.ensure_future(coro)
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # run()'s time limit cancelled us: take task along
+            task.cancel()
+            raise
+        finally:
+            if lost in self._lost:
+                self._lost.remove(lost)
+        if task.done():
+            lost.cancel()
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise DisconnectedError("the stream to the server dropped before an answer")
 
     # ---- plumbing
 
@@ -284,7 +328,11 @@ class XmppClient:
         size: int,
         content_type: str | None = "application/octet-stream",
     ) -> Slot:
-        """Request a slot with slixmpp's request_slot; SlotRefusedError if refused."""
+        """Request a slot with slixmpp's request_slot; SlotRefusedError if refused.
+
+        XmppClientError if no answer came in time, DisconnectedError (a subclass)
+        as soon as the stream to the server drops while waiting.
+        """
 
         async def request() -> Slot:
             try:
@@ -308,7 +356,7 @@ class XmppClient:
                 headers={h["name"]: h["value"] for h in slot["put"]["headers"]},
             )
 
-        return self.run(request())
+        return self.run(self._unless_disconnected(request()))
 
 
 def poll(attempt: Callable[[], T], timeout: float, interval: float = 0.25) -> T:

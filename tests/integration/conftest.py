@@ -34,6 +34,11 @@ from twistd import HttpUpload  # noqa: E402
 DOMAIN = "localhost"
 COMPONENT_JID = "upload.localhost"
 COMPONENT_SECRET = "component-secret-for-tests"
+#: A second component of the session's Prosody, for tests that run (and kill) a
+#: service of their own. Not a subdomain of DOMAIN, so it stays out of disco#items
+#: (and out of the clients' discovery of upload.localhost); address it directly.
+SPARE_COMPONENT_JID = "spare-upload.test"
+SPARE_COMPONENT_SECRET = "spare-component-secret-for-tests"
 USER = "alice"
 PASSWORD = "alice-password-for-tests"
 #: A second VirtualHost on the same server, not in the service's [access] domains.
@@ -110,11 +115,17 @@ def _require_prosody() -> None:
 
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[Prosody]:
-    """A running Prosody: alice@localhost, upload.localhost, mallory@elsewhere.test."""
+    """A running Prosody: alice@localhost, upload.localhost, mallory@elsewhere.test.
+
+    It also knows SPARE_COMPONENT_JID, for the extra services of make_service.
+    """
     _require_prosody()
     server = Prosody(
         domain=DOMAIN,
-        components={COMPONENT_JID: COMPONENT_SECRET},
+        components={
+            COMPONENT_JID: COMPONENT_SECRET,
+            SPARE_COMPONENT_JID: SPARE_COMPONENT_SECRET,
+        },
         users={USER: PASSWORD},
         extra_hosts=[OTHER_DOMAIN],
     )
@@ -210,3 +221,21 @@ def make_service(prosody: Prosody) -> Iterator[Callable[..., HttpUpload]]:
         for service in made:
             service.cleanup()
             forget_service(service)
+
+
+@pytest.fixture
+def make_spare_service(
+    make_service: Callable[..., HttpUpload],
+) -> Callable[..., HttpUpload]:
+    """make_service, connecting as SPARE_COMPONENT_JID: a service a test may kill.
+
+    It shares the session's Prosody but neither the JID nor the storage of the
+    session's service. Clients reach it by its JID (``spare.component_jid``).
+    """
+
+    def make(**kwargs: Any) -> HttpUpload:
+        return make_service(
+            component_jid=SPARE_COMPONENT_JID, secret=SPARE_COMPONENT_SECRET, **kwargs
+        )
+
+    return make
