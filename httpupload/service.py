@@ -27,23 +27,6 @@ from httpupload.xmpp.keepalive import LinkWatchdog
 log = Logger()
 
 
-class StorageService(Service):
-    """Owns the storage backend; clears partial uploads a crash left, at start."""
-
-    def __init__(self, storage: FilesystemStorage) -> None:
-        self.storage = storage
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.storage.remove_partials()
-        d.addCallback(self._removed)
-        d.addErrback(lambda f: log.failure("Clearing partial uploads failed", f))
-
-    def _removed(self, count: int) -> None:
-        if count:
-            log.info("Removed {count} partial uploads left by a crash", count=count)
-
-
 class DrainService(Service):
     """On stop: refuse new uploads, give those in flight ``grace`` seconds."""
 
@@ -70,18 +53,20 @@ class HttpUploadService(MultiService):
 
 
 def make_service(config: Config, reactor: Any) -> MultiService:
-    """The service tree: ``storage``, ``http`` and ``xmpp``, in start order.
+    """The service tree: ``http``, ``uploads`` (the drain) and ``xmpp``.
 
     Start-up checks that can fail (storage folder, signing key) run here,
     before anything listens, and raise ``ConfigError`` naming the key.
     """
     storage = FilesystemStorage(config.storage.path, reactor, reactor.getThreadPool())
     try:
-        storage.prepare()
+        leftovers = storage.prepare()
     except OSError as e:
         raise ConfigError(
             "[storage] path", f"cannot use {config.storage.path}: {e.strerror}"
         ) from None
+    if leftovers:
+        log.info("Removed {count} partial uploads left by a crash", count=leftovers)
     key = config.http.signing_key or load_or_create_signing_key(config.storage.path)
     signer = SlotSigner(key, reactor)
 
@@ -96,9 +81,6 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 key=name,
             )
     root = HttpUploadService()
-    storage_service = StorageService(storage)
-    storage_service.setName("storage")
-    storage_service.setServiceParent(root)
 
     h = config.http
     receiver = UploadReceiver(
@@ -122,8 +104,9 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     http.setName("http")
     http.setServiceParent(root)
 
-    # Stopped before "http" (children stop in reverse order): uploads in
-    # flight get their grace period while the port still answers.
+    # On stop, MultiService stops every child at once (in reverse order) and
+    # waits for them all: the port closes to new connections while uploads
+    # in flight get their grace period and their answers.
     drain = DrainService(receiver, h.shutdown_grace)
     drain.setName("uploads")
     drain.setServiceParent(root)

@@ -222,8 +222,10 @@ async def test_drain_lets_uploads_finish_and_refuses_new_ones(server: Server) ->
     assert response.code == 503
     sock.sendall(b"x" * 500)
     answer = await deferToThread(read_response, sock)
-    sock.close()
     assert answer.startswith(b"HTTP/1.1 201 ")
+    # The drain closes the connection once the answer is out, then finishes.
+    assert await deferToThread(wait_closed, sock)
+    sock.close()
     await until(lambda: drained.called)
     response, body = await server.request("GET", url)
     assert (response.code, len(body)) == (200, 1000)

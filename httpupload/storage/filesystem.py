@@ -129,13 +129,19 @@ class FilesystemStorage:
         self._reactor = reactor
         self._threadpool = threadpool
 
-    def prepare(self) -> None:
-        """Create the folders; called once at start-up, before the reactor runs."""
+    def prepare(self) -> int:
+        """Create the folders and clear crash leftovers; returns how many.
+
+        Called once at start-up, before the reactor runs and before anything
+        listens, so no upload can be in flight: every partial in ``tmp/`` is
+        a leftover (one process owns a storage folder).
+        """
         for folder in (self.root, self._tmp, self._files):
             folder.mkdir(parents=True, exist_ok=True)
         probe = self._tmp / f".probe-{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
+        return self._remove_partials(older_than=float("inf"))
 
     def _in_thread(self, f, *args) -> Deferred:  # type: ignore[no-untyped-def]
         return deferToThreadPool(self._reactor, self._threadpool, f, *args)
@@ -241,9 +247,5 @@ class FilesystemStorage:
         return removed
 
     def remove_partials(self, max_age: float = 0) -> Deferred[int]:
-        """Throw away partial uploads untouched for ``max_age`` seconds.
-
-        At start-up every partial is a crash's leftover (one process owns a
-        storage folder), so the service calls this with ``max_age=0``.
-        """
+        """Throw away partial uploads untouched for ``max_age`` seconds."""
         return self._in_thread(self._remove_partials, time.time() - max_age)

@@ -63,7 +63,26 @@ class UploadRequest(Request):
             self._refusal = e
             return
         self._upload.cancel = self._cut_off
+        channel = self.channel
+        if isinstance(channel, UploadChannel):
+            channel.uploads.add(self._upload)
+        self.notifyFinish().addBoth(self._answered, self._upload, channel, receiver)
         self._schedule_rate_check()
+
+    @staticmethod
+    def _answered(
+        _: object, upload: IncomingUpload, channel: object, receiver: object
+    ) -> None:
+        """The response is written (or the client gone): release the upload.
+
+        While draining, the connection is closed first and the upload released
+        only when it is gone, so the answer is flushed before the process exits.
+        """
+        if getattr(receiver, "draining", False) and isinstance(channel, UploadChannel):
+            if channel.transport is not None and channel.uploads:
+                channel.loseConnection()
+                return
+        upload.release()
 
     @property
     def refused(self) -> bool:
@@ -156,6 +175,11 @@ class UploadChannel(HTTPChannel):
     header_timeout: float = 30.0
     _header_timer: IDelayedCall | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Uploads received on this connection, released when it closes.
+        self.uploads: set[IncomingUpload] = set()
+
     def lineReceived(self, line: bytes) -> None:
         if self._header_timer is None and self.header_timeout:
             self._header_timer = self.callLater(  # type: ignore[attr-defined]
@@ -200,6 +224,9 @@ class UploadChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # type: ignore[assignment]
         self._cancel_header_timer()
         super().connectionLost(reason)
+        uploads, self.uploads = self.uploads, set()
+        for upload in uploads:
+            upload.release()
 
 
 __all__ = ["UploadChannel", "UploadRequest"]

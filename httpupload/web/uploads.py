@@ -110,7 +110,7 @@ class IncomingUpload:
         self.content_type = content_type
         self._pending = pending
         self._clock = clock
-        self._on_done = on_done
+        self._on_done: Callable[[IncomingUpload], None] | None = on_done
         self._sha256 = hashlib.sha256()
         self.finished = False
         # Counted here, not by storage: a write that failed (full disk) must
@@ -118,15 +118,24 @@ class IncomingUpload:
         self.bytes_received = 0
         # Set by whoever holds the connection: cuts it off when a drain ends.
         self.cancel: Callable[[], None] = lambda: None
+        self._aborting: Deferred[None] | None = None
 
     def write(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self._sha256.update(data)
         self._pending.write(data)
 
-    def _done(self, result: object) -> object:
-        self._on_done(self)
-        return result
+    def release(self) -> None:
+        """No longer in flight: its answer is out (or its client gone).
+
+        A partial file still being thrown away is waited for first.
+        """
+        if self._aborting is not None and not self._aborting.called:
+            self._aborting.addBoth(lambda _: self.release())
+            return
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
 
     def finish(self) -> Deferred[FileInfo]:
         """Commit if the whole body arrived; the Deferred fails otherwise."""
@@ -139,7 +148,7 @@ class IncomingUpload:
                     f"Body has {received} bytes, the slot is for {self.slot.size}"
                 )
 
-            return self._pending.abort().addCallback(incomplete).addBoth(self._done)
+            return self._pending.abort().addCallback(incomplete)
         info = FileInfo(
             file_id=self.slot.file_id,
             filename=self.slot.filename,
@@ -148,12 +157,18 @@ class IncomingUpload:
             sha256=self._sha256.hexdigest(),
             created=self._clock.seconds(),
         )
-        d = self._pending.commit(info).addCallback(lambda _: info)
-        return d.addBoth(self._done)
+        return self._pending.commit(info).addCallback(lambda _: info)
 
     def abort(self) -> Deferred[None]:
         self.finished = True
-        return self._pending.abort().addBoth(self._done)
+        aborting: Deferred[None] = Deferred()
+        self._aborting = aborting
+
+        def settled(result: object) -> object:
+            aborting.callback(None)
+            return result
+
+        return self._pending.abort().addBoth(settled)
 
 
 class UploadReceiver:
@@ -249,8 +264,9 @@ class UploadReceiver:
         """Refuse new uploads; let those in flight finish for ``grace`` seconds.
 
         Uploads still receiving their body after that are cut off (and so
-        discarded); commits under way are waited for, so whatever was
-        answered 201 is durable and nothing half-written stays.
+        discarded); the others are waited for until their answer has reached
+        the client (``release``), so a 201 is never lost to the exit and
+        nothing half-written stays.
         """
         self.draining = True
         if not self._in_flight:

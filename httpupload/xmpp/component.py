@@ -56,8 +56,10 @@ class ComponentService(Service):
         self.server_name = server_name or repr(endpoint)
         self._reactor = reactor
         self._endpoint = endpoint
+        # Capped low: after a long outage the component must be back within
+        # seconds of the server, not a minute.
         self._retry_policy = retry_policy or backoffPolicy(
-            initialDelay=1.0, maxDelay=60.0, factor=1.5
+            initialDelay=1.0, maxDelay=10.0, factor=1.5
         )
         self.factory = component.componentFactory(jid, secret)
         self.factory.noisy = False

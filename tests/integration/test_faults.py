@@ -508,13 +508,6 @@ def test_sigterm_during_upload_exits_and_leaves_nothing_half_written(
     assert set(stored) <= {file_id(run.slot)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the drain commits the upload but the process exits before the 201 is "
-        "flushed: the client gets no response for a stored file (its retry: 409)"
-    ),
-)
 def test_sigterm_lets_an_upload_in_flight_finish_with_its_201(
     make_spare_service: Callable[..., HttpUpload], connect: Callable[..., XmppClient]
 ) -> None:
