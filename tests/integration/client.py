@@ -19,6 +19,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -357,6 +358,27 @@ class XmppClient:
             )
 
         return self.run(self._unless_disconnected(request()))
+
+    def raw_iq(self, to: str, payload: str, iq_type: str = "get") -> ET.Element:
+        """Send an IQ with ``payload`` (XML text) as its child; the reply's XML.
+
+        An error reply is returned too (as XML), not raised: callers check it.
+        """
+
+        async def send() -> ET.Element:
+            iq = self.xmpp.Iq()
+            iq["type"] = iq_type
+            iq["to"] = to
+            iq.append(ET.fromstring(payload))  # noqa: S314 (the test's own XML)
+            try:
+                reply = await iq.send(timeout=self.timeout)
+            except IqError as exc:
+                return exc.iq.xml
+            except IqTimeout as exc:
+                raise XmppClientError(f"no answer from {to} to a raw IQ") from exc
+            return reply.xml
+
+        return self.run(self._unless_disconnected(send()))
 
 
 def poll(attempt: Callable[[], T], timeout: float, interval: float = 0.25) -> T:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,3 +188,38 @@ def test_component_reconnects_after_prosody_restarts(
     after_url = poll(upload_after_restart, timeout=RECONNECT_TIMEOUT, interval=0.5)
     assert download(after_url)[::2] == (200, b"back again")
     assert download(before_url)[::2] == (200, b"still served")
+
+
+@pytest.mark.parametrize(
+    "namespace", ["urn:xmpp:http:upload", "eu:siacs:conversations:http:upload"]
+)
+def test_legacy_namespace_slot_and_headerless_put(
+    client: XmppClient, httpupload: HttpUpload, namespace: str
+) -> None:
+    """A 0.2 / Conversations slot through Prosody; its PUT URL needs no header."""
+    reply = client.raw_iq(
+        httpupload.component_jid,
+        f"<request xmlns='{namespace}'><filename>old client.txt</filename>"
+        "<size>9</size><content-type>text/plain</content-type></request>",
+    )
+    slot = reply.find(f"{{{namespace}}}slot")
+    assert slot is not None, ET.tostring(reply)
+    put_url = slot.findtext(f"{{{namespace}}}put")
+    get_url = slot.findtext(f"{{{namespace}}}get")
+    assert put_url and get_url and get_url.endswith("/old%20client.txt")
+    request = urllib.request.Request(  # noqa: S310 - our own http:// URL
+        put_url, data=b"legacy ok", method="PUT", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 201
+    assert download(get_url)[::2] == (200, b"legacy ok")
+
+    too_big = client.raw_iq(
+        httpupload.component_jid,
+        f"<request xmlns='{namespace}'><filename>big</filename>"
+        f"<size>{httpupload.max_file_size + 1}</size></request>",
+    )
+    assert too_big.get("type") == "error"
+    error = too_big.find("{jabber:client}error")
+    assert error is not None
+    assert error.find(f"{{{namespace}}}file-too-large") is not None
