@@ -1,0 +1,124 @@
+"""What is known of every slot and stored file, behind one small interface.
+
+The embedded default is SQLite in the storage folder (``metadata.sqlite``);
+a PostgreSQL store for several nodes will implement the same ``MetadataStore``.
+Every method returns a Deferred and never blocks the reactor.
+
+A record is made when a slot is granted (``completed`` false: it *reserves*
+its size against quotas until the slot expires) and completed when the upload
+is committed.  Quota counts are derived from the records, so they survive
+restarts, and the check and the reservation happen in one transaction, so
+concurrent slot requests cannot overshoot a quota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+PURPOSES = ("message", "profile", "permanent", "ephemeral")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One slot, and once uploaded, its file."""
+
+    file_id: str
+    owner: str  # bare JID
+    filename: str
+    size: int
+    content_type: str | None
+    purpose: str
+    created: float  # when the slot was granted
+    slot_expires: float  # until when the PUT URL is valid
+    expires: float | None  # when the file stops being served; None: never
+    completed: bool = False
+    completed_at: float | None = None
+    sha256: str | None = None
+
+    def counts_at(self, now: float) -> bool:
+        """Whether this record holds room now: a stored file or a live slot."""
+        return self.completed or self.slot_expires > now
+
+    def served_at(self, now: float) -> bool:
+        return self.completed and (self.expires is None or self.expires > now)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One upload (or live reservation) inside the sliding window."""
+
+    at: float
+    size: int
+    purpose: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one owner (and everyone) holds, as quotas see it, at ``now``."""
+
+    now: float
+    # Grants inside the window, oldest first: enough to tell when the window
+    # will have room again.
+    window: tuple[Grant, ...]
+    # Bytes the owner holds now (stored and unexpired, or reserved), by purpose.
+    held: dict[str, int]
+    # Bytes everyone holds now.
+    global_bytes: int
+
+
+class MetadataStore(Protocol):
+    def start(self) -> Deferred[None]:
+        """Open (creating or upgrading the schema); called once at start-up."""
+
+    def stop(self) -> Deferred[None]: ...
+
+    def reserve(
+        self,
+        record: FileRecord,
+        window_seconds: float,
+        check: Callable[[Usage], None],
+    ) -> Deferred[None]:
+        """Insert ``record`` if ``check(usage)`` does not raise, atomically.
+
+        ``usage`` is the owner's, as it stands at ``record.created``, without
+        the new record; whatever ``check`` raises fails the Deferred and
+        nothing is inserted.
+        """
+
+    def complete(
+        self, file_id: str, sha256: str, content_type: str, at: float
+    ) -> Deferred[FileRecord | None]:
+        """Mark an uploaded slot stored; None if there is no such record."""
+
+    def get(self, file_id: str) -> Deferred[FileRecord | None]: ...
+
+    def list_owner(self, owner: str) -> Deferred[list[FileRecord]]:
+        """The owner's stored files, newest first."""
+
+    def delete(self, file_id: str) -> Deferred[FileRecord | None]:
+        """Forget one record; returns it, or None if there was none."""
+
+    def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
+        """Forget every record of ``owner``; returns them."""
+
+    def due(
+        self, now: float, dead_slot_after: float, limit: int
+    ) -> Deferred[list[FileRecord]]:
+        """Up to ``limit`` records to sweep: files expired by ``now``, and slots
+        never completed whose PUT URL expired ``dead_slot_after`` seconds ago."""
+
+    def all_ids(self) -> Deferred[set[str]]:
+        """Every file id on record (start-up reconciliation)."""
+
+    def usage(self, owner: str, now: float, window_seconds: float) -> Deferred[Usage]:
+        """The owner's usage now, as ``reserve`` would check it."""
+
+    def usage_by_owner(self, now: float) -> Deferred[dict[str, tuple[int, int]]]:
+        """Owner -> (files, bytes) held now, for operators."""
+
+
+__all__ = ["PURPOSES", "FileRecord", "Grant", "MetadataStore", "Usage"]

@@ -1,0 +1,118 @@
+"""The SQLite metadata store: reservations, completion, usage, sweeping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from httpupload.metadata import FileRecord, Usage
+from httpupload.metadata.sqlite import SCHEMA_VERSION, SQLiteMetadataStore, connect
+
+
+def record(file_id: str, created: float, size: int = 10, owner: str = "a@x", **kw):  # type: ignore[no-untyped-def]
+    values = dict(
+        file_id=file_id,
+        owner=owner,
+        filename="f.txt",
+        size=size,
+        content_type=None,
+        purpose="message",
+        created=created,
+        slot_expires=created + 300,
+        expires=created + 86400,
+    )
+    values.update(kw)
+    return FileRecord(**values)
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
+    s = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def accept(usage: Usage) -> None:
+    pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserve_complete_get(store: SQLiteMetadataStore) -> None:
+    """A reserved slot is on record; completing it records digest and type."""
+    await store.reserve(record("f1", 1000.0), 86400, accept)
+    got = await store.get("f1")
+    assert got is not None and not got.completed
+    done = await store.complete("f1", "ab" * 32, "image/png", 1010.0)
+    assert done is not None and done.completed and done.sha256 == "ab" * 32
+    assert done.content_type == "image/png" and done.completed_at == 1010.0
+    assert await store.complete("missing", "00", "x/y", 1.0) is None
+    assert [r.file_id for r in await store.list_owner("a@x")] == ["f1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_counts_files_and_live_slots(store: SQLiteMetadataStore) -> None:
+    """Window and held bytes count stored files and live slots, not dead ones."""
+    await store.reserve(record("stored", 1000.0, size=100), 86400, accept)
+    await store.complete("stored", "00", "a/b", 1001.0)
+    await store.reserve(record("live", 1100.0, size=20), 86400, accept)
+    await store.reserve(
+        record("dead", 500.0, size=7, slot_expires=800.0), 86400, accept
+    )
+    await store.reserve(record("other", 1100.0, size=5, owner="b@x"), 86400, accept)
+    usage = await store.usage("a@x", 1200.0, 86400)
+    assert [(g.at, g.size) for g in usage.window] == [(1000.0, 100), (1100.0, 20)]
+    assert usage.held == {"message": 120}
+    assert usage.global_bytes == 125
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_refusal_inserts_nothing(store: SQLiteMetadataStore) -> None:
+    """Whatever the check raises fails the reservation and leaves no record."""
+
+    def refuse(usage: Usage) -> None:
+        raise ValueError("no room")
+
+    with pytest.raises(ValueError, match="no room"):
+        await store.reserve(record("f1", 1000.0), 86400, refuse)
+    assert await store.get("f1") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_due_and_delete(store: SQLiteMetadataStore) -> None:
+    """Expired files and long-dead slots are due; deleting forgets them."""
+    await store.reserve(record("old", 0.0, expires=100.0), 86400, accept)
+    await store.complete("old", "00", "a/b", 1.0)
+    await store.reserve(record("keep", 0.0, expires=None), 86400, accept)
+    await store.complete("keep", "00", "a/b", 1.0)
+    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
+    due = await store.due(1000.0, dead_slot_after=600, limit=10)
+    assert {r.file_id for r in due} == {"old", "slot"}
+    assert [r.file_id for r in await store.due(1000.0, 600, limit=1)] != []
+    assert (await store.delete("old")).file_id == "old"  # type: ignore[union-attr]
+    assert await store.delete("old") is None
+    assert await store.all_ids() == {"keep", "slot"}
+    assert {r.file_id for r in await store.delete_owner("a@x")} == {"keep", "slot"}
+    assert await store.all_ids() == set()
+
+
+def test_schema_version_and_reopen(tmp_path: Path) -> None:
+    """A new file gets the current schema; reopening keeps data and version."""
+    path = tmp_path / "m.sqlite"
+    db = connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(
+        "INSERT INTO files (file_id, owner, filename, size, purpose, created, "
+        "slot_expires) VALUES ('x', 'o', 'n', 1, 'message', 0, 0)"
+    )
+    db.close()
+    db = connect(path)
+    assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 1
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        connect(path)
