@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,52 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class AccessConfig:
     domains: tuple[str, ...]
+    allow_jids: tuple[str, ...] = ()
+    deny_domains: tuple[str, ...] = ()
+    deny_jids: tuple[str, ...] = ()
+    allow_types: tuple[str, ...] = ("*/*",)
+    deny_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """Per-user limits; 0 means no limit."""
+
+    bytes_per_window: int = 0
+    files_per_window: int = 0
+    total_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class QuotasConfig:
+    window: int = 86400
+    user: QuotaLimits = field(default_factory=QuotaLimits)
+    global_bytes: int = 0
+    min_free_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PurposeConfig:
+    enabled: bool
+    retention: int  # seconds a file is served; 0: kept forever
+    max_file_size: int  # 0: [limits] max_file_size
+    limits: QuotaLimits = field(default_factory=QuotaLimits)
+
+
+PURPOSE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "message": {"enabled": True, "retention": 30 * 86400, "max_file_size": 0},
+    "profile": {"enabled": True, "retention": 0, "max_file_size": 1024 * 1024},
+    "permanent": {"enabled": False, "retention": 0, "max_file_size": 0},
+    "ephemeral": {"enabled": True, "retention": 30 * 86400, "max_file_size": 0},
+}
+PURPOSE_KEYS = (
+    "enabled",
+    "retention",
+    "max_file_size",
+    "bytes_per_window",
+    "files_per_window",
+    "total_bytes",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +118,8 @@ class Config:
     storage: StorageConfig
     limits: LimitsConfig
     access: AccessConfig
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    purposes: dict[str, PurposeConfig] = field(default_factory=dict)
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -86,7 +135,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "storage": {},
     "limits": {"max_file_size": 100 * 1024 * 1024, "slot_lifetime": 300},
-    "access": {},
+    "access": {
+        "allow_jids": [],
+        "deny_domains": [],
+        "deny_jids": [],
+        "allow_types": ["*/*"],
+        "deny_types": [],
+    },
+    "quotas": {
+        "window": 86400,
+        "bytes_per_window": 0,
+        "files_per_window": 0,
+        "total_bytes": 0,
+        "global_bytes": 0,
+        "min_free_bytes": 0,
+    },
+    "purposes": {},
 }
 
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -113,7 +177,23 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "storage": ("path",),
     "limits": ("max_file_size", "slot_lifetime"),
-    "access": ("domains",),
+    "access": (
+        "domains",
+        "allow_jids",
+        "deny_domains",
+        "deny_jids",
+        "allow_types",
+        "deny_types",
+    ),
+    "quotas": (
+        "window",
+        "bytes_per_window",
+        "files_per_window",
+        "total_bytes",
+        "global_bytes",
+        "min_free_bytes",
+    ),
+    "purposes": tuple(PURPOSE_DEFAULTS),
 }
 
 
@@ -266,6 +346,85 @@ def _networks(section: _Section, key: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
+def _jids(section: _Section, key: str, *, domains: bool = False) -> tuple[str, ...]:
+    value = section.values[key]
+    if not isinstance(value, list):
+        raise ConfigError(section.key(key), "must be a list")
+    found = []
+    for item in value:
+        try:
+            parsed = (
+                JID(item.strip()) if isinstance(item, str) and item.strip() else None
+            )
+        except InvalidFormat:
+            parsed = None
+        if parsed is None or parsed.resource or (domains and parsed.user):
+            kind = "a domain" if domains else "a bare JID"
+            raise ConfigError(section.key(key), f"not {kind}: {item!r}")
+        found.append(parsed.userhost())
+    return tuple(found)
+
+
+_TYPE_PATTERN = re.compile(r"(\*|[!#$%&'+.^_`|~0-9a-z-]+)/(\*|[!#$%&'+.^_`|~0-9a-z-]+)")
+
+
+def _type_patterns(section: _Section, key: str) -> tuple[str, ...]:
+    value = section.values[key]
+    if not isinstance(value, list):
+        raise ConfigError(section.key(key), "must be a list of media types")
+    patterns = []
+    for item in value:
+        text = item.strip().lower() if isinstance(item, str) else ""
+        wild_type = text.startswith("*/") and text != "*/*"
+        if not _TYPE_PATTERN.fullmatch(text) or wild_type:
+            raise ConfigError(
+                section.key(key), f"not a media type or pattern like image/*: {item!r}"
+            )
+        patterns.append(text)
+    return tuple(patterns)
+
+
+def _limits(section: _Section) -> QuotaLimits:
+    return QuotaLimits(
+        bytes_per_window=section.positive_int("bytes_per_window", zero_ok=True),
+        files_per_window=section.positive_int("files_per_window", zero_ok=True),
+        total_bytes=section.positive_int("total_bytes", zero_ok=True),
+    )
+
+
+def _purposes(section: _Section) -> dict[str, PurposeConfig]:
+    purposes = {}
+    for name, defaults in PURPOSE_DEFAULTS.items():
+        given = section.values.get(name, {})
+        table = f"purposes.{name}"
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{table}]", "must be a table")
+        for key in given:
+            if key not in PURPOSE_KEYS:
+                raise ConfigError(
+                    f"[{table}] {key}", "unknown key" + _suggest(key, PURPOSE_KEYS)
+                )
+        sub = _Section.__new__(_Section)
+        sub.name = table
+        sub.values = {
+            "bytes_per_window": 0,
+            "files_per_window": 0,
+            "total_bytes": 0,
+            **defaults,
+            **given,
+        }
+        enabled = sub.values["enabled"]
+        if not isinstance(enabled, bool):
+            raise ConfigError(sub.key("enabled"), "must be true or false")
+        purposes[name] = PurposeConfig(
+            enabled=enabled,
+            retention=sub.positive_int("retention", zero_ok=True),
+            max_file_size=sub.positive_int("max_file_size", zero_ok=True),
+            limits=_limits(sub),
+        )
+    return purposes
+
+
 def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     """A checked ``Config`` from parsed TOML; relative paths start at ``base_dir``."""
     for name in data:
@@ -317,8 +476,24 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         slot_lifetime=lim.positive_int("slot_lifetime"),
     )
 
-    access = AccessConfig(domains=_domains(sections["access"], "domains", jid))
-    return Config(component, http, storage, limits, access)
+    a = sections["access"]
+    access = AccessConfig(
+        domains=_domains(a, "domains", jid),
+        allow_jids=_jids(a, "allow_jids"),
+        deny_domains=_jids(a, "deny_domains", domains=True),
+        deny_jids=_jids(a, "deny_jids"),
+        allow_types=_type_patterns(a, "allow_types"),
+        deny_types=_type_patterns(a, "deny_types"),
+    )
+    q = sections["quotas"]
+    quotas = QuotasConfig(
+        window=q.positive_int("window"),
+        user=_limits(q),
+        global_bytes=q.positive_int("global_bytes", zero_ok=True),
+        min_free_bytes=q.positive_int("min_free_bytes", zero_ok=True),
+    )
+    purposes = _purposes(sections["purposes"])
+    return Config(component, http, storage, limits, access, quotas, purposes)
 
 
 def load_config(path: str | Path) -> Config:

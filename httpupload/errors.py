@@ -46,6 +46,30 @@ class NotAllowed(SlotRequestError):
     """The requester may not upload here."""
 
 
+class TypeNotAllowed(SlotRequestError):
+    """The content type is not one the service takes."""
+
+
+class PurposeNotAvailable(SlotRequestError):
+    """The requested upload purpose is unknown or turned off."""
+
+
+class OverLimit(SlotRequestError):
+    """The file alone is larger than a quota: waiting cannot help."""
+
+
+class QuotaFull(SlotRequestError):
+    """Only deleting files (or more storage) would make room: no retry time."""
+
+
+class QuotaExceeded(SlotRequestError):
+    """A sliding-window quota is used up until ``retry_at`` (Unix time)."""
+
+    def __init__(self, text: str, retry_at: float) -> None:
+        super().__init__(text)
+        self.retry_at = retry_at
+
+
 class UploadRefused(HttpUploadError):
     """An HTTP upload that is refused before or after its body arrives."""
 

@@ -1,29 +1,224 @@
-"""Who may ask for a slot, and how large a file may be."""
+"""Who may ask for a slot, for what, how much and for how long.
+
+Pure rules over data: the requester's JID, the request, and a ``Usage``
+snapshot from the metadata store.  Quota checks run inside the store's
+transaction (``MetadataStore.reserve``), so concurrent requests cannot
+overshoot a limit.  Where waiting helps (a sliding-window limit) the refusal
+carries the earliest moment the window, as it stands, has room for the
+request; where only deletions would, it says so and carries none.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
 from twisted.words.protocols.jabber.jid import JID
 
-from httpupload.errors import FileTooLarge, NotAllowed
+from httpupload.config import PurposeConfig, QuotaLimits, QuotasConfig
+from httpupload.errors import (
+    FileTooLarge,
+    NotAllowed,
+    OverLimit,
+    PurposeNotAvailable,
+    QuotaExceeded,
+    QuotaFull,
+    TypeNotAllowed,
+)
+from httpupload.metadata import PURPOSES, Grant, Usage
+from httpupload.slots import media_type
+
+DEFAULT_TYPE = "application/octet-stream"
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        return "24 hours" if days == 1 else f"{days} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hours"
+    return f"{seconds} seconds"
+
+
+def window_retry(
+    grants: Sequence[Grant], size: int, limits: QuotaLimits, window: float
+) -> float | None:
+    """When the window, as it stands, has room for one more file of ``size``.
+
+    None if it has room now.  A grant leaves the window ``window`` seconds
+    after it was made; grants are oldest first.
+    """
+    when: float | None = None
+    if limits.bytes_per_window:
+        excess = sum(g.size for g in grants) + size - limits.bytes_per_window
+        freed = 0
+        for grant in grants:
+            if excess <= 0:
+                break
+            freed += grant.size
+            if freed >= excess:
+                when = grant.at + window
+                break
+    if limits.files_per_window:
+        excess = len(grants) + 1 - limits.files_per_window
+        if excess > 0:
+            leaves = grants[excess - 1].at + window
+            when = leaves if when is None else max(when, leaves)
+    return when
+
+
+@dataclass(frozen=True)
 class SlotPolicy:
-    """The rules a slot request must pass before a slot is minted."""
+    """Every rule a slot request must pass before a slot is minted."""
 
-    def __init__(self, max_file_size: int, domains: tuple[str, ...]) -> None:
-        self.max_file_size = max_file_size
-        self.domains = frozenset(d.lower() for d in domains)
+    max_file_size: int
+    domains: tuple[str, ...]
+    allow_jids: tuple[str, ...] = ()
+    deny_domains: tuple[str, ...] = ()
+    deny_jids: tuple[str, ...] = ()
+    allow_types: tuple[str, ...] = ("*/*",)
+    deny_types: tuple[str, ...] = ()
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    purposes: dict[str, PurposeConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lower = {
+            name: tuple(v.lower() for v in getattr(self, name))
+            for name in ("domains", "allow_jids", "deny_domains", "deny_jids")
+        }
+        for name, values in lower.items():
+            object.__setattr__(self, name, values)
+
+    # -- who -----------------------------------------------------------------
 
     def check_requester(self, requester: JID | None) -> str:
-        """The requester's bare JID, if users of its domain may upload here."""
+        """The requester's bare JID, if it may upload here."""
         if requester is None or requester.user is None:
             raise NotAllowed("Only user accounts may request upload slots")
-        if requester.host.lower() not in self.domains:
+        bare = requester.userhost().lower()
+        host = requester.host.lower()
+        if bare in self.deny_jids:
+            raise NotAllowed(f"{requester.userhost()} may not upload files here")
+        if host in self.deny_domains:
+            raise NotAllowed(f"Users of {requester.host} may not upload files here")
+        if host not in self.domains and bare not in self.allow_jids:
             raise NotAllowed(
                 f"Users of {requester.host} may not upload files to this service"
             )
         return requester.userhost()
 
-    def check_size(self, size: int) -> None:
-        if size > self.max_file_size:
-            raise FileTooLarge(size, self.max_file_size)
+    # -- what ----------------------------------------------------------------
+
+    def check_size(self, size: int, purpose: str = "message") -> None:
+        limit = self.max_file_size
+        config = self.purposes.get(purpose)
+        if config is not None and config.max_file_size:
+            limit = min(limit, config.max_file_size)
+        if size > limit:
+            raise FileTooLarge(size, limit)
+
+    def check_type(self, content_type: str | None) -> None:
+        kind = media_type(content_type) if content_type else DEFAULT_TYPE
+
+        def matches(patterns: Iterable[str]) -> bool:
+            return any(fnmatch.fnmatchcase(kind, p) for p in patterns)
+
+        if matches(self.deny_types) or not matches(self.allow_types):
+            raise TypeNotAllowed(f"Files of type {kind} are not accepted here")
+
+    def purpose_config(self, purpose: str) -> PurposeConfig:
+        if not self.purposes:
+            # Nothing configured (a bare embedding): every purpose, no expiry.
+            return PurposeConfig(True, 0, 0)
+        config = self.purposes.get(purpose)
+        if config is None:
+            raise PurposeNotAvailable(f"Unknown upload purpose: {purpose}")
+        if not config.enabled:
+            raise PurposeNotAvailable(f"Uploads for purpose {purpose} are turned off")
+        return config
+
+    def enabled_purposes(self) -> list[str]:
+        if not self.purposes:
+            return list(PURPOSES)
+        return [name for name, c in self.purposes.items() if c.enabled]
+
+    def expiry(
+        self, purpose: str, now: float, expire_before: float | None
+    ) -> float | None:
+        """When a file granted now stops being served; None: never."""
+        retention = self.purpose_config(purpose).retention
+        expires = now + retention if retention else None
+        if expire_before is not None:
+            expires = expire_before if expires is None else min(expires, expire_before)
+        return expires
+
+    # -- how much ------------------------------------------------------------
+
+    def check_quota(self, usage: Usage, size: int, purpose: str) -> None:
+        """Raise the right refusal if ``size`` more bytes would break a quota."""
+        quotas = self.quotas
+        config = self.purposes.get(purpose)
+        scopes: list[tuple[str, QuotaLimits, int, tuple[Grant, ...]]] = [
+            ("your", quotas.user, sum(usage.held.values()), usage.window)
+        ]
+        if config is not None:
+            scopes.append(
+                (
+                    f"your {purpose}",
+                    config.limits,
+                    usage.held.get(purpose, 0),
+                    tuple(g for g in usage.window if g.purpose == purpose),
+                )
+            )
+        span = _duration(quotas.window)
+        for scope, limits, held, _ in scopes:
+            if limits.bytes_per_window and size > limits.bytes_per_window:
+                raise OverLimit(
+                    f"The file ({_size(size)}) is larger than {scope} upload quota "
+                    f"of {_size(limits.bytes_per_window)} per {span}"
+                )
+            if limits.total_bytes and size > limits.total_bytes:
+                raise OverLimit(
+                    f"The file ({_size(size)}) is larger than {scope} storage quota "
+                    f"of {_size(limits.total_bytes)}"
+                )
+            if limits.total_bytes and held + size > limits.total_bytes:
+                raise QuotaFull(
+                    f"{scope.capitalize()} storage quota of "
+                    f"{_size(limits.total_bytes)} is full ({_size(held)} used); "
+                    "delete files to make room"
+                )
+        if quotas.global_bytes and usage.global_bytes + size > quotas.global_bytes:
+            raise QuotaFull("The upload service's storage is full")
+        retry: float | None = None
+        reason = ""
+        for scope, limits, _, grants in scopes:
+            when = window_retry(grants, size, limits, quotas.window)
+            if when is not None and (retry is None or when > retry):
+                retry = when
+                parts = []
+                if limits.bytes_per_window:
+                    parts.append(_size(limits.bytes_per_window))
+                if limits.files_per_window:
+                    parts.append(f"{limits.files_per_window} files")
+                what = " or ".join(parts)
+                reason = (
+                    f"{scope.capitalize()} upload quota ({what} per {span}) is used up"
+                )
+        if retry is not None:
+            raise QuotaExceeded(f"{reason}; try again later", math.ceil(retry))
+
+    def check_free_space(self, free: int | None, size: int) -> None:
+        """Refuse up front when the storage cannot hold the file."""
+        if free is not None and free - size < self.quotas.min_free_bytes:
+            raise QuotaFull("The upload service is out of storage space")

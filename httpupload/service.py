@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -14,7 +15,10 @@ from wokkel import disco, generic, ping
 
 from httpupload.config import Config
 from httpupload.errors import ConfigError
+from httpupload.expiry import Maintenance
 from httpupload.keys import load_or_create_signing_key
+from httpupload.metadata.sqlite import FILE_NAME as METADATA_FILE
+from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.storage.filesystem import FilesystemStorage
@@ -40,7 +44,25 @@ class DrainService(Service):
 
 
 class HttpUploadService(MultiService):
-    """The root service; turns a port that cannot be bound into one clear line."""
+    """The root service.
+
+    Turns a port that cannot be bound into one clear line, and stops the
+    ``expiry`` child (which owns the metadata store) only after every other
+    child has stopped: draining uploads still record their files.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        children = list(self)
+        last = [s for s in children if s.name == "expiry"]
+        first = [s for s in reversed(children) if s.name != "expiry"]
+
+        async def stop() -> None:
+            await DeferredList([maybeDeferred(s.stopService) for s in first])
+            for service in last:
+                await maybeDeferred(service.stopService)
+
+        return ensureDeferred(stop())
 
     def privilegedStartService(self) -> None:
         try:
@@ -53,10 +75,11 @@ class HttpUploadService(MultiService):
 
 
 def make_service(config: Config, reactor: Any) -> MultiService:
-    """The service tree: ``http``, ``uploads`` (the drain) and ``xmpp``.
+    """The service tree: ``expiry``, ``http``, ``uploads`` (the drain), ``xmpp``.
 
-    Start-up checks that can fail (storage folder, signing key) run here,
-    before anything listens, and raise ``ConfigError`` naming the key.
+    Start-up checks that can fail (storage folder, signing key, metadata
+    schema) run here, before anything listens, and raise ``ConfigError``
+    naming the key.
     """
     storage = FilesystemStorage(config.storage.path, reactor, reactor.getThreadPool())
     try:
@@ -69,6 +92,25 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         log.info("Removed {count} partial uploads left by a crash", count=leftovers)
     key = config.http.signing_key or load_or_create_signing_key(config.storage.path)
     signer = SlotSigner(key, reactor)
+    metadata = SQLiteMetadataStore(config.storage.path / METADATA_FILE, reactor)
+    try:
+        metadata.open()
+    except (sqlite3.Error, RuntimeError) as e:
+        raise ConfigError(
+            "[storage] path", f"cannot use {metadata.path}: {e}"
+        ) from None
+    a = config.access
+    policy = SlotPolicy(
+        config.limits.max_file_size,
+        a.domains,
+        allow_jids=a.allow_jids,
+        deny_domains=a.deny_domains,
+        deny_jids=a.deny_jids,
+        allow_types=a.allow_types,
+        deny_types=a.deny_types,
+        quotas=config.quotas,
+        purposes=config.purposes,
+    )
 
     urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
     for name, url in urls.items():
@@ -81,10 +123,17 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 key=name,
             )
     root = HttpUploadService()
+    expiry = Maintenance(metadata, storage, policy, reactor)
+    expiry.setName("expiry")
+    expiry.setServiceParent(root)
 
     h = config.http
     receiver = UploadReceiver(
-        signer, storage, reactor, max_uploads_per_address=h.max_uploads_per_address
+        signer,
+        storage,
+        reactor,
+        max_uploads_per_address=h.max_uploads_per_address,
+        metadata=metadata,
     )
     site = UploadSite(
         receiver,
@@ -94,6 +143,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         header_timeout=h.header_timeout,
         min_upload_rate=h.min_upload_rate,
         trusted_proxies=h.trusted_proxies,
+        metadata=metadata,
     )
     try:
         http = strports.service(config.http.listen, site, reactor=reactor)
@@ -123,11 +173,13 @@ def make_service(config: Config, reactor: Any) -> MultiService:
             link_timeout=c.link_timeout,
         ),
         UploadHandler(
-            SlotPolicy(config.limits.max_file_size, config.access.domains),
+            policy,
             signer,
             config.http.public_url,
             config.http.get_url,
             config.limits.slot_lifetime,
+            metadata=metadata,
+            free_space=storage.free_space,
         ),
     ]
     endpoint = HostnameEndpoint(reactor, c.server_host, c.server_port, timeout=30)

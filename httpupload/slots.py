@@ -117,7 +117,7 @@ class SlotSigner:
         if len(key) < 16:
             raise ValueError("signing key too short")
         self._key = key
-        self._clock = clock
+        self.clock = clock
 
     def mint(
         self,
@@ -133,7 +133,7 @@ class SlotSigner:
             filename=filename,
             size=size,
             content_type=content_type,
-            expires=int(self._clock.seconds()) + lifetime,
+            expires=int(self.clock.seconds()) + lifetime,
             owner=owner,
         )
         return slot, self.sign(slot)
@@ -164,7 +164,7 @@ class SlotSigner:
         slot = self.decode(token)
         if slot.file_id != file_id or slot.filename != filename:
             raise InvalidSlot("The slot is for another URL")
-        if self._clock.seconds() >= slot.expires:
+        if self.clock.seconds() >= slot.expires:
             raise InvalidSlot("The slot has expired")
         return slot
 

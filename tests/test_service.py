@@ -43,7 +43,7 @@ def config(tmp_path: Path, **http: object):  # type: ignore[no-untyped-def]
 def test_children_in_start_order(tmp_path: Path) -> None:
     """http, uploads (the drain), xmpp: stopped in reverse order."""
     service = make_service(config(tmp_path), reactor)
-    assert [s.name for s in service] == ["http", "uploads", "xmpp"]
+    assert [s.name for s in service] == ["expiry", "http", "uploads", "xmpp"]
     key = (tmp_path / "store" / KEY_FILE_NAME).read_bytes()
     assert len(key.strip()) >= 32
     assert (tmp_path / "store" / KEY_FILE_NAME).stat().st_mode & 0o077 == 0

@@ -114,6 +114,9 @@ class MetadataStore(Protocol):
     def all_ids(self) -> Deferred[set[str]]:
         """Every file id on record (start-up reconciliation)."""
 
+    def incomplete_ids(self) -> Deferred[set[str]]:
+        """Ids of slots not (yet) marked stored."""
+
     def usage(self, owner: str, now: float, window_seconds: float) -> Deferred[Usage]:
         """The owner's usage now, as ``reserve`` would check it."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -78,9 +78,11 @@ def _record(row: tuple[Any, ...]) -> FileRecord:
     )
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
     """Open (and create or upgrade) the database at ``path``; blocking."""
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db = sqlite3.connect(
+        path, timeout=30, isolation_level=None, check_same_thread=not any_thread
+    )
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.execute("PRAGMA busy_timeout = 30000")
@@ -117,12 +119,21 @@ class SQLiteMetadataStore:
     def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
 
-    def start(self) -> Deferred[None]:
-        self._pool.start()
-        return self._run(self._open)
+    def open(self) -> None:
+        """Open (create, upgrade) the database; blocking, at start-up.
 
-    def _open(self) -> None:
-        self._db = connect(self.path)
+        Opened here rather than in the thread so that a schema problem stops
+        the service before it listens; afterwards only the thread uses it.
+        """
+        if self._db is None:
+            self._db = connect(self.path, any_thread=True)
+
+    def start(self) -> Deferred[None]:
+        """Start the store's thread (its threads are not daemons: ``stop``)."""
+        self.open()
+        if not self._pool.started:
+            self._pool.start()
+        return succeed(None)
 
     def stop(self) -> Deferred[None]:
         d = self._run(self._close)
@@ -282,6 +293,13 @@ class SQLiteMetadataStore:
 
     def all_ids(self) -> Deferred[set[str]]:
         return self._run(self._all_ids)
+
+    def _incomplete_ids(self) -> set[str]:
+        rows = self.db.execute("SELECT file_id FROM files WHERE completed = 0")
+        return {row[0] for row in rows}
+
+    def incomplete_ids(self) -> Deferred[set[str]]:
+        return self._run(self._incomplete_ids)
 
     def _usage_by_owner(self, now: float) -> dict[str, tuple[int, int]]:
         rows = self.db.execute(

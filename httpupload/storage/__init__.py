@@ -53,5 +53,11 @@ class Storage(Protocol):
     def delete(self, file_id: str) -> Deferred[bool]:
         """Remove a stored file; True if there was one."""
 
+    def list_ids(self) -> Deferred[set[str]]:
+        """Every stored file id (start-up reconciliation)."""
+
+    def free_space(self) -> Deferred[int | None]:
+        """Bytes the backend can still take, None if it cannot tell."""
+
 
 __all__ = ["FileInfo", "PendingUpload", "Storage"]

@@ -225,6 +225,28 @@ class FilesystemStorage:
             return succeed(False)
         return self._in_thread(self._delete, folder)
 
+    def _list_ids(self) -> set[str]:
+        ids = set()
+        for shard in os.scandir(self._files):
+            if shard.is_dir(follow_symlinks=False):
+                for entry in os.scandir(shard.path):
+                    if (
+                        FILE_ID_RE.fullmatch(entry.name)
+                        and (Path(entry.path) / INFO).exists()
+                    ):
+                        ids.add(entry.name)
+        return ids
+
+    def list_ids(self) -> Deferred[set[str]]:
+        return self._in_thread(self._list_ids)
+
+    def _free_space(self) -> int:
+        stats = os.statvfs(self._files)
+        return stats.f_bavail * stats.f_frsize
+
+    def free_space(self) -> Deferred[int | None]:
+        return self._in_thread(self._free_space)
+
     def _remove_partials(self, older_than: float) -> int:
         removed = 0
         for entry in os.scandir(self._tmp):

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from httpupload.errors import HttpUploadError
+from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage
 from httpupload.web.conditional import etag, last_modified, not_modified, range_applies
@@ -69,9 +71,18 @@ class UploadResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        metadata: MetadataStore | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         super().__init__()
         self._storage = storage
+        # With a metadata store, a file is served only while its record says
+        # so: an expired or deleted file answers 404 at once, before any sweep.
+        self._metadata = metadata
+        self._clock = clock
 
     def render(self, request: Request) -> bytes | int:
         apply_common_headers(request)
@@ -122,6 +133,10 @@ class UploadResource(Resource):
         parsed = parse_url_path(request.path)
         if parsed is None:
             return None
+        if self._metadata is not None and self._clock is not None:
+            record = await self._metadata.get(parsed[0])
+            if record is None or not record.served_at(self._clock.seconds()):
+                return None
         opened = await self._storage.open_read(parsed[0])
         if opened is not None and opened[0].filename != parsed[1]:
             opened[1].close()

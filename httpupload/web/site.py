@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request, Site
 
+from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
 from httpupload.web.addresses import parse_networks
@@ -66,9 +67,10 @@ class UploadSite(Site):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
         trusted_proxies: Iterable[str] = (),
+        metadata: MetadataStore | None = None,
     ) -> None:
         super().__init__(
-            UploadResource(storage),
+            UploadResource(storage, metadata, reactor),
             timeout=idle_timeout,
             logFormatter=access_log_line,
             reactor=reactor,

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -30,6 +30,7 @@ from httpupload.errors import (
     TooManyUploads,
     TypeMismatch,
 )
+from httpupload.metadata import MetadataStore
 from httpupload.slots import (
     Slot,
     SlotSigner,
@@ -105,10 +106,12 @@ class IncomingUpload:
         pending: PendingUpload,
         clock: IReactorTime,
         on_done: Callable[[IncomingUpload], None],
+        on_stored: Callable[[Slot, FileInfo], Deferred[None]] | None = None,
     ) -> None:
         self.slot = slot
         self.content_type = content_type
         self._pending = pending
+        self._on_stored = on_stored
         self._clock = clock
         self._on_done: Callable[[IncomingUpload], None] | None = on_done
         self._sha256 = hashlib.sha256()
@@ -157,7 +160,11 @@ class IncomingUpload:
             sha256=self._sha256.hexdigest(),
             created=self._clock.seconds(),
         )
-        return self._pending.commit(info).addCallback(lambda _: info)
+        d = self._pending.commit(info)
+        if self._on_stored is not None:
+            on_stored = self._on_stored
+            d.addCallback(lambda _: on_stored(self.slot, info))
+        return d.addCallback(lambda _: info)
 
     def abort(self) -> Deferred[None]:
         self.finished = True
@@ -180,10 +187,12 @@ class UploadReceiver:
         storage: Storage,
         clock: IReactorTime,
         max_uploads_per_address: int = DEFAULT_MAX_UPLOADS_PER_ADDRESS,
+        metadata: MetadataStore | None = None,
     ) -> None:
         self._signer = signer
         self._storage = storage
         self._clock = clock
+        self._metadata = metadata
         self.max_uploads_per_address = max_uploads_per_address
         self._in_flight: dict[str, set[IncomingUpload]] = {}
         self.draining = False
@@ -241,9 +250,25 @@ class UploadReceiver:
             pending,
             self._clock,
             on_done=lambda u: self._forget(address, u),
+            on_stored=self._record if self._metadata is not None else None,
         )
         uploads.add(upload)
         return upload
+
+    async def _record_stored(self, slot: Slot, info: FileInfo) -> None:
+        """Mark the slot's record stored, before the 201 goes out."""
+        assert self._metadata is not None
+        record = await self._metadata.complete(
+            info.file_id, info.sha256, info.content_type, info.created
+        )
+        if record is None or record.owner != slot.owner:
+            # The slot's record is gone (its owner deleted everything, say):
+            # keep no file that nobody is charged for and nothing would serve.
+            await self._storage.delete(info.file_id)
+            raise InvalidSlot("The slot was withdrawn")
+
+    def _record(self, slot: Slot, info: FileInfo) -> Deferred[None]:
+        return ensureDeferred(self._record_stored(slot, info))
 
     def _forget(self, address: str, upload: IncomingUpload) -> None:
         uploads = self._in_flight.get(address)

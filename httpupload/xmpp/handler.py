@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
@@ -12,11 +15,14 @@ from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
 from zope.interface import implementer
 
 from httpupload.errors import SlotRequestError
+from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.policy import SlotPolicy
-from httpupload.slots import SlotSigner
+from httpupload.slots import Slot, SlotSigner
 from httpupload.web.uploads import TOKEN_PARAMETER
 from httpupload.xmpp.stanzas import (
     NAMESPACES,
+    NS_PURPOSE,
+    SlotRequest,
     find_request,
     parse_request,
     slot_element,
@@ -48,6 +54,8 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         put_base_url: str,
         get_base_url: str,
         slot_lifetime: int,
+        metadata: MetadataStore | None = None,
+        free_space: Callable[[], Deferred[int | None]] | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
@@ -55,19 +63,36 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         self.put_base_url = put_base_url
         self.get_base_url = get_base_url
         self.slot_lifetime = slot_lifetime
+        # Without a metadata store (a bare embedding) there are no quotas.
+        self.metadata = metadata
+        self.free_space = free_space
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver(REQUEST_GET, self.handleRequest)
         self.xmlstream.addObserver(REQUEST_SET, self.handleRequest)
 
-    def on_request(self, iq: domish.Element) -> domish.Element:
+    def on_request(self, iq: domish.Element) -> Deferred[domish.Element]:
+        return ensureDeferred(self._slot(iq))
+
+    async def _slot(self, iq: domish.Element) -> domish.Element:
         requester = JID(iq["from"]) if iq.hasAttribute("from") else None
         element = find_request(iq)
         assert element is not None  # the XPath matched it
+        now = self.signer.clock.seconds()
         try:
             owner = self.policy.check_requester(requester)
-            request = parse_request(element)
-            self.policy.check_size(request.size)
+            request = parse_request(element, now)
+            self.policy.purpose_config(request.purpose)
+            self.policy.check_type(request.content_type)
+            self.policy.check_size(request.size, request.purpose)
+            slot, token = self.signer.mint(
+                request.filename,
+                request.size,
+                request.content_type,
+                owner,
+                self.slot_lifetime,
+            )
+            await self._reserve(slot, request, now)
         except SlotRequestError as e:
             log.info(
                 "Slot refused to {requester}: {reason}",
@@ -75,18 +100,12 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
                 reason=e.text,
             )
             raise stanza_error(e, element.uri) from None
-        slot, token = self.signer.mint(
-            request.filename,
-            request.size,
-            request.content_type,
-            owner,
-            self.slot_lifetime,
-        )
         log.info(
-            "Slot {file_id:.6}… for {owner}: {size} bytes",
+            "Slot {file_id:.6}… for {owner}: {size} bytes ({purpose})",
             file_id=slot.file_id,
             owner=owner,
             size=slot.size,
+            purpose=request.purpose,
         )
         # The token rides in the PUT URL too, for clients (and namespaces)
         # that cannot send slot headers.
@@ -95,6 +114,30 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
             f"{self.put_base_url}{slot.path}?{TOKEN_PARAMETER}={token}",
             self.get_base_url + slot.path,
             {"Authorization": f"Bearer {token}"},
+        )
+
+    async def _reserve(self, slot: Slot, request: SlotRequest, now: float) -> None:
+        """Record the slot, reserving its size, if quotas allow (atomically)."""
+        if self.metadata is None:
+            return
+        if self.free_space is not None:
+            self.policy.check_free_space(await self.free_space(), request.size)
+        record = FileRecord(
+            file_id=slot.file_id,
+            owner=slot.owner,
+            filename=slot.filename,
+            size=slot.size,
+            content_type=slot.content_type,
+            purpose=request.purpose,
+            created=now,
+            slot_expires=slot.expires,
+            expires=self.policy.expiry(request.purpose, now, request.expire_before),
+        )
+        policy = self.policy
+        await self.metadata.reserve(
+            record,
+            policy.quotas.window,
+            lambda usage: policy.check_quota(usage, request.size, request.purpose),
         )
 
     def on_request_set(self, iq: domish.Element) -> None:
@@ -118,6 +161,8 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
                 )
             )
             info += [disco.DiscoFeature(namespace), form]
+        for purpose in self.policy.enabled_purposes():
+            info.append(disco.DiscoFeature(f"{NS_PURPOSE}#{purpose}"))
         return info
 
     def getDiscoItems(

@@ -13,7 +13,9 @@ Three namespaces are in use by clients:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -22,14 +24,22 @@ from httpupload.errors import (
     BadSlotRequest,
     FileTooLarge,
     NotAllowed,
+    OverLimit,
+    PurposeNotAvailable,
+    QuotaExceeded,
+    QuotaFull,
     SlotRequestError,
+    TypeNotAllowed,
 )
+from httpupload.metadata import PURPOSES
 from httpupload.slots import check_content_type, check_filename
 
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 NS_UPLOAD_LEGACY = "urn:xmpp:http:upload"
 NS_UPLOAD_CONVERSATIONS = "eu:siacs:conversations:http:upload"
 NAMESPACES = (NS_UPLOAD, NS_UPLOAD_LEGACY, NS_UPLOAD_CONVERSATIONS)
+# XEP-0363 1.2: an optional purpose child of <request>.
+NS_PURPOSE = "urn:xmpp:http:upload:purpose:0"
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,50 @@ class SlotRequest:
     filename: str
     size: int
     content_type: str | None
+    purpose: str = "message"
+    # For the ephemeral purpose: never serve the file after this (Unix time).
+    expire_before: float | None = None
+
+
+def parse_datetime(value: str | None) -> float | None:
+    """An XEP-0082 date-time (with its zone) as Unix time; None if invalid."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def format_datetime(when: float) -> str:
+    """Unix time as an XEP-0082 date-time in UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def parse_purpose(request: domish.Element, now: float) -> tuple[str, float | None]:
+    """The request's purpose (default ``message``) and ephemeral deadline."""
+    found = [c for c in request.elements() if c.uri == NS_PURPOSE]
+    if not found:
+        return "message", None
+    if len(found) > 1:
+        raise BadSlotRequest("Give at most one upload purpose")
+    purpose = found[0].name
+    if purpose not in PURPOSES:
+        raise PurposeNotAvailable(f"Unknown upload purpose: {purpose}")
+    if purpose != "ephemeral":
+        return purpose, None
+    deadline = parse_datetime(found[0].getAttribute("expire-before"))
+    if deadline is None:
+        raise BadSlotRequest(
+            "The ephemeral purpose needs an expire-before date-time "
+            "(XEP-0082, with a time zone)"
+        )
+    if deadline <= now:
+        raise BadSlotRequest("The expire-before date-time is already past")
+    return purpose, deadline
 
 
 def parse_size(value: str | None) -> int:
@@ -67,7 +121,7 @@ def find_request(iq: domish.Element) -> domish.Element | None:
     return None
 
 
-def parse_request(request: domish.Element) -> SlotRequest:
+def parse_request(request: domish.Element, now: float | None = None) -> SlotRequest:
     """A ``<request/>`` in any of the three namespaces as a ``SlotRequest``."""
     if request.uri == NS_UPLOAD:
         filename = request.getAttribute("filename")
@@ -79,10 +133,13 @@ def parse_request(request: domish.Element) -> SlotRequest:
         content_type = _child_text(request, "content-type")
     if filename is None:
         raise BadSlotRequest("The filename attribute is missing")
+    purpose, expire_before = parse_purpose(request, time.time() if now is None else now)
     return SlotRequest(
         filename=check_filename(filename),
         size=parse_size(size),
         content_type=check_content_type(content_type),
+        purpose=purpose,
+        expire_before=expire_before,
     )
 
 
@@ -118,6 +175,18 @@ def stanza_error(error: SlotRequestError, namespace: str = NS_UPLOAD) -> StanzaE
             error.text,
             appCondition=file_too_large_element(namespace, error.max_size),
         )
+    if isinstance(error, QuotaExceeded):
+        retry = domish.Element((namespace, "retry"))
+        retry["stamp"] = format_datetime(error.retry_at)
+        return StanzaError(
+            "resource-constraint", "wait", error.text, appCondition=retry
+        )
+    if isinstance(error, QuotaFull):
+        return StanzaError("resource-constraint", "cancel", error.text)
+    if isinstance(error, OverLimit | TypeNotAllowed):
+        return StanzaError("not-acceptable", "modify", error.text)
+    if isinstance(error, PurposeNotAvailable):
+        return StanzaError("feature-not-implemented", "cancel", error.text)
     if isinstance(error, NotAllowed):
         return StanzaError("forbidden", "auth", error.text)
     if isinstance(error, BadSlotRequest):
