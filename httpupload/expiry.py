@@ -19,6 +19,9 @@ from httpupload.storage import Storage
 log = Logger()
 
 UNKNOWN_OWNER = ""
+# A slot never completed is forgotten this long after its PUT URL expired: an
+# upload that began in time may still be arriving until then.
+DEAD_SLOT_AFTER = 86400.0
 
 
 async def reconcile(
@@ -76,6 +79,22 @@ async def reconcile(
     return adopted, completed, dropped
 
 
+async def remove_due(
+    metadata: MetadataStore,
+    storage: Storage,
+    now: float,
+    dead_slot_after: float,
+    batch: int,
+) -> list[FileRecord]:
+    """Remove one batch of expired files and dead slots; returns them."""
+    due = await metadata.due(now, dead_slot_after, batch)
+    for record in due:
+        if record.completed:
+            await storage.delete(record.file_id)
+        await metadata.delete(record.file_id)
+    return due
+
+
 class Maintenance(Service):
     """Reconciles at start, then sweeps expired files and dead slots.
 
@@ -91,7 +110,7 @@ class Maintenance(Service):
         clock: IReactorTime,
         interval: float = 60.0,
         batch: int = 200,
-        dead_slot_after: float = 86400.0,
+        dead_slot_after: float = DEAD_SLOT_AFTER,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -143,12 +162,13 @@ class Maintenance(Service):
 
     async def sweep_once(self) -> int:
         """Remove one batch of due files and records; returns how many."""
-        now = self.clock.seconds()
-        due = await self.metadata.due(now, self.dead_slot_after, self.batch)
-        for record in due:
-            if record.completed:
-                await self.storage.delete(record.file_id)
-            await self.metadata.delete(record.file_id)
+        due = await remove_due(
+            self.metadata,
+            self.storage,
+            self.clock.seconds(),
+            self.dead_slot_after,
+            self.batch,
+        )
         if due:
             log.info("Expiry removed {count} files and dead slots", count=len(due))
         return len(due)
