@@ -1,0 +1,221 @@
+"""Records and files in step: reconciliation, expiry, and 404 for expired files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.web.client import HTTPConnectionPool
+
+from httpupload.config import PurposeConfig
+from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance, reconcile
+from httpupload.metadata import FileRecord
+from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.policy import SlotPolicy
+from httpupload.slots import SlotSigner, new_file_id
+from httpupload.storage import FileInfo
+from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.web.site import UploadSite
+from httpupload.web.uploads import UploadReceiver
+
+DAY = 86400.0
+POLICY = SlotPolicy(
+    10**9, ("x.org",), purposes={"message": PurposeConfig(True, 30 * 86400, 0)}
+)
+
+
+@dataclass
+class World:
+    clock: Clock
+    storage: FilesystemStorage
+    store: SQLiteMetadataStore
+
+    async def stored_file(self, data: bytes = b"data", **record: object) -> str:
+        """A file uploaded through a slot, with its record completed."""
+        file_id = new_file_id()
+        now = self.clock.seconds()
+        values: dict = dict(
+            file_id=file_id,
+            owner="a@x.org",
+            filename="f.txt",
+            size=len(data),
+            content_type="text/plain",
+            purpose="message",
+            created=now,
+            slot_expires=now + 300,
+            expires=now + 30 * DAY,
+        )
+        values.update(record)
+        await self.store.reserve(FileRecord(**values), DAY, lambda usage: None)
+        await self.write(file_id, data)
+        await self.store.complete(file_id, "00" * 32, "text/plain", now)
+        return file_id
+
+    async def write(self, file_id: str, data: bytes) -> None:
+        upload = self.storage.begin_write(file_id)
+        upload.write(data)
+        await upload.commit(
+            FileInfo(
+                file_id,
+                "f.txt",
+                len(data),
+                "text/plain",
+                "00" * 32,
+                self.clock.seconds(),
+            )
+        )
+
+
+@pytest_twisted.async_yield_fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    storage = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
+    storage.prepare()
+    store = SQLiteMetadataStore(tmp_path / "store" / "metadata.sqlite", reactor)
+    await store.start()
+    yield World(clock, storage, store)
+    await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconcile(world: World) -> None:
+    """Adopt files without records, complete half-recorded ones, drop dead records."""
+    orphan = new_file_id()
+    await world.write(orphan, b"no record")
+    half = new_file_id()
+    now = world.clock.seconds()
+    await world.store.reserve(
+        FileRecord(half, "a@x.org", "f.txt", 4, None, "message", now, now + 300, None),
+        DAY,
+        lambda usage: None,
+    )
+    await world.write(half, b"half")
+    gone = await world.stored_file()
+    await world.storage.delete(gone)
+    world.clock.advance(10)
+    keep = await world.stored_file()
+
+    assert await reconcile(world.store, world.storage, POLICY, world.clock) == (1, 1, 1)
+    adopted = await world.store.get(orphan)
+    assert adopted is not None and adopted.completed and adopted.owner == ""
+    assert adopted.expires is not None
+    assert (await world.store.get(half)).completed  # type: ignore[union-attr]
+    assert await world.store.get(gone) is None
+    assert (await world.store.get(keep)).completed  # type: ignore[union-attr]
+    assert await reconcile(world.store, world.storage, POLICY, world.clock) == (0, 0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sweep_is_bounded_and_removes_files_then_records(world: World) -> None:
+    """Each sweep removes at most a batch; expired files and dead slots go."""
+    expired = [
+        await world.stored_file(expires=world.clock.seconds() + 10) for _ in range(5)
+    ]
+    lasting = await world.stored_file(expires=None)
+    now = world.clock.seconds()
+    await world.store.reserve(
+        FileRecord(
+            "deadslot" * 4, "a@x.org", "f", 1, None, "message", now, now + 300, None
+        ),
+        DAY,
+        lambda usage: None,
+    )
+    maintenance = Maintenance(world.store, world.storage, POLICY, world.clock, batch=2)
+    world.clock.advance(11)
+    assert await maintenance.sweep_once() == 2
+    assert await maintenance.sweep_once() == 2
+    assert await maintenance.sweep_once() == 1
+    assert await maintenance.sweep_once() == 0
+    for file_id in expired:
+        assert await world.store.get(file_id) is None
+        assert await world.storage.stat(file_id) is None
+    assert await world.storage.stat(lasting) is not None
+    world.clock.advance(DEAD_SLOT_AFTER + 300)
+    assert await maintenance.sweep_once() == 1
+    assert await world.store.all_ids() == {lasting}
+
+
+@pytest_twisted.ensureDeferred
+async def test_expired_or_deleted_file_is_404_at_once(world: World) -> None:
+    """Downloads check the record: expired or deleted means 404 before any sweep."""
+    file_id = await world.stored_file(b"soon gone", expires=world.clock.seconds() + 60)
+    other = await world.stored_file(b"deleted")
+    receiver = UploadReceiver(
+        SlotSigner(b"k" * 32, world.clock),
+        world.storage,
+        world.clock,
+        metadata=world.store,
+    )
+    site = UploadSite(receiver, world.storage, world.clock, metadata=world.store)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        response = await treq.get(f"{base}/{file_id}/f.txt", pool=pool)
+        assert (response.code, await response.content()) == (200, b"soon gone")
+        world.clock.advance(60)
+        response = await treq.get(f"{base}/{file_id}/f.txt", pool=pool)
+        assert response.code == 404
+        await response.content()
+        await world.store.delete(other)
+        response = await treq.get(f"{base}/{other}/f.txt", pool=pool)
+        assert response.code == 404
+        await response.content()
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_records_the_file_and_refuses_withdrawn_slots(world: World) -> None:
+    """A PUT completes its record before the 201; a slot whose record went is 403."""
+    signer = SlotSigner(b"k" * 32, world.clock)
+    receiver = UploadReceiver(signer, world.storage, world.clock, metadata=world.store)
+    site = UploadSite(receiver, world.storage, reactor, metadata=world.store)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    base = f"http://127.0.0.1:{port.getHost().port}/"
+    now = world.clock.seconds()
+    try:
+        for withdrawn in (False, True):
+            slot, token = signer.mint("a.txt", 5, None, "a@x.org", 300)
+            await world.store.reserve(
+                FileRecord(
+                    slot.file_id,
+                    "a@x.org",
+                    "a.txt",
+                    5,
+                    None,
+                    "message",
+                    now,
+                    slot.expires,
+                    None,
+                ),
+                DAY,
+                lambda usage: None,
+            )
+            if withdrawn:
+                await world.store.delete(slot.file_id)
+            response = await treq.put(
+                base + slot.path,
+                data=b"hello",
+                pool=pool,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            await response.content()
+            record = await world.store.get(slot.file_id)
+            if withdrawn:
+                assert response.code == 403
+                assert record is None
+                assert await world.storage.stat(slot.file_id) is None
+            else:
+                assert response.code == 201
+                assert record is not None and record.completed
+                assert record.sha256 is not None and len(record.sha256) == 64
+    finally:
+        await port.stopListening()

@@ -1,0 +1,241 @@
+"""Slot requests against a real metadata store: quotas, purposes, on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.words.xish import domish
+from wokkel import disco, generic
+from wokkel.test import helpers
+
+from httpupload.config import PurposeConfig, QuotaLimits, QuotasConfig
+from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.policy import SlotPolicy
+from httpupload.slots import SlotSigner
+from httpupload.xmpp.handler import UploadHandler
+from httpupload.xmpp.stanzas import NS_PURPOSE, NS_UPLOAD
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+DAY = 86400
+START = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+class Service:
+    def __init__(self, store: SQLiteMetadataStore, clock: Clock, policy: SlotPolicy):
+        self.manager = helpers.TestableStreamManager(reactor=clock)
+        self.store = store
+        self.clock = clock
+        for handler in (
+            generic.FallbackHandler(),
+            disco.DiscoHandler(),
+            UploadHandler(
+                policy,
+                SlotSigner(b"k" * 32, clock),
+                "https://u/",
+                "https://u/",
+                300,
+                metadata=store,
+            ),
+        ):
+            handler.setHandlerParent(self.manager)
+        self.count = 0
+
+    def send(self, child: domish.Element, sender: str = "romeo@example.org/x") -> str:
+        self.count += 1
+        iq = domish.Element((None, "iq"))
+        iq["type"], iq["id"] = "get", f"q{self.count}"
+        iq["from"], iq["to"] = sender, "upload.example.org"
+        iq.addChild(child)
+        self.manager.stub.send(iq)
+        return iq["id"]
+
+    async def replies(self, *ids: str) -> list[domish.Element]:
+        for _ in range(500):
+            found = {r["id"]: r for r in self.manager.stub.output}
+            if all(i in found for i in ids):
+                return [found[i] for i in ids]
+            await deferLater(reactor, 0.005, lambda: None)
+        raise AssertionError(f"no reply to {ids}")
+
+    async def ask(self, child: domish.Element, **kw: str) -> domish.Element:
+        (reply,) = await self.replies(self.send(child, **kw))
+        return reply
+
+    async def upload(self, size: int) -> None:
+        """A slot that gets used: granted, then its file stored."""
+        reply = await self.ask(request(size))
+        assert reply["type"] == "result", reply.toXml()
+        file_id = reply.slot.get["url"].split("/")[-2]
+        await self.store.complete(file_id, "00" * 32, "a/b", self.clock.seconds())
+
+
+def request(
+    size: int, purpose: str | None = None, **purpose_attrs: str
+) -> domish.Element:
+    element = domish.Element((NS_UPLOAD, "request"))
+    element["filename"], element["size"] = "f.bin", str(size)
+    if purpose is not None:
+        child = element.addElement((NS_PURPOSE, purpose))
+        for name, value in purpose_attrs.items():
+            child[name.replace("_", "-")] = value
+    return element
+
+
+def condition(reply: domish.Element) -> tuple[str, str]:
+    assert reply["type"] == "error", reply.toXml()
+    error = reply.error
+    name = next(
+        c.name for c in error.elements() if c.uri == NS_STANZAS and c.name != "text"
+    )
+    return error["type"], name
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
+    s = SQLiteMetadataStore(tmp_path / "m.sqlite", reactor)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def make(store: SQLiteMetadataStore, **user: int) -> Service:
+    clock = Clock()
+    clock.advance(START)
+    policy = SlotPolicy(
+        10**9,
+        ("example.org",),
+        quotas=QuotasConfig(window=DAY, user=QuotaLimits(**user)),
+        purposes={
+            "message": PurposeConfig(True, 30 * DAY, 0),
+            "profile": PurposeConfig(True, 0, 1000),
+            "permanent": PurposeConfig(False, 0, 0),
+            "ephemeral": PurposeConfig(True, 7 * DAY, 0),
+        },
+    )
+    return Service(store, clock, policy)
+
+
+@pytest_twisted.ensureDeferred
+async def test_window_quota_refusal_has_an_exact_retry_stamp(
+    store: SQLiteMetadataStore,
+) -> None:
+    """Once the daily bytes are used, wait/resource-constraint with <retry stamp>."""
+    service = make(store, bytes_per_window=100)
+    await service.upload(60)
+    service.clock.advance(3600)
+    await service.upload(40)
+    service.clock.advance(60)
+    reply = await service.ask(request(30))
+    assert condition(reply) == ("wait", "resource-constraint")
+    retry = next(reply.error.elements(NS_UPLOAD, "retry"))
+    assert retry["stamp"] == "2026-01-02T00:00:00Z"  # the first grant leaves then
+    assert reply.request is not None  # the request is echoed
+    # A second before the stamp: still refused; at the stamp: granted.
+    service.clock.advance(DAY - 3600 - 60 - 1)
+    assert condition(await service.ask(request(30)))[1] == "resource-constraint"
+    service.clock.advance(1)
+    assert (await service.ask(request(30)))["type"] == "result"
+
+
+@pytest_twisted.ensureDeferred
+async def test_hard_limits_have_no_stamp(store: SQLiteMetadataStore) -> None:
+    """Over the window alone: modify/not-acceptable; total full: cancel, no retry."""
+    service = make(store, bytes_per_window=100, total_bytes=150)
+    reply = await service.ask(request(101))
+    assert condition(reply) == ("modify", "not-acceptable")
+    assert list(reply.error.elements(NS_UPLOAD, "retry")) == []
+    await service.upload(100)
+    service.clock.advance(2 * DAY)
+    reply = await service.ask(request(60))
+    assert condition(reply) == ("cancel", "resource-constraint")
+    assert list(reply.error.elements(NS_UPLOAD, "retry")) == []
+    assert "delete files" in str(reply.error.text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_cannot_overshoot(store: SQLiteMetadataStore) -> None:
+    """Ten requests in flight at once for a quota of three files: three slots."""
+    service = make(store, files_per_window=3)
+    ids = [service.send(request(10)) for _ in range(10)]
+    replies = await service.replies(*ids)
+    granted = [r for r in replies if r["type"] == "result"]
+    assert len(granted) == 3
+    assert all(
+        condition(r)[1] == "resource-constraint" for r in replies if r not in granted
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_unused_slots_stop_reserving_when_they_expire(
+    store: SQLiteMetadataStore,
+) -> None:
+    """A slot never uploaded holds room against the total only while it lives."""
+    service = make(store, total_bytes=100)
+    assert (await service.ask(request(100)))["type"] == "result"
+    assert condition(await service.ask(request(1)))[1] == "resource-constraint"
+    service.clock.advance(301)
+    assert (await service.ask(request(100)))["type"] == "result"
+
+
+@pytest_twisted.ensureDeferred
+async def test_purposes(store: SQLiteMetadataStore) -> None:
+    """profile is honoured (no expiry); permanent is off; ephemeral needs a date."""
+    service = make(store)
+    reply = await service.ask(request(500, "profile"))
+    assert reply["type"] == "result"
+    file_id = reply.slot.get["url"].split("/")[-2]
+    record = await store.get(file_id)
+    assert record is not None and record.purpose == "profile" and record.expires is None
+    assert condition(await service.ask(request(1001, "profile")))[1] == "not-acceptable"
+    reply = await service.ask(request(5, "permanent"))
+    assert condition(reply) == ("cancel", "feature-not-implemented")
+    assert condition(await service.ask(request(5, "ephemeral")))[1] == "bad-request"
+    reply = await service.ask(request(5, "ephemeral", expire_before="not a date"))
+    assert condition(reply)[1] == "bad-request"
+    reply = await service.ask(
+        request(5, "ephemeral", expire_before="2025-01-01T00:00:00Z")
+    )
+    assert condition(reply)[1] == "bad-request"
+    reply = await service.ask(
+        request(5, "ephemeral", expire_before="2026-01-01T06:00:00Z")
+    )
+    assert reply["type"] == "result"
+    record = await store.get(reply.slot.get["url"].split("/")[-2])
+    assert record is not None and record.expires == START + 6 * 3600
+    reply = await service.ask(request(5, "holiday"))
+    assert condition(reply)[1] == "feature-not-implemented"
+    both = request(5, "profile")
+    both.addElement((NS_PURPOSE, "message"))
+    assert condition(await service.ask(both))[1] == "bad-request"
+
+
+@pytest_twisted.ensureDeferred
+async def test_disco_advertises_enabled_purposes(store: SQLiteMetadataStore) -> None:
+    """Each accepted purpose is a feature; a disabled one is not."""
+    service = make(store)
+    reply = await service.ask(domish.Element((disco.NS_DISCO_INFO, "query")))
+    features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
+    for purpose in ("message", "profile", "ephemeral"):
+        assert f"{NS_PURPOSE}#{purpose}" in features
+    assert f"{NS_PURPOSE}#permanent" not in features
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_survive_a_restart(tmp_path: Path) -> None:
+    """Reopening the store (a restart) keeps what the window has used."""
+    first = SQLiteMetadataStore(tmp_path / "m.sqlite", reactor)
+    await first.start()
+    service = make(first, files_per_window=1)
+    assert (await service.ask(request(10)))["type"] == "result"
+    await first.stop()
+    second = SQLiteMetadataStore(tmp_path / "m.sqlite", reactor)
+    await second.start()
+    try:
+        service = make(second, files_per_window=1)
+        assert condition(await service.ask(request(10)))[1] == "resource-constraint"
+    finally:
+        await second.stop()
