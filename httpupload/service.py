@@ -24,6 +24,7 @@ from httpupload.slots import SlotSigner
 from httpupload.storage.filesystem import FilesystemStorage
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
+from httpupload.xmpp.adhoc import AdHocHandler
 from httpupload.xmpp.component import ComponentService
 from httpupload.xmpp.handler import UploadHandler
 from httpupload.xmpp.keepalive import LinkWatchdog
@@ -181,6 +182,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
             metadata=metadata,
             free_space=storage.free_space,
         ),
+        AdHocHandler.build(metadata, storage, policy, config.http.get_url, reactor),
     ]
     endpoint = HostnameEndpoint(reactor, c.server_host, c.server_port, timeout=30)
     xmpp = ComponentService(

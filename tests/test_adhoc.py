@@ -1,0 +1,671 @@
+"""XEP-0050 ad-hoc commands: list, delete and usage, on a real store and storage."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.words.xish import domish
+from webserver import start_server
+from wokkel import disco, generic
+from wokkel.test import helpers
+
+from httpupload import make_service, parse_config
+from httpupload.config import QuotaLimits, QuotasConfig
+from httpupload.metadata import FileRecord
+from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.owners import Uploads
+from httpupload.policy import SlotPolicy
+from httpupload.slots import new_file_id, url_path
+from httpupload.storage import FileInfo
+from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.xmpp.adhoc import NS_COMMANDS, AdHocHandler, Sessions, size_text
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_DATA = "jabber:x:data"
+SERVICE = "upload.montague.tld"
+ROMEO = "romeo@montague.tld/garden"
+JULIET = "juliet@montague.tld/balcony"
+OUTSIDER = "tybalt@capulet.tld/street"
+GET_BASE = "https://download.montague.tld/files/"
+NOW = 1_700_000_000.0
+DAY = 86400
+
+
+class Service:
+    """The component's handlers on wokkel's stream stub, over a real store."""
+
+    def __init__(
+        self,
+        store: SQLiteMetadataStore,
+        storage: FilesystemStorage,
+        policy: SlotPolicy | None = None,
+        **options: int,
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.store = store
+        self.storage = storage
+        policy = policy or SlotPolicy(
+            10_000_000,
+            ("montague.tld",),
+            quotas=QuotasConfig(
+                window=DAY,
+                user=QuotaLimits(
+                    bytes_per_window=1000, files_per_window=5, total_bytes=5000
+                ),
+            ),
+        )
+        self.uploads = Uploads(store, storage, policy, GET_BASE, self.clock)
+        self.handler = AdHocHandler(self.uploads, **options)
+        self.manager = helpers.TestableStreamManager(reactor=self.clock)
+        for handler in (generic.FallbackHandler(), disco.DiscoHandler(), self.handler):
+            handler.setHandlerParent(self.manager)
+        self._ids = 0
+
+    async def ask(
+        self, child: domish.Element, sender: str = ROMEO, type: str = "set"
+    ) -> domish.Element:
+        self._ids += 1
+        iq = domish.Element((None, "iq"))
+        iq["type"] = type
+        iq["id"] = f"exec{self._ids}"
+        iq["from"] = sender
+        iq["to"] = SERVICE
+        iq.addChild(child)
+        output = self.manager.stub.output
+        before = len(output)
+        self.manager.stub.send(iq)
+        for _ in range(1000):  # the store and storage answer from threads
+            if len(output) > before:
+                break
+            await deferLater(reactor, 0.005, lambda: None)
+        assert len(output) == before + 1, "exactly one reply"
+        reply = output[-1]
+        assert reply["id"] == iq["id"]
+        assert reply["to"] == sender
+        assert reply["from"] == SERVICE
+        return reply
+
+    async def run(
+        self,
+        node: str,
+        sender: str = ROMEO,
+        action: str | None = None,
+        sessionid: str | None = None,
+        payload: domish.Element | None = None,
+    ) -> domish.Element:
+        command = domish.Element((NS_COMMANDS, "command"))
+        command["node"] = node
+        if action is not None:
+            command["action"] = action
+        if sessionid is not None:
+            command["sessionid"] = sessionid
+        if payload is not None:
+            command.addChild(payload)
+        return await self.ask(command, sender)
+
+    async def store_file(
+        self,
+        owner: str,
+        name: str,
+        data: bytes,
+        at: float,
+        expires: float | None = None,
+    ) -> FileRecord:
+        """A stored file with its completed record, as an upload leaves them."""
+        file_id = new_file_id()
+        record = FileRecord(
+            file_id=file_id,
+            owner=owner,
+            filename=name,
+            size=len(data),
+            content_type="text/plain",
+            purpose="message",
+            created=at,
+            slot_expires=at + 300,
+            expires=expires,
+        )
+        await self.store.reserve(record, DAY, lambda usage: None)
+        upload = self.storage.begin_write(file_id)
+        upload.write(data)
+        digest = hashlib.sha256(data).hexdigest()
+        await upload.commit(
+            FileInfo(file_id, name, len(data), "text/plain", digest, at + 1)
+        )
+        done = await self.store.complete(file_id, digest, "text/plain", at + 1)
+        assert done is not None
+        return done
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FilesystemStorage:
+    s = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
+    s.prepare()
+    return s
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
+    s = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
+def service(store: SQLiteMetadataStore, storage: FilesystemStorage) -> Service:
+    return Service(store, storage)
+
+
+def command_of(reply: domish.Element) -> domish.Element:
+    assert reply["type"] == "result", reply.toXml()
+    return next(reply.elements(NS_COMMANDS, "command"))
+
+
+def error_of(reply: domish.Element) -> tuple[str, str, list[str]]:
+    """(type, condition, names of the XEP-0050 specific conditions)."""
+    assert reply["type"] == "error", reply.toXml()
+    error = reply.error
+    condition = next(
+        c.name for c in error.elements() if c.uri == NS_STANZAS and c.name != "text"
+    )
+    specific = [c.name for c in error.elements() if c.uri == NS_COMMANDS]
+    return error["type"], condition, specific
+
+
+def notes_of(command: domish.Element) -> list[tuple[str, str]]:
+    return [(n["type"], str(n)) for n in command.elements(NS_COMMANDS, "note")]
+
+
+def form_of(command: domish.Element) -> domish.Element:
+    return next(command.elements(NS_DATA, "x"))
+
+
+def fields_of(parent: domish.Element) -> dict[str, str]:
+    return {
+        f["var"]: str(next(f.elements(NS_DATA, "value")))
+        for f in parent.elements(NS_DATA, "field")
+    }
+
+
+def submit(**values: str) -> domish.Element:
+    form = domish.Element((NS_DATA, "x"))
+    form["type"] = "submit"
+    for var, value in values.items():
+        field = form.addElement("field")
+        field["var"] = var
+        field.addElement("value", content=value)
+    return form
+
+
+def disco_query(namespace: str, node: str | None = None) -> domish.Element:
+    query = domish.Element((namespace, "query"))
+    if node is not None:
+        query["node"] = node
+    return query
+
+
+# -- discovery -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_disco_info_advertises_commands(service: Service) -> None:
+    reply = await service.ask(disco_query(disco.NS_DISCO_INFO), type="get")
+    features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
+    assert NS_COMMANDS in features
+
+
+@pytest_twisted.ensureDeferred
+async def test_disco_items_list_the_commands(service: Service) -> None:
+    """Each command is an item of the commands node, at the JID that was asked."""
+    reply = await service.ask(
+        disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), type="get"
+    )
+    assert reply["type"] == "result"
+    assert reply.query["node"] == NS_COMMANDS
+    items = [
+        (i["jid"], i["node"], i["name"])
+        for i in reply.query.elements(disco.NS_DISCO_ITEMS, "item")
+    ]
+    assert items == [
+        (SERVICE, "list", "List my uploads"),
+        (SERVICE, "delete", "Delete one of my uploads"),
+        (SERVICE, "usage", "Show my usage and quotas"),
+    ]
+    # The service's own items stay empty; outsiders see no commands.
+    reply = await service.ask(disco_query(disco.NS_DISCO_ITEMS), type="get")
+    assert list(reply.query.elements()) == []
+    reply = await service.ask(
+        disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), OUTSIDER, type="get"
+    )
+    assert reply["type"] == "result"
+    assert list(reply.query.elements()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_disco_info_of_a_command_node(service: Service) -> None:
+    """automation/command-node with commands and data forms; forbidden to outsiders."""
+    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, "delete"), type="get")
+    assert reply["type"] == "result"
+    identities = [
+        (i["category"], i["type"], i["name"])
+        for i in reply.query.elements(disco.NS_DISCO_INFO, "identity")
+    ]
+    assert identities == [("automation", "command-node", "Delete one of my uploads")]
+    features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
+    assert features == {NS_COMMANDS, NS_DATA}
+
+    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, NS_COMMANDS), type="get")
+    identities = [
+        (i["category"], i["type"])
+        for i in reply.query.elements(disco.NS_DISCO_INFO, "identity")
+    ]
+    assert identities == [("automation", "command-list")]
+
+    reply = await service.ask(
+        disco_query(disco.NS_DISCO_INFO, "delete"), OUTSIDER, type="get"
+    )
+    assert error_of(reply)[:2] == ("cancel", "forbidden")
+    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, "nope"), type="get")
+    assert error_of(reply)[1] == "item-not-found"
+
+
+# -- list --------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_shows_my_files_newest_first(service: Service) -> None:
+    """A result form: reported columns, one item per file of mine, none of others."""
+    older = await service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
+    newer = await service.store_file(
+        "romeo@montague.tld", "très b.txt", b"x" * 2048, NOW - 10, expires=NOW + DAY
+    )
+    await service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
+    command = command_of(await service.run("list"))
+    assert command["node"] == "list"
+    assert command["status"] == "completed"
+    assert command["sessionid"]
+    form = form_of(command)
+    assert form["type"] == "result"
+    reported = next(form.elements(NS_DATA, "reported"))
+    columns = [(f["var"], f["label"]) for f in reported.elements(NS_DATA, "field")]
+    assert [var for var, _ in columns] == ["name", "size", "date", "expires", "url"]
+    items = [fields_of(item) for item in form.elements(NS_DATA, "item")]
+    assert items == [
+        {
+            "name": "très b.txt",
+            "size": "2048",
+            "date": "2023-11-14T22:13:11Z",
+            "expires": "2023-11-15T22:13:20Z",
+            "url": GET_BASE + url_path(newer.file_id, "très b.txt"),
+        },
+        {
+            "name": "a.txt",
+            "size": "5",
+            "date": "2023-11-14T22:12:31Z",
+            "expires": "never",
+            "url": GET_BASE + url_path(older.file_id, "a.txt"),
+        },
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_without_files_completes_with_a_note(service: Service) -> None:
+    command = command_of(await service.run("list", action="execute"))
+    assert command["status"] == "completed"
+    assert notes_of(command) == [("info", "You have no uploads.")]
+    assert list(command.elements(NS_DATA, "x")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_is_bounded(
+    store: SQLiteMetadataStore, storage: FilesystemStorage
+) -> None:
+    """Only the newest max_files go into one stanza; the title says so."""
+    service = Service(store, storage, max_files=2)
+    for n in range(3):
+        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
+    form = form_of(command_of(await service.run("list")))
+    assert str(next(form.elements(NS_DATA, "title"))) == "Your newest 2 of 3 uploads"
+    names = [fields_of(i)["name"] for i in form.elements(NS_DATA, "item")]
+    assert names == ["2.txt", "1.txt"]
+
+
+# -- delete ------------------------------------------------------------------------
+
+
+async def delete_form(service: Service) -> tuple[str, domish.Element]:
+    command = command_of(await service.run("delete"))
+    assert command["status"] == "executing"
+    return command["sessionid"], command
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_offers_my_files_then_deletes_the_chosen_one(
+    service: Service,
+) -> None:
+    mine = await service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
+    kept = await service.store_file("romeo@montague.tld", "b.txt", b"kept", NOW - 10)
+    await service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
+    sessionid, command = await delete_form(service)
+    actions = next(command.elements(NS_COMMANDS, "actions"))
+    assert actions["execute"] == "complete"
+    assert [a.name for a in actions.elements()] == ["complete"]
+    form = form_of(command)
+    assert form["type"] == "form"
+    (field,) = form.elements(NS_DATA, "field")
+    assert (field["type"], field["var"]) == ("list-single", "file")
+    options = [
+        (o["label"], str(next(o.elements(NS_DATA, "value"))))
+        for o in field.elements(NS_DATA, "option")
+    ]
+    assert options == [
+        ("b.txt (4 bytes, 2023-11-14 22:13:11 UTC)", kept.file_id),
+        ("a.txt (5 bytes, 2023-11-14 22:12:31 UTC)", mine.file_id),
+    ]
+
+    command = command_of(
+        await service.run(
+            "delete", sessionid=sessionid, payload=submit(file=mine.file_id)
+        )
+    )
+    assert command["status"] == "completed"
+    assert command["sessionid"] == sessionid
+    assert notes_of(command) == [("info", "Deleted a.txt.")]
+    assert await service.store.get(mine.file_id) is None
+    assert await service.storage.stat(mine.file_id) is None
+    assert await service.storage.stat(kept.file_id) is not None
+    # The session ended with the command.
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=kept.file_id)
+    )
+    assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+    assert await service.store.get(kept.file_id) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_with_action_complete(service: Service) -> None:
+    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    command = command_of(
+        await service.run(
+            "delete",
+            action="complete",
+            sessionid=sessionid,
+            payload=submit(file=record.file_id),
+        )
+    )
+    assert command["status"] == "completed"
+    assert await service.store.get(record.file_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_someone_elses_file_fails(service: Service) -> None:
+    await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    hers = await service.store_file("juliet@montague.tld", "hers.txt", b"2", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=hers.file_id)
+    )
+    assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
+    assert await service.store.get(hers.file_id) is not None
+    assert await service.storage.stat(hers.file_id) is not None
+    # Even if she offered it to him by mistake, Uploads.delete checks the owner.
+    assert await service.uploads.delete("romeo@montague.tld", hers.file_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_file_gone_meanwhile(service: Service) -> None:
+    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    await service.uploads.delete("romeo@montague.tld", record.file_id)
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=record.file_id)
+    )
+    assert error_of(reply)[:2] == ("cancel", "item-not-found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_needs_a_choice(service: Service) -> None:
+    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    for payload in (None, submit(), submit(file="  ")):
+        reply = await service.run("delete", sessionid=sessionid, payload=payload)
+        assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
+    reply = await service.run("delete", action="prev", sessionid=sessionid)
+    assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
+    # The session survives a bad submission.
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=record.file_id)
+    )
+    assert command_of(reply)["status"] == "completed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_cancel(service: Service) -> None:
+    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    command = command_of(
+        await service.run("delete", action="cancel", sessionid=sessionid)
+    )
+    assert (command["status"], command["sessionid"]) == ("canceled", sessionid)
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=record.file_id)
+    )
+    assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+    assert await service.store.get(record.file_id) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_without_files_completes_with_a_note(service: Service) -> None:
+    command = command_of(await service.run("delete"))
+    assert command["status"] == "completed"
+    assert notes_of(command) == [("info", "You have no uploads to delete.")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sessions_belong_to_requester_and_node_and_expire(
+    service: Service,
+) -> None:
+    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = await delete_form(service)
+    payload = submit(file=record.file_id)
+    for sender, node in (
+        ("romeo@montague.tld/other", "delete"),  # another resource
+        (JULIET, "delete"),
+        (ROMEO, "list"),
+    ):
+        reply = await service.run(node, sender, sessionid=sessionid, payload=payload)
+        assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+    reply = await service.run("delete", sessionid="made-up", payload=payload)
+    assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+    service.clock.advance(599)
+    assert len(service.handler.sessions) == 1
+    service.clock.advance(1)
+    reply = await service.run("delete", sessionid=sessionid, payload=payload)
+    assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+    assert len(service.handler.sessions) == 0
+    assert await service.store.get(record.file_id) is not None
+
+
+def test_sessions_are_bounded() -> None:
+    clock = Clock()
+    sessions = Sessions(clock, timeout=60, per_owner=2, limit=3)
+    a1 = sessions.start("delete", "a@x/1", "a@x")
+    a2 = sessions.start("delete", "a@x/2", "a@x")
+    a3 = sessions.start("delete", "a@x/1", "a@x")
+    assert sessions.get(a1.id, "delete", "a@x/1") is None  # the owner's oldest went
+    assert sessions.get(a2.id, "delete", "a@x/2") is a2
+    assert sessions.get(a3.id, "delete", "a@x/1") is a3
+    b1 = sessions.start("delete", "b@x/1", "b@x")
+    b2 = sessions.start("delete", "b@x/1", "b@x")
+    assert len(sessions) == 3
+    assert sessions.get(a2.id, "delete", "a@x/2") is None  # the oldest of all went
+    assert {b1.id, b2.id, a3.id} == {
+        s.id for s in (b1, b2, a3) if sessions.get(s.id, "delete", s.requester)
+    }
+    assert len({a1.id, a2.id, a3.id, b1.id, b2.id}) == 5
+
+
+# -- usage -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_against_quotas(service: Service) -> None:
+    """Stored bytes, and files and bytes in the window (live slots too), with limits."""
+    await service.store_file("romeo@montague.tld", "old.txt", b"o" * 100, NOW - 2 * DAY)
+    await service.store_file("romeo@montague.tld", "new.txt", b"n" * 200, NOW - 60)
+    slot = FileRecord(
+        file_id=new_file_id(),
+        owner="romeo@montague.tld",
+        filename="coming.bin",
+        size=50,
+        content_type=None,
+        purpose="message",
+        created=NOW - 10,
+        slot_expires=NOW + 290,
+        expires=None,
+    )
+    await service.store.reserve(slot, DAY, lambda usage: None)
+    await service.store_file("juliet@montague.tld", "hers.txt", b"h" * 999, NOW - 5)
+    command = command_of(await service.run("usage"))
+    assert command["status"] == "completed"
+    assert fields_of(form_of(command)) == {
+        "stored-bytes": "350",
+        "stored-limit": "5000",
+        "window": "86400",
+        "window-files": "2",
+        "window-files-limit": "5",
+        "window-bytes": "250",
+        "window-bytes-limit": "1000",
+    }
+    assert notes_of(command) == [
+        (
+            "info",
+            "Stored: 350 bytes (4.9 KiB). In the last 24 hours: 2 of 5 files, "
+            "250 bytes (1000 bytes).",
+        )
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_without_limits(
+    store: SQLiteMetadataStore, storage: FilesystemStorage
+) -> None:
+    service = Service(store, storage, SlotPolicy(100, ("montague.tld",)))
+    command = command_of(await service.run("usage"))
+    assert notes_of(command) == [
+        (
+            "info",
+            "Stored: 0 bytes (no limit). In the last 24 hours: 0 files, "
+            "0 bytes (no limit).",
+        )
+    ]
+    assert fields_of(form_of(command))["window-files-limit"] == "0"
+
+
+def test_size_text() -> None:
+    assert size_text(0) == "0 bytes"
+    assert size_text(1023) == "1023 bytes"
+    assert size_text(1536) == "1.5 KiB"
+    assert size_text(5 * 1024**3) == "5.0 GiB"
+    assert size_text(3 * 1024**5) == "3072.0 TiB"
+
+
+# -- refusals ----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_outsiders_are_forbidden(service: Service) -> None:
+    for node in ("list", "delete", "usage", "nope"):
+        reply = await service.run(node, OUTSIDER)
+        assert error_of(reply)[:2] == ("cancel", "forbidden")
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_commands(service: Service) -> None:
+    reply = await service.run("nope")
+    assert error_of(reply) == ("cancel", "item-not-found", [])
+    reply = await service.run("list", action="jump")
+    assert error_of(reply) == ("modify", "bad-request", ["malformed-action"])
+    reply = await service.run("list", action="prev")
+    assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
+    reply = await service.ask(domish.Element((NS_COMMANDS, "command")))
+    assert error_of(reply)[:2] == ("modify", "bad-request")
+    get = domish.Element((NS_COMMANDS, "command"))
+    get["node"] = "list"
+    reply = await service.ask(get, type="get")
+    assert error_of(reply)[:2] == ("modify", "bad-request")
+    # A cancel before anything started is simply canceled.
+    command = command_of(await service.run("delete", action="cancel"))
+    assert command["status"] == "canceled"
+    # The error echoes the command (XEP-0050's examples do).
+    reply = await service.run("nope")
+    assert next(reply.elements(NS_COMMANDS, "command"))["node"] == "nope"
+
+
+# -- the HTTP side and the service tree ----------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleted_file_answers_404_at_once(
+    tmp_path: Path, store: SQLiteMetadataStore
+) -> None:
+    """GET checks the record first: right after the command, the URL is dead."""
+    server = start_server(tmp_path, metadata=store)
+    try:
+        service = Service(store, server.storage)
+        gone = await service.store_file("romeo@montague.tld", "a.txt", b"bye", NOW)
+        kept = await service.store_file("romeo@montague.tld", "b.txt", b"hi", NOW)
+        urls = {
+            r.file_id: server.base + url_path(r.file_id, r.filename)
+            for r in (gone, kept)
+        }
+        for url in urls.values():
+            response, _ = await server.request("GET", url)
+            assert response.code == 200
+        sessionid, _ = await delete_form(service)
+        reply = await service.run(
+            "delete", sessionid=sessionid, payload=submit(file=gone.file_id)
+        )
+        assert command_of(reply)["status"] == "completed"
+        response, _ = await server.request("GET", urls[gone.file_id])
+        assert response.code == 404
+        response, body = await server.request("GET", urls[kept.file_id])
+        assert (response.code, body) == (200, b"hi")
+    finally:
+        await server.listening.stopListening()
+
+
+def test_the_service_runs_the_commands(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = parse_config(
+        {
+            "component": {
+                "jid": "upload.localhost",
+                "secret": "s",
+                "server_port": port,
+            },
+            "http": {
+                "listen": "tcp:0:interface=127.0.0.1",
+                "public_url": "https://upload.localhost/",
+            },
+            "storage": {"path": str(tmp_path / "store")},
+        },
+        tmp_path,
+    )
+    root = make_service(config, reactor)
+    handlers = list(root.getServiceNamed("xmpp").streams)
+    (adhoc,) = [h for h in handlers if isinstance(h, AdHocHandler)]
+    assert adhoc.uploads.get_base_url == "https://upload.localhost/"
+    assert adhoc.policy.domains == ("localhost",)
+    assert adhoc.uploads.clock is reactor
