@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import slixmpp
@@ -29,6 +29,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 __all__ = [
     "UPLOAD_NS",
+    "CommandRefusedError",
+    "CommandResult",
     "DiscoInfo",
     "DisconnectedError",
     "Slot",
@@ -82,6 +84,48 @@ class SlotRefusedError(Exception):
 
 
 @dataclass(frozen=True)
+class CommandResult:
+    """An XEP-0050 command's answer, as slixmpp's xep_0050/xep_0004 parse it."""
+
+    node: str
+    sessionid: str
+    status: str
+    #: (type, text) of each <note/>.
+    notes: list[tuple[str, str]]
+    #: Names of the allowed actions (children of <actions/>), and the default.
+    actions: list[str]
+    default_action: str
+    #: The data form, if any: its type ("" without one) and title.
+    form_type: str = ""
+    title: str = ""
+    #: var -> value of the form's fields (forms and single-item results).
+    values: dict[str, Any] = field(default_factory=dict)
+    #: var -> [(value, label)] of list fields.
+    options: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: The <reported/> columns (var, label) and each <item/> as var -> value.
+    reported: list[tuple[str, str]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CommandRefusedError(Exception):
+    """The service answered an ad-hoc command with an error stanza."""
+
+    error_type: str
+    condition: str
+    text: str
+    #: Local names of the children in http://jabber.org/protocol/commands.
+    command_conditions: list[str] = field(default_factory=list)
+    xml: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"command refused: {self.error_type}/{self.condition} "
+            f"{self.command_conditions} {self.text!r} {self.xml}"
+        )
+
+
+@dataclass(frozen=True)
 class DiscoInfo:
     """The parts of a disco#info answer the tests look at."""
 
@@ -121,7 +165,7 @@ class XmppClient:
         self.xmpp.enable_direct_tls = False
         self.xmpp.enable_starttls = True
         self.xmpp.enable_plaintext = False
-        for plugin in ("xep_0030", "xep_0128", "xep_0363"):
+        for plugin in ("xep_0030", "xep_0128", "xep_0363", "xep_0050"):
             self.xmpp.register_plugin(plugin)
         self._connected = False
         #: Set once the stream to the server dropped (or was closed) after login.
@@ -379,6 +423,109 @@ class XmppClient:
             return reply.xml
 
         return self.run(self._unless_disconnected(send()))
+
+    # ---- ad-hoc commands (XEP-0050)
+
+    def commands(self, jid: str) -> list[tuple[str, str, str]]:
+        """(jid, node, name) of each command jid lists (slixmpp's get_commands)."""
+
+        async def items() -> list[tuple[str, str, str]]:
+            iq = await self.xmpp.plugin["xep_0050"].get_commands(
+                jid=jid, timeout=self.timeout
+            )
+            return [
+                (str(item[0]), item[1] or "", item[2] or "")
+                for item in iq["disco_items"]["items"]
+            ]
+
+        return self.run(self._unless_disconnected(items()))
+
+    def command(
+        self,
+        jid: str,
+        node: str,
+        action: str = "execute",
+        sessionid: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> CommandResult:
+        """Send one command step with slixmpp's send_command; its parsed answer.
+
+        ``values`` become a submitted form. CommandRefusedError if the service
+        answers with an error.
+        """
+
+        async def send() -> CommandResult:
+            payload = None
+            if values is not None:
+                payload = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+                for var, value in values.items():
+                    payload.add_field(var=var, value=value)
+            try:
+                iq = await self.xmpp.plugin["xep_0050"].send_command(
+                    slixmpp.JID(jid),
+                    node,
+                    action=action,
+                    sessionid=sessionid,
+                    payload=payload,
+                    timeout=self.timeout,
+                )
+            except IqError as exc:
+                raise _command_refusal(exc.iq) from None
+            except IqTimeout as exc:
+                raise XmppClientError(
+                    f"no answer from {jid} to command {node}"
+                ) from exc
+            return _command_result(iq)
+
+        return self.run(self._unless_disconnected(send()))
+
+
+def _command_result(iq: Any) -> CommandResult:
+    command = iq["command"]
+    actions_xml = command.xml.find(f"{{{command.namespace}}}actions")
+    result = CommandResult(
+        node=command["node"],
+        sessionid=command["sessionid"],
+        status=command["status"],
+        notes=[(t, text or "") for t, text in command["notes"]],
+        actions=[]
+        if actions_xml is None
+        else [a.tag.split("}")[1] for a in actions_xml],
+        default_action="" if actions_xml is None else actions_xml.get("execute", ""),
+    )
+    if command.xml.find("{jabber:x:data}x") is None:
+        return result
+    form = command["form"]
+    fields = form.get_fields()
+    return replace(
+        result,
+        form_type=form["type"],
+        title=form["title"],
+        values={var: f["value"] for var, f in fields.items()},
+        options={
+            var: [(o["value"], o["label"]) for o in f["options"]]
+            for var, f in fields.items()
+            if f["options"]
+        },
+        reported=[(var, f["label"]) for var, f in form.get_reported().items()],
+        items=form.get_items(),
+    )
+
+
+def _command_refusal(iq: Any) -> CommandRefusedError:
+    error = iq["error"]
+    xml = iq.xml.find("{jabber:client}error")
+    specific: list[str] = []
+    if xml is not None:
+        prefix = "{http://jabber.org/protocol/commands}"
+        specific = [c.tag[len(prefix) :] for c in xml if c.tag.startswith(prefix)]
+    return CommandRefusedError(
+        error_type=error["type"],
+        condition=error["condition"],
+        text=error["text"],
+        command_conditions=specific,
+        xml=str(iq),
+    )
 
 
 def poll(attempt: Callable[[], T], timeout: float, interval: float = 0.25) -> T:
