@@ -112,6 +112,12 @@ PURPOSE_KEYS = (
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # A Twisted endpoint description; "" turns the metrics listener off.
+    listen: str = "tcp:9105:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     component: ComponentConfig
     http: HttpConfig
@@ -120,6 +126,7 @@ class Config:
     access: AccessConfig
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     purposes: dict[str, PurposeConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -151,6 +158,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_free_bytes": 0,
     },
     "purposes": {},
+    "metrics": {"listen": "tcp:9105:interface=127.0.0.1"},
 }
 
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -194,6 +202,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "min_free_bytes",
     ),
     "purposes": tuple(PURPOSE_DEFAULTS),
+    "metrics": ("listen",),
 }
 
 
@@ -493,7 +502,12 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         min_free_bytes=q.positive_int("min_free_bytes", zero_ok=True),
     )
     purposes = _purposes(sections["purposes"])
-    return Config(component, http, storage, limits, access, quotas, purposes)
+    m = sections["metrics"]
+    listen = m.values["listen"]
+    if not isinstance(listen, str):
+        raise ConfigError(m.key("listen"), 'must be an endpoint description or ""')
+    metrics = MetricsConfig(listen=listen.strip())
+    return Config(component, http, storage, limits, access, quotas, purposes, metrics)
 
 
 def load_config(path: str | Path) -> Config:

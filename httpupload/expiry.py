@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
 from httpupload.storage import Storage
 
@@ -111,6 +112,7 @@ class Maintenance(Service):
         interval: float = 60.0,
         batch: int = 200,
         dead_slot_after: float = DEAD_SLOT_AFTER,
+        metrics: Metrics | None = None,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -119,6 +121,7 @@ class Maintenance(Service):
         self.interval = interval
         self.batch = batch
         self.dead_slot_after = dead_slot_after
+        self.metrics = metrics
         self._timer: IDelayedCall | None = None
         self._running: Deferred[None] | None = None
 
@@ -171,6 +174,9 @@ class Maintenance(Service):
         )
         if due:
             log.info("Expiry removed {count} files and dead slots", count=len(due))
+        if self.metrics is not None:
+            held = await self.metadata.usage_by_owner(self.clock.seconds())
+            self.metrics.storage_used.set(sum(size for _, size in held.values()))
         return len(due)
 
     def stopService(self) -> Deferred[None]:

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybe
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.web.server import Site
 from wokkel import disco, generic, ping
 
 from httpupload.config import Config
@@ -19,6 +20,7 @@ from httpupload.expiry import Maintenance
 from httpupload.keys import load_or_create_signing_key
 from httpupload.metadata.sqlite import FILE_NAME as METADATA_FILE
 from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.metrics import Metrics, MetricsResource
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.storage.filesystem import FilesystemStorage
@@ -70,8 +72,8 @@ class HttpUploadService(MultiService):
             super().privilegedStartService()
         except CannotListenError as e:
             raise SystemExit(
-                f"httpupload: [http] listen: cannot listen on "
-                f"{e.interface or '*'}:{e.port}: {e.socketError}"
+                f"httpupload: cannot listen on {e.interface or '*'}:{e.port}: "
+                f"{e.socketError} (see [http] listen and [metrics] listen)"
             ) from None
 
 
@@ -124,7 +126,8 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 key=name,
             )
     root = HttpUploadService()
-    expiry = Maintenance(metadata, storage, policy, reactor)
+    metrics = Metrics()
+    expiry = Maintenance(metadata, storage, policy, reactor, metrics=metrics)
     expiry.setName("expiry")
     expiry.setServiceParent(root)
 
@@ -145,6 +148,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         min_upload_rate=h.min_upload_rate,
         trusted_proxies=h.trusted_proxies,
         metadata=metadata,
+        metrics=metrics,
     )
     try:
         http = strports.service(config.http.listen, site, reactor=reactor)
@@ -181,6 +185,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
             config.limits.slot_lifetime,
             metadata=metadata,
             free_space=storage.free_space,
+            metrics=metrics,
         ),
         AdHocHandler.build(metadata, storage, policy, config.http.get_url, reactor),
     ]
@@ -195,4 +200,29 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     )
     xmpp.setName("xmpp")
     xmpp.setServiceParent(root)
+
+    metrics.uploads_in_flight.set_function(lambda: receiver.in_flight)
+    metrics.xmpp_connected.set_function(lambda: 1 if xmpp.online else 0)
+    if config.metrics.listen:
+
+        def health() -> dict[str, object]:
+            online = xmpp.online
+            return {
+                "status": "ok" if online else "degraded",
+                "xmpp": "online" if online else "offline",
+                "uploads_in_flight": receiver.in_flight,
+            }
+
+        metrics_site = Site(MetricsResource(metrics, health), reactor=reactor)
+        metrics_site.noisy = False
+        try:
+            listener = strports.service(
+                config.metrics.listen, metrics_site, reactor=reactor
+            )
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            raise ConfigError(
+                "[metrics] listen", f"not a usable endpoint description: {e}"
+            ) from None
+        listener.setName("metrics")
+        listener.setServiceParent(root)
     return root

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from httpupload import make_service, parse_config
 from httpupload.errors import ConfigError
@@ -35,15 +35,17 @@ def config(tmp_path: Path, **http: object):  # type: ignore[no-untyped-def]
                 **http,
             },
             "storage": {"path": str(tmp_path / "store")},
+            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
         },
         tmp_path,
     )
 
 
 def test_children_in_start_order(tmp_path: Path) -> None:
-    """http, uploads (the drain), xmpp: stopped in reverse order."""
+    """expiry, http, uploads (the drain), xmpp, metrics, in start order."""
     service = make_service(config(tmp_path), reactor)
-    assert [s.name for s in service] == ["expiry", "http", "uploads", "xmpp"]
+    names = [s.name for s in service]
+    assert names == ["expiry", "http", "uploads", "xmpp", "metrics"]
     key = (tmp_path / "store" / KEY_FILE_NAME).read_bytes()
     assert len(key.strip()) >= 32
     assert (tmp_path / "store" / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
@@ -69,5 +71,13 @@ async def test_start_and_stop(tmp_path: Path) -> None:
     assert not leftover.exists()
     service.privilegedStartService()
     service.startService()
-    await deferLater(reactor, 0.05, lambda: None)
+    port = await service.getServiceNamed("metrics")._waitingForPort
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    response = await treq.get(f"{base}/metrics")
+    text = (await response.text()).splitlines()
+    assert "httpupload_xmpp_connected 0.0" in text
+    assert "httpupload_uploads_in_flight 0.0" in text
+    response = await treq.get(f"{base}/health")
+    assert response.code == 503  # the XMPP server of this test does not exist
+    assert (await response.json())["xmpp"] == "offline"
     await service.stopService()

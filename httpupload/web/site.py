@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.server import Request, Site
 
 from httpupload.metadata import MetadataStore
+from httpupload.metrics import Metrics
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
 from httpupload.web.addresses import parse_networks
@@ -68,6 +70,7 @@ class UploadSite(Site):
         min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
         trusted_proxies: Iterable[str] = (),
         metadata: MetadataStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             UploadResource(storage, metadata, reactor),
@@ -79,11 +82,18 @@ class UploadSite(Site):
             parsePOSTFormSubmission=False,
         )
         self.uploads = uploads
+        self.metrics = metrics
         self.header_timeout = header_timeout
         self.min_upload_rate = min_upload_rate
         self.trusted_proxies = parse_networks(trusted_proxies)
         self.displayTracebacks = False
         self.noisy = False
+
+    def log(self, request: HTTPRequest) -> None:
+        """Every finished request passes here: count it, then log it."""
+        if self.metrics is not None:
+            self.metrics.http_response(request)
+        super().log(request)
 
     def buildProtocol(self, addr):  # type: ignore[no-untyped-def]
         channel = super().buildProtocol(addr)

@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from httpupload.errors import SlotRequestError
 from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
 from httpupload.slots import Slot, SlotSigner
 from httpupload.web.uploads import TOKEN_PARAMETER
@@ -56,6 +57,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         slot_lifetime: int,
         metadata: MetadataStore | None = None,
         free_space: Callable[[], Deferred[int | None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
@@ -66,6 +68,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         # Without a metadata store (a bare embedding) there are no quotas.
         self.metadata = metadata
         self.free_space = free_space
+        self.metrics = metrics
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver(REQUEST_GET, self.handleRequest)
@@ -99,7 +102,11 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
                 requester=requester.userhost() if requester else None,
                 reason=e.text,
             )
+            if self.metrics is not None:
+                self.metrics.slot_refused(e)
             raise stanza_error(e, element.uri) from None
+        if self.metrics is not None:
+            self.metrics.slot_granted()
         log.info(
             "Slot {file_id:.6}… for {owner}: {size} bytes ({purpose})",
             file_id=slot.file_id,

@@ -163,6 +163,8 @@ class HttpUpload:
                 "slot_lifetime": self.slot_lifetime,
             },
             "access": {"domains": list(self.domains)},
+            # A free port: several services run side by side in the tests.
+            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
         }
         for table, values in self.overrides.items():
             merged = {**tables.get(table, {}), **values}

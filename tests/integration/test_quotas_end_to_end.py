@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import slixmpp
 from client import SlotRefusedError, XmppClient, download
-from twistd import HttpUpload
+from twistd import ONLINE_PATTERN, HttpUpload
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,9 @@ def test_quota_purpose_and_restart(
         assert first + WINDOW <= stamp <= time.time() + WINDOW + 1
 
         service.stop()
-        service.start()
+        offset = service.log_offset()
+        service.start(wait_online=False)
+        service.wait_for_log(ONLINE_PATTERN, timeout=30, since=offset)
         with pytest.raises(SlotRefusedError) as again:
             client.request_slot(service.component_jid, "third.bin", 5)
         assert stamp_of(again.value) == stamp  # counts kept across the restart

@@ -1,0 +1,111 @@
+"""Prometheus metrics and a health check, on a listener of their own.
+
+The registry is per service (not prometheus_client's global one), so tests
+and embedders can run several.  Everything is counted at one place per
+protocol: slot answers in the XMPP handler, HTTP answers in the site's
+access-log hook.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from twisted.web.http import Request
+from twisted.web.resource import Resource
+
+from httpupload.errors import SlotRequestError
+
+
+def refusal_reason(error: SlotRequestError) -> str:
+    """``QuotaExceeded`` -> ``quota_exceeded``: the label of a refused slot."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+class Metrics:
+    """The service's counters and gauges."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.slots = Counter(
+            "httpupload_slots",
+            "Slot requests answered, by result",
+            ["result"],
+            registry=r,
+        )
+        self.http = Counter(
+            "httpupload_http_responses",
+            "HTTP responses, by method and status",
+            ["method", "status"],
+            registry=r,
+        )
+        self.received = Counter(
+            "httpupload_received_bytes", "Bytes of files stored", registry=r
+        )
+        self.sent = Counter(
+            "httpupload_sent_bytes", "Bytes of files served", registry=r
+        )
+        self.uploads_in_flight = Gauge(
+            "httpupload_uploads_in_flight",
+            "Uploads receiving or committing",
+            registry=r,
+        )
+        self.storage_used = Gauge(
+            "httpupload_storage_used_bytes",
+            "Bytes held: stored files and live slots",
+            registry=r,
+        )
+        self.xmpp_connected = Gauge(
+            "httpupload_xmpp_connected", "1 while the component link is up", registry=r
+        )
+
+    def slot_granted(self) -> None:
+        self.slots.labels(result="granted").inc()
+
+    def slot_refused(self, error: SlotRequestError) -> None:
+        self.slots.labels(result=refusal_reason(error)).inc()
+
+    def http_response(self, request: Request) -> None:
+        method = request.method.decode("latin-1", "replace")
+        status = request.code
+        self.http.labels(method=method, status=str(status)).inc()
+        if method == "PUT" and status == 201:
+            length = request.requestHeaders.getRawHeaders(b"Content-Length") or [b"0"]
+            self.received.inc(int(length[0]))
+        elif method == "GET" and status in (200, 206):
+            self.sent.inc(request.sentLength or 0)
+
+
+class MetricsResource(Resource):
+    """``/metrics`` (Prometheus text format) and ``/health`` (JSON)."""
+
+    isLeaf = True
+
+    def __init__(
+        self, metrics: Metrics, healthy: Callable[[], dict[str, object]]
+    ) -> None:
+        super().__init__()
+        self.metrics = metrics
+        self.healthy = healthy
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.path == b"/metrics":
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+            return generate_latest(self.metrics.registry)
+        if request.path == b"/health":
+            state = self.healthy()
+            request.setResponseCode(200 if state.get("status") == "ok" else 503)
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps(state).encode("utf-8")
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"text/plain")
+        return b"Not found: try /metrics or /health\n"

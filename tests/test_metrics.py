@@ -1,0 +1,94 @@
+"""Metrics count slots by result and HTTP answers by method and status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.web.client import HTTPConnectionPool
+from twisted.words.xish import domish
+from webserver import start_server
+from wokkel import disco, generic
+from wokkel.test import helpers
+
+from httpupload.errors import QuotaExceeded
+from httpupload.metrics import Metrics, refusal_reason
+from httpupload.policy import SlotPolicy
+from httpupload.slots import SlotSigner
+from httpupload.xmpp.handler import UploadHandler
+from httpupload.xmpp.stanzas import NS_UPLOAD
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+def test_refusal_reasons() -> None:
+    """Labels come from the error class: QuotaExceeded -> quota_exceeded."""
+    assert refusal_reason(QuotaExceeded("x", 1.0)) == "quota_exceeded"
+
+
+def test_slots_counted_by_result() -> None:
+    """Granted slots and each kind of refusal have their own counter."""
+    metrics = Metrics()
+    clock = Clock()
+    manager = helpers.TestableStreamManager(reactor=clock)
+    for handler in (
+        generic.FallbackHandler(),
+        disco.DiscoHandler(),
+        UploadHandler(
+            SlotPolicy(100, ("x.org",)),
+            SlotSigner(b"k" * 32, clock),
+            "https://u/",
+            "https://u/",
+            300,
+            metrics=metrics,
+        ),
+    ):
+        handler.setHandlerParent(manager)
+    for size, sender in (("5", "a@x.org/r"), ("500", "a@x.org/r"), ("5", "e@y.org/r")):
+        iq = domish.Element((None, "iq"))
+        iq["type"], iq["id"], iq["from"], iq["to"] = "get", "1", sender, "u"
+        request = iq.addElement((NS_UPLOAD, "request"))
+        request["filename"], request["size"] = "a", size
+        manager.stub.send(iq)
+    assert sample(metrics, "httpupload_slots_total", result="granted") == 1
+    assert sample(metrics, "httpupload_slots_total", result="file_too_large") == 1
+    assert sample(metrics, "httpupload_slots_total", result="not_allowed") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_counted_by_method_and_status(tmp_path: Path) -> None:
+    """Every finished request is counted once; bytes in and out are summed."""
+    server = start_server(tmp_path)
+    metrics = Metrics()
+    server.site.metrics = metrics
+    server.pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        url = await server.put(b"hello world")
+        await server.request("GET", url)
+        await server.request("GET", url + "x")
+        await server.request("PUT", url, data=b"hello world")
+    finally:
+        await server.listening.stopListening()
+    assert (
+        sample(metrics, "httpupload_http_responses_total", method="PUT", status="201")
+        == 1
+    )
+    assert (
+        sample(metrics, "httpupload_http_responses_total", method="PUT", status="403")
+        == 1
+    )
+    assert (
+        sample(metrics, "httpupload_http_responses_total", method="GET", status="200")
+        == 1
+    )
+    assert (
+        sample(metrics, "httpupload_http_responses_total", method="GET", status="404")
+        == 1
+    )
+    assert sample(metrics, "httpupload_received_bytes_total") == 11
+    assert sample(metrics, "httpupload_sent_bytes_total") >= 11
