@@ -215,21 +215,6 @@ class Progress:
 # -- the pieces, as service.py builds them (minus the service) ------------------
 
 
-def _policy(config: Config) -> SlotPolicy:
-    a = config.access
-    return SlotPolicy(
-        config.limits.max_file_size,
-        a.domains,
-        allow_jids=a.allow_jids,
-        deny_domains=a.deny_domains,
-        deny_jids=a.deny_jids,
-        allow_types=a.allow_types,
-        deny_types=a.deny_types,
-        quotas=config.quotas,
-        purposes=config.purposes,
-    )
-
-
 def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, SQLiteMetadataStore]:
     """``Uploads`` over the service's storage folder; raises ``ConfigError``.
 
@@ -252,12 +237,14 @@ def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, SQLiteMetadataS
     # No storage.prepare(): it clears tmp/, where a running service's
     # uploads in flight are.
     storage = FilesystemStorage(root, reactor, reactor.getThreadPool())
-    metadata = SQLiteMetadataStore(db_path, reactor)
+    metadata = SQLiteMetadataStore(db_path, reactor, upgrade=False)
     try:
         metadata.open()
     except (sqlite3.Error, RuntimeError) as e:
         raise ConfigError("[storage] path", f"cannot use {db_path}: {e}") from None
-    uploads = Uploads(metadata, storage, _policy(config), config.http.get_url, reactor)
+    uploads = Uploads(
+        metadata, storage, SlotPolicy.from_config(config), config.http.get_url, reactor
+    )
     return uploads, metadata
 
 

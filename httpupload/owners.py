@@ -93,27 +93,59 @@ class Uploads:
     async def delete_all(
         self, owner: str, progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Delete every file and slot of ``owner`` (account removal)."""
-        records = await self.metadata.delete_owner(owner)
+        """Delete every file and slot of ``owner`` (account removal).
+
+        File before record, one by one, as everywhere: an interrupted run
+        leaves records without files (dropped at the next start), never
+        files without records (which reconciliation would adopt and serve).
+        """
+        records = await self.metadata.owner_records(owner)
         for done, record in enumerate(records, 1):
-            await self.storage.delete(record.file_id)
+            await self._remove(record)
             if progress is not None:
                 progress(done, len(records))
-        return len(records)
+        # Slots granted meanwhile: their uploads find no record and are refused.
+        late = await self.metadata.delete_owner(owner)
+        for record in late:
+            await self.storage.delete(record.file_id)
+        return len(records) + len(late)
 
     async def take_down(self, url: str) -> FileRecord | None:
-        """Remove the file a GET (or PUT) URL points at, whoever owns it."""
+        """Remove the file a GET (or PUT) URL points at, whoever owns it.
+
+        None if the URL names no stored file (its id and name must match).
+        """
         path = url.split("://", 1)[-1]
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
         parsed = parse_url_path(path.encode("utf-8"))
         if parsed is None:
             return None
-        record = await self.metadata.get(parsed[0])
-        if record is None:
-            deleted = await self.storage.delete(parsed[0])
-            return None if not deleted else record
-        await self._remove(record)
-        return record
+        file_id, filename = parsed
+        record = await self.metadata.get(file_id)
+        if record is not None:
+            if record.filename != filename:
+                return None
+            await self._remove(record)
+            return record
+        # A file with no record (not yet reconciled): remove it all the same.
+        info = await self.storage.stat(file_id)
+        if info is None or info.filename != filename:
+            return None
+        await self.storage.delete(file_id)
+        return FileRecord(
+            file_id=file_id,
+            owner="",
+            filename=info.filename,
+            size=info.size,
+            content_type=info.content_type,
+            purpose="message",
+            created=info.created,
+            slot_expires=info.created,
+            expires=None,
+            completed=True,
+            completed_at=info.created,
+            sha256=info.sha256,
+        )
 
     async def purge_expired(
         self, batch: int = 200, progress: Callable[[int], None] | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from twisted.words.protocols.jabber.jid import JID
 
-from httpupload.config import PurposeConfig, QuotaLimits, QuotasConfig
+from httpupload.config import Config, PurposeConfig, QuotaLimits, QuotasConfig
 from httpupload.errors import (
     FileTooLarge,
     NotAllowed,
@@ -90,6 +90,21 @@ class SlotPolicy:
     deny_types: tuple[str, ...] = ()
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     purposes: dict[str, PurposeConfig] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> SlotPolicy:
+        a = config.access
+        return cls(
+            config.limits.max_file_size,
+            a.domains,
+            allow_jids=a.allow_jids,
+            deny_domains=a.deny_domains,
+            deny_jids=a.deny_jids,
+            allow_types=a.allow_types,
+            deny_types=a.deny_types,
+            quotas=config.quotas,
+            purposes=config.purposes,
+        )
 
     def __post_init__(self) -> None:
         lower = {

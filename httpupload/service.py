@@ -102,18 +102,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         raise ConfigError(
             "[storage] path", f"cannot use {metadata.path}: {e}"
         ) from None
-    a = config.access
-    policy = SlotPolicy(
-        config.limits.max_file_size,
-        a.domains,
-        allow_jids=a.allow_jids,
-        deny_domains=a.deny_domains,
-        deny_jids=a.deny_jids,
-        allow_types=a.allow_types,
-        deny_types=a.deny_types,
-        quotas=config.quotas,
-        purposes=config.purposes,
-    )
+    policy = SlotPolicy.from_config(config)
 
     urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
     for name, url in urls.items():

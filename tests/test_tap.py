@@ -119,4 +119,8 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     assert "twisted/plugins/httpupload_plugin.py" in names
     assert "twisted/plugins/__init__.py" not in names
     assert "twisted/__init__.py" not in names
-    assert "httpupload/web/request.py" in names
+    shipped = {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "httpupload").rglob("*.py")
+    }
+    assert shipped <= set(names), shipped - set(names)
+    assert "httpupload/py.typed" in names

@@ -102,6 +102,9 @@ class MetadataStore(Protocol):
     def delete(self, file_id: str) -> Deferred[FileRecord | None]:
         """Forget one record; returns it, or None if there was none."""
 
+    def owner_records(self, owner: str) -> Deferred[list[FileRecord]]:
+        """Every record of ``owner``: stored files and slots alike."""
+
     def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
         """Forget every record of ``owner``; returns them."""
 

@@ -78,8 +78,14 @@ def _record(row: tuple[Any, ...]) -> FileRecord:
     )
 
 
-def connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
-    """Open (and create or upgrade) the database at ``path``; blocking."""
+def connect(
+    path: Path, *, any_thread: bool = False, upgrade: bool = True
+) -> sqlite3.Connection:
+    """Open (and create or upgrade) the database at ``path``; blocking.
+
+    Only the service upgrades (``upgrade=True``): a tool opening the same file
+    must not change the schema under a running, older service.
+    """
     db = sqlite3.connect(
         path, timeout=30, isolation_level=None, check_same_thread=not any_thread
     )
@@ -91,6 +97,12 @@ def connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
         raise RuntimeError(
             f"{path} has schema version {version}, newer than this httpupload "
             f"({SCHEMA_VERSION})"
+        )
+    if version < SCHEMA_VERSION and not upgrade:
+        db.close()
+        raise RuntimeError(
+            f"{path} has schema version {version}; start the service once to "
+            f"upgrade it to {SCHEMA_VERSION}"
         )
     for number in range(version, SCHEMA_VERSION):
         db.execute("BEGIN IMMEDIATE")
@@ -110,8 +122,11 @@ def connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
 class SQLiteMetadataStore:
     """``MetadataStore`` on ``<folder>/metadata.sqlite``."""
 
-    def __init__(self, path: Path, reactor: IReactorFromThreads) -> None:
+    def __init__(
+        self, path: Path, reactor: IReactorFromThreads, *, upgrade: bool = True
+    ) -> None:
         self.path = path
+        self._upgrade = upgrade
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="httpupload-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -126,7 +141,7 @@ class SQLiteMetadataStore:
         the service before it listens; afterwards only the thread uses it.
         """
         if self._db is None:
-            self._db = connect(self.path, any_thread=True)
+            self._db = connect(self.path, any_thread=True, upgrade=self._upgrade)
 
     def start(self) -> Deferred[None]:
         """Start the store's thread (its threads are not daemons: ``stop``)."""
@@ -256,6 +271,15 @@ class SQLiteMetadataStore:
 
     def delete(self, file_id: str) -> Deferred[FileRecord | None]:
         return self._run(self._delete, file_id)
+
+    def _owner_records(self, owner: str) -> list[FileRecord]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE owner = ?", (owner,)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def owner_records(self, owner: str) -> Deferred[list[FileRecord]]:
+        return self._run(self._owner_records, owner)
 
     def _delete_owner(self, owner: str) -> list[FileRecord]:
         db = self.db
