@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor as global_reactor
@@ -14,6 +15,7 @@ from webserver import (
     digest_of,
     header,
     raw_exchange,
+    start_server,
 )
 
 from httpupload.web.site import access_log_line, redacted_path
@@ -306,3 +308,17 @@ async def test_post_with_hostile_content_type(server: Server) -> None:
     )
     response = await deferToThread(raw_exchange, server.port, request, False)
     assert response.startswith(b"HTTP/1.1 405 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_hsts_from_a_trusted_proxy_only(tmp_path: Path) -> None:
+    """X-Forwarded-Proto: https gives HSTS only when the peer is a trusted proxy."""
+    for trusted, expected in (((), None), (("127.0.0.1",), "max-age=31536000")):
+        server = start_server(tmp_path / str(bool(trusted)), trusted_proxies=trusted)
+        try:
+            response, _ = await server.request(
+                "GET", server.base + "nothing", headers={"X-Forwarded-Proto": "https"}
+            )
+            assert header(response, "Strict-Transport-Security") == expected
+        finally:
+            await server.listening.stopListening()

@@ -43,3 +43,14 @@ def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
         if not _in(hop, trusted):
             return hop
     return host
+
+
+def is_secure(request: Request, trusted: tuple[Network, ...] = ()) -> bool:
+    """Whether the client reached us over TLS: directly, or says a trusted proxy."""
+    if request.isSecure():
+        return True
+    host = getattr(request.getClientAddress(), "host", None) or ""
+    if not trusted or not _in(host, trusted):
+        return False
+    proto = request.requestHeaders.getRawHeaders(b"X-Forwarded-Proto") or []
+    return bool(proto) and proto[-1].split(b",")[-1].strip().lower() == b"https"

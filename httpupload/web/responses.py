@@ -16,6 +16,7 @@ from httpupload.errors import (
     TooManyUploads,
     TypeMismatch,
 )
+from httpupload.web.addresses import is_secure
 
 ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT"
 
@@ -60,7 +61,8 @@ HSTS = b"max-age=31536000"
 def apply_common_headers(request: Request) -> None:
     for name, value in COMMON_HEADERS:
         request.setHeader(name, value)
-    if request.isSecure():
+    site = getattr(getattr(request, "channel", None), "site", None)
+    if is_secure(request, getattr(site, "trusted_proxies", ())):
         request.setHeader(b"Strict-Transport-Security", HSTS)
 
 
