@@ -1,0 +1,558 @@
+"""httpupload-send: upload a file over XMPP (XEP-0363) from the command line.
+
+    httpupload-send --jid me@example.org --password-file F FILE [--to JID]
+
+Logs in as a client (STARTTLS with the certificate checked, then SASL), finds
+the upload service of the account's domain, uploads FILE (a progress bar on
+stderr when it is a terminal), prints the GET URL on stdout and, with
+``--to``, sends it in a chat message with XEP-0066 out-of-band data, so
+clients show the file inline.
+
+Exit status: 0 uploaded (and sent); 1 the upload failed (no service, refused,
+too large, HTTP error); 2 bad usage (arguments, FILE or the password file
+unreadable); 3 could not connect or log in; 130 interrupted. Every error is
+one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from twisted.internet import error as net_error
+from twisted.internet import ssl, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITCPTransport
+from twisted.logger import globalLogBeginner
+from twisted.names import client as dns
+from twisted.names.dns import Record_SRV
+from twisted.python.failure import Failure
+from twisted.web.iweb import IPolicyForHTTPS
+from twisted.words.protocols.jabber import client, sasl, xmlstream
+from twisted.words.protocols.jabber.error import StreamError
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.xish import domish
+from wokkel.subprotocols import StreamManager
+from zope.interface import implementer
+
+from httpupload.client import UploadClient, UploadError
+
+__all__ = [
+    "EXIT_CONNECT",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UPLOAD",
+    "EXIT_USAGE",
+    "LoginFailed",
+    "ProgressBar",
+    "XmppSession",
+    "login",
+    "main",
+    "oob_message",
+    "render_progress",
+]
+
+EXIT_OK = 0
+EXIT_UPLOAD = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_INTERRUPTED = 130
+
+PROG = "httpupload-send"
+NS_OOB = "jabber:x:oob"
+DEFAULT_PORT = 5222
+#: Seconds the closing handshake may take before the socket is just closed.
+CLOSE_TIMEOUT = 5.0
+
+
+class UsageError(Exception):
+    """A bad argument or an unreadable input file: exit status 2."""
+
+
+class LoginFailed(Exception):
+    """Could not connect, secure the stream or log in: exit status 3."""
+
+
+# ---- arguments
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``HOST`` (port 5222) or ``[IPv6]:PORT``."""
+    value = text.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"--server {text!r}: expected [ADDRESS]:PORT")
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        host, port_text = value, ""
+    if not host:
+        raise UsageError(f"--server {text!r}: no host")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--server {text!r}: the port must be 1-65535")
+    return host, int(port_text)
+
+
+def read_password(path: str) -> str:
+    """The first line of the password file, without its line break."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read the password file {path}: {_reason(e)}") from e
+    password = line.rstrip("\r\n")
+    if not password:
+        raise UsageError(f"the password file {path} is empty")
+    return password
+
+
+def _reason(problem: BaseException) -> str:
+    """A short reason for a failure, without Twisted's boilerplate."""
+    if isinstance(problem, ConnectionRefusedError | net_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(problem, net_error.DNSLookupError):
+        return "no such host"
+    if isinstance(problem, net_error.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(problem, OSError) and problem.strerror:
+        return problem.strerror
+    return str(problem).strip() or type(problem).__name__
+
+
+def _jid(option: str, text: str, need_user: bool) -> JID:
+    try:
+        jid = JID(text)
+    except InvalidFormat as e:
+        raise UsageError(f"{option} {text!r} is not a JID: {e}") from e
+    if need_user and not jid.user:
+        raise UsageError(f"{option} {text!r} needs a user part (user@domain)")
+    return jid
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Upload a file over XMPP (XEP-0363 HTTP File Upload) and "
+        "print its URL.",
+        epilog="Exit status: 0 uploaded, 1 upload failed, 2 bad usage, "
+        "3 could not connect or log in, 130 interrupted.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the file to upload")
+    parser.add_argument("--jid", required=True, help="your account, user@domain")
+    parser.add_argument(
+        "--password-file",
+        required=True,
+        metavar="F",
+        help="a file whose first line is the account's password",
+    )
+    parser.add_argument(
+        "--to", metavar="JID", help="send the URL to JID in a chat message"
+    )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="connect here (default: the domain's _xmpp-client._tcp SRV "
+        "record, else the domain on port 5222)",
+    )
+    parser.add_argument(
+        "--insecure-tls",
+        action="store_true",
+        help="do not check TLS certificates (XMPP and HTTPS); only for "
+        "self-signed test servers",
+    )
+    parser.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="the file's media type (default: guessed from its name)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the server at each step (default 30)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return parser
+
+
+@dataclass
+class Options:
+    jid: JID
+    password: str
+    file: Path
+    to: JID | None
+    server: tuple[str, int] | None
+    insecure_tls: bool
+    content_type: str | None
+    timeout: float
+    quiet: bool
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Parse and check the command line; UsageError (or argparse's exit 2)."""
+    args = build_parser().parse_args(argv)
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be positive")
+    path = Path(args.file)
+    if not path.is_file():
+        problem = "no such file" if not path.exists() else "not a regular file"
+        raise UsageError(f"{args.file}: {problem}")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{args.file}: not readable")
+    return Options(
+        jid=_jid("--jid", args.jid, need_user=True),
+        password=read_password(args.password_file),
+        file=path,
+        to=_jid("--to", args.to, need_user=False) if args.to else None,
+        server=parse_server(args.server) if args.server else None,
+        insecure_tls=args.insecure_tls,
+        content_type=args.content_type,
+        timeout=args.timeout,
+        quiet=args.quiet,
+    )
+
+
+# ---- progress
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_progress(sent: int, total: int, elapsed: float, width: int = 30) -> str:
+    """One progress line: percentage, bar, bytes and rate."""
+    fraction = min(1.0, sent / total) if total > 0 else 1.0
+    filled = round(fraction * width)
+    bar = "#" * filled + "-" * (width - filled)
+    rate = f"{_size(sent / elapsed)}/s" if elapsed > 0 else ""
+    return (
+        f"{fraction * 100:3.0f}% [{bar}] {_size(sent)} / {_size(total)} {rate}"
+    ).rstrip()
+
+
+@dataclass
+class ProgressBar:
+    """Redraws one line on a terminal, at most every ``interval`` seconds."""
+
+    stream: TextIO
+    interval: float = 0.1
+    clock: Callable[[], float] = time.monotonic
+    _started: float | None = field(default=None, init=False)
+    _drawn: float = field(default=0.0, init=False)
+    _width: int = field(default=0, init=False)
+    _active: bool = field(default=False, init=False)
+
+    def __call__(self, sent: int, total: int) -> None:
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        if sent < total and self._active and now - self._drawn < self.interval:
+            return
+        self._drawn = now
+        self._active = True
+        line = render_progress(sent, total, now - self._started)
+        pad = " " * max(0, self._width - len(line))
+        self._width = len(line)
+        self.stream.write(f"\r{line}{pad}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the line (if anything was drawn)."""
+        if self._active:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._active = False
+
+
+# ---- XMPP session
+
+
+@implementer(IPolicyForHTTPS)
+class _NoCertificateChecks:
+    """An HTTPS policy for --insecure-tls: encrypt, but trust any certificate."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return ssl.CertificateOptions(verify=False)
+
+
+class XmppSession:
+    """A logged-in client stream: ``manager`` (wokkel) and the bound ``jid``."""
+
+    def __init__(self, reactor: Any, factory: xmlstream.XmlStreamFactory) -> None:
+        self.reactor = reactor
+        self.manager = StreamManager(factory, reactor=reactor)
+        self.jid: JID = factory.authenticator.jid
+        self.ready: Deferred[XmppSession] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self._stream: xmlstream.XmlStream | None = None
+        self._problem: str | None = None
+        factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)
+        factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._authenticated)
+        factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, self._init_failed)
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._stream_error)
+        factory.addBootstrap(xmlstream.STREAM_END_EVENT, self._ended)
+
+    def _connected(self, stream: xmlstream.XmlStream) -> None:
+        self._stream = stream
+
+    def _authenticated(self, stream: xmlstream.XmlStream) -> None:
+        self.jid = stream.authenticator.jid
+        if not self.ready.called:
+            self.ready.callback(self)
+
+    def _init_failed(self, reason: Failure) -> None:
+        self._problem = self._problem or _login_problem(reason.value)
+        self.abort()
+
+    def _stream_error(self, reason: Failure) -> None:
+        error = reason.value
+        if isinstance(error, StreamError):
+            text = f" ({error.text})" if error.text else ""
+            self._problem = f"the server closed the stream: {error.condition}{text}"
+
+    def _ended(self, reason: Failure) -> None:
+        self._stream = None
+        if not self.ready.called:
+            problem = self._problem or _connection_problem(reason)
+            self.ready.errback(LoginFailed(problem))
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def fail(self, problem: str) -> None:
+        """Give up on logging in (a timeout): close, and say why."""
+        self._problem = self._problem or problem
+        self.abort()
+
+    def abort(self) -> None:
+        transport = self._stream.transport if self._stream is not None else None
+        if ITCPTransport.providedBy(transport):
+            transport.abortConnection()
+        elif transport is not None:
+            transport.loseConnection()
+
+    def send(self, element: domish.Element) -> None:
+        self.manager.send(element)
+
+    async def close(self) -> None:
+        """End the stream politely (what was sent is delivered first)."""
+        stream = self._stream
+        if stream is None or stream.transport is None:
+            return
+        stream.sendFooter()
+        stream.transport.loseConnection()
+        timer = self.reactor.callLater(CLOSE_TIMEOUT, self.abort)
+        try:
+            await self.closed
+        finally:
+            if timer.active():
+                timer.cancel()
+
+
+def _login_problem(error: BaseException) -> str:
+    if isinstance(error, sasl.SASLAuthError):
+        return f"login refused: {error.condition or 'authentication failed'}"
+    if isinstance(error, sasl.SASLNoAcceptableMechanism):
+        return "the server offers no SASL mechanism this client has (PLAIN)"
+    if isinstance(error, xmlstream.FeatureNotAdvertized):
+        return "the server offers no STARTTLS or SASL: refusing to log in in clear"
+    if isinstance(error, xmlstream.TLSError):
+        return "the server refused STARTTLS"
+    if isinstance(error, StreamError):
+        return f"the server closed the stream: {error.condition}"
+    return f"login failed: {_reason(error)}"
+
+
+def _connection_problem(reason: Failure) -> str:
+    error = reason.value
+    text = _reason(error)
+    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "TLS: the server's certificate is not trusted "
+            "(for a self-signed test server: --insecure-tls)"
+        )
+    if type(error).__module__.startswith("OpenSSL"):
+        return f"TLS failed: {text}"
+    return f"the connection closed before login: {text}"
+
+
+async def _srv_candidates(domain: str, timeout: float) -> list[tuple[str, int]]:
+    """Hosts to try for ``domain``: its SRV records, else the domain itself."""
+    try:
+        answers, _authority, _additional = await dns.lookupService(
+            f"_xmpp-client._tcp.{domain}", timeout=(timeout,)
+        )
+    except Exception:
+        return [(domain, DEFAULT_PORT)]
+    records = [
+        answer.payload for answer in answers if isinstance(answer.payload, Record_SRV)
+    ]
+    records.sort(key=lambda r: (r.priority, -r.weight))
+    hosts = [(str(r.target), r.port) for r in records if str(r.target) not in ("", ".")]
+    return hosts or [(domain, DEFAULT_PORT)]
+
+
+async def login(
+    reactor: Any,
+    jid: JID,
+    password: str,
+    *,
+    server: tuple[str, int] | None = None,
+    insecure_tls: bool = False,
+    timeout: float = 30.0,
+) -> XmppSession:
+    """Connect, STARTTLS (required), SASL, bind; LoginFailed with a reason.
+
+    Certificates are checked against ``jid``'s domain unless ``insecure_tls``.
+    """
+    if insecure_tls:
+        tls: Any = ssl.CertificateOptions(verify=False)
+    else:
+        tls = ssl.optionsForClientTLS(jid.host)
+    candidates = [server] if server else await _srv_candidates(jid.host, timeout)
+    last = "no server to connect to"
+    for host, port in candidates:
+        authenticator = client.XMPPAuthenticator(jid, password, tls)
+        factory = xmlstream.XmlStreamFactory(authenticator)
+        factory.noisy = False
+        session = XmppSession(reactor, factory)
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        try:
+            await endpoint.connect(factory)
+        except (net_error.ConnectError, net_error.DNSLookupError, OSError) as e:
+            last = f"cannot connect to {host}:{port}: {_reason(e)}"
+            continue
+        timer = reactor.callLater(
+            timeout, session.fail, f"no login within {timeout:g} s at {host}:{port}"
+        )
+        try:
+            return await session.ready
+        finally:
+            if timer.active():
+                timer.cancel()
+    raise LoginFailed(last)
+
+
+def oob_message(to: JID, url: str) -> domish.Element:
+    """A chat message with ``url`` as its body and as XEP-0066 OOB data."""
+    message = domish.Element((None, "message"))
+    message["to"] = to.full()
+    message["type"] = "chat"
+    message.addUniqueId()
+    message.addElement("body", content=url)
+    oob = message.addElement((NS_OOB, "x"))
+    oob.addElement("url", content=url)
+    return message
+
+
+# ---- the command
+
+
+def _say(text: str) -> None:
+    line = " ".join(text.split())
+    sys.stderr.write(f"{PROG}: {line}\n")
+    sys.stderr.flush()
+
+
+async def run(reactor: Any, options: Options) -> int:
+    """Log in, upload, print the URL, send it; the exit status."""
+    try:
+        session = await login(
+            reactor,
+            options.jid,
+            options.password,
+            server=options.server,
+            insecure_tls=options.insecure_tls,
+            timeout=options.timeout,
+        )
+    except LoginFailed as e:
+        _say(str(e))
+        return EXIT_CONNECT
+    bar = None
+    if not options.quiet and sys.stderr.isatty():
+        bar = ProgressBar(sys.stderr)
+    uploader = UploadClient(
+        reactor,
+        session.manager,
+        timeout=options.timeout,
+        idle_timeout=max(options.timeout, 60.0),
+        tls_policy=_NoCertificateChecks() if options.insecure_tls else None,
+    )
+    try:
+        url = await uploader.upload(
+            options.file,
+            domain=options.jid.host,
+            content_type=options.content_type,
+            progress=bar,
+        )
+    except UploadError as e:
+        if bar is not None:
+            bar.finish()
+        _say(e.text)
+        await session.close()
+        return EXIT_UPLOAD
+    except OSError as e:
+        if bar is not None:
+            bar.finish()
+        _say(f"{options.file}: {_reason(e)}")
+        await session.close()
+        return EXIT_USAGE
+    if bar is not None:
+        bar.finish()
+    print(url, flush=True)
+    if options.to is not None:
+        session.send(oob_message(options.to, url))
+    await session.close()
+    return EXIT_OK
+
+
+async def _main(reactor: Any, options: Options, state: dict[str, bool]) -> None:
+    try:
+        code = await run(reactor, options)
+    except Exception as e:  # pragma: no cover - a bug, still said in one line
+        _say(f"unexpected error: {type(e).__name__}: {e}")
+        code = EXIT_UPLOAD
+    finally:
+        state["done"] = True
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``httpupload-send`` console script."""
+    try:
+        options = parse_options(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        _say(str(e))
+        raise SystemExit(EXIT_USAGE) from None
+    # Twisted writes critical log events (a certificate it could not check,
+    # with a traceback) to stderr until logging begins: errors here are ours
+    # to say, in one line.
+    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
+    state = {"done": False}
+    try:
+        task.react(_main, (options, state))
+    except SystemExit as e:
+        if not state["done"]:
+            _say("interrupted")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(e.code) from None
+    raise SystemExit(EXIT_OK)  # pragma: no cover - react always exits
+
+
+if __name__ == "__main__":
+    main()
