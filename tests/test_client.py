@@ -776,11 +776,16 @@ async def test_put_sends_exactly_the_allowed_headers(
     assert b"X-Evil" not in sent
 
 
+@pytest.mark.parametrize("size", [5, 3 * 1024 * 1024], ids=["small", "3MiB"])
 @pytest_twisted.ensureDeferred
 async def test_http_error_carries_status_and_body(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, size: int
 ) -> None:
-    """A PUT the site refuses (a forged token): HttpError with its text."""
+    """A PUT the site refuses (a forged token): HttpError with its text.
+
+    A large body is refused from the headers, before it is sent: the answer
+    still arrives as the error, not as a broken connection.
+    """
     world = make_world(
         server,
         items=(SCRIPTED,),
@@ -790,7 +795,7 @@ async def test_http_error_carries_status_and_body(
             [("Authorization", "Bearer v1.forged.token")],
         ),
     )
-    path = write_file(tmp_path, "a.txt", b"hello")
+    path = write_file(tmp_path, "a.txt", b"h" * size)
     with pytest.raises(HttpError) as failed:
         await world.client.upload(path, domain=DOMAIN)
     error = failed.value
