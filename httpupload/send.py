@@ -469,8 +469,8 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-async def run(reactor: Any, options: Options) -> int:
-    """Log in, upload, print the URL, send it; the exit status."""
+async def run(reactor: Any, options: Options) -> tuple[int, str | None]:
+    """Log in, upload, print the URL, send it: the exit status and any error."""
     try:
         session = await login(
             reactor,
@@ -481,8 +481,7 @@ async def run(reactor: Any, options: Options) -> int:
             timeout=options.timeout,
         )
     except LoginFailed as e:
-        _say(str(e))
-        return EXIT_CONNECT
+        return EXIT_CONNECT, str(e)
     bar = None
     if not options.quiet and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
@@ -501,34 +500,40 @@ async def run(reactor: Any, options: Options) -> int:
             progress=bar,
         )
     except UploadError as e:
-        if bar is not None:
-            bar.finish()
-        _say(e.text)
-        await session.close()
-        return EXIT_UPLOAD
+        failed: tuple[int, str | None] = (EXIT_UPLOAD, e.text)
     except OSError as e:
+        failed = (EXIT_USAGE, f"{options.file}: {_reason(e)}")
+    else:
+        failed = (EXIT_OK, None)
+    finally:
         if bar is not None:
             bar.finish()
-        _say(f"{options.file}: {_reason(e)}")
-        await session.close()
-        return EXIT_USAGE
-    if bar is not None:
-        bar.finish()
-    print(url, flush=True)
-    if options.to is not None:
-        session.send(oob_message(options.to, url))
+    if failed[0] == EXIT_OK:
+        print(url, flush=True)
+        if options.to is not None:
+            session.send(oob_message(options.to, url))
     await session.close()
-    return EXIT_OK
+    return failed
 
 
 async def _main(reactor: Any, options: Options, state: dict[str, bool]) -> None:
+    def shutting_down() -> None:
+        # Ctrl-C (or SIGTERM) stops the reactor, which then drops the
+        # connection: that is the interruption, not a network failure.
+        if not state["done"]:
+            state["interrupted"] = True
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     try:
-        code = await run(reactor, options)
+        code, problem = await run(reactor, options)
     except Exception as e:  # pragma: no cover - a bug, still said in one line
-        _say(f"unexpected error: {type(e).__name__}: {e}")
-        code = EXIT_UPLOAD
+        code, problem = EXIT_UPLOAD, f"unexpected error: {type(e).__name__}: {e}"
     finally:
         state["done"] = True
+    if state.get("interrupted"):
+        code, problem = EXIT_INTERRUPTED, "interrupted"
+    if problem:
+        _say(problem)
     raise SystemExit(code)
 
 

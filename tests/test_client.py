@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -869,3 +873,42 @@ async def test_any_2xx_is_success(
 def test_slot_is_a_plain_value() -> None:
     slot = Slot("https://u/p", "https://u/g", (("Cookie", "a"),), "p", 1, None)
     assert slot.headers == (("Cookie", "a"),)
+
+
+# ---- the command, against a server that never speaks
+
+
+def test_command_interrupted_or_timed_out(tmp_path: Path) -> None:
+    """Ctrl-C: status 130, "interrupted"; a silent server: 3 after --timeout."""
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "f.txt").write_text("x")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        listener.settimeout(30)
+        command = [
+            sys.executable, "-m", "httpupload.send",
+            "--jid", "a@example.org", "--password-file", str(tmp_path / "pw"),
+            "--server", f"127.0.0.1:{listener.getsockname()[1]}",
+            str(tmp_path / "f.txt"),
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(30)
+            connection.recv(1024)  # its stream header: it waits for ours now
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=30)
+        assert process.returncode == 130
+        assert err == "httpupload-send: interrupted\n"
+
+        result = subprocess.run(
+            [*command, "--timeout", "0.5"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 3
+        assert result.stderr.startswith("httpupload-send: no login within 0.5 s")
+        assert result.stdout == ""
