@@ -17,7 +17,7 @@ from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage
 from httpupload.web.conditional import etag, last_modified, not_modified, range_applies
 from httpupload.web.disposition import content_disposition, is_inline
-from httpupload.web.producers import FileSender
+from httpupload.web.producers import CHUNK_SIZE, FileSender
 from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
     ALLOWED_METHODS,
@@ -25,7 +25,7 @@ from httpupload.web.responses import (
     plain,
     refuse,
 )
-from httpupload.web.uploads import repr_digest
+from httpupload.web.uploads import UploadReceiver, repr_digest
 
 log = Logger()
 
@@ -76,9 +76,13 @@ class UploadResource(Resource):
         storage: Storage,
         metadata: MetadataStore | None = None,
         clock: IReactorTime | None = None,
+        receiver: UploadReceiver | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
+        # Used only when a host Site keeps its own request class (see
+        # httpupload.embed): the body then arrives spooled by twisted.web.
+        self._receiver = receiver
         # With a metadata store, a file is served only while its record says
         # so: an expired or deleted file answers 404 at once, before any sweep.
         self._metadata = metadata
@@ -102,10 +106,40 @@ class UploadResource(Resource):
     def render_PUT(self, request: Request) -> int | bytes:
         finish_upload = getattr(request, "finish_upload", None)
         if finish_upload is None:
-            log.error("PUT reached UploadResource through a Site without UploadRequest")
-            return plain(request, 500, "Uploads are not set up on this site")
+            if self._receiver is None:
+                log.error("PUT reached UploadResource with no way to take uploads")
+                return plain(request, 500, "Uploads are not set up on this site")
+            receiver = self._receiver
+
+            def finish_upload() -> Deferred[FileInfo]:
+                return ensureDeferred(self._spooled_upload(request, receiver))
+
         ensureDeferred(self._upload(request, _Response(request), finish_upload))
         return NOT_DONE_YET
+
+    async def _spooled_upload(
+        self, request: Request, receiver: UploadReceiver
+    ) -> FileInfo:
+        """A PUT whose body twisted.web already spooled: copy it into storage.
+
+        Works with any request class, without our two guarantees: the body
+        was stored once already, and a refusal comes only after all of it.
+        """
+        content = request.content
+        length = content.seek(0, 2) if content is not None else 0
+        if content is not None:
+            content.seek(0)
+        headers = request.requestHeaders
+        if not headers.hasHeader(b"Content-Length"):
+            headers.setRawHeaders(b"Content-Length", [str(length).encode()])
+        address = getattr(request.getClientAddress(), "host", "unknown")
+        upload = receiver.start(request.uri, headers, length, address)
+        try:
+            while content is not None and (chunk := content.read(CHUNK_SIZE)):
+                upload.write(chunk)
+            return await upload.finish()
+        finally:
+            upload.release()
 
     async def _upload(
         self,
