@@ -9,6 +9,7 @@ import pytest_twisted
 from twisted.internet import reactor as global_reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
 from webserver import (
     Server,
     assert_common_headers,
@@ -320,5 +321,23 @@ async def test_hsts_from_a_trusted_proxy_only(tmp_path: Path) -> None:
                 "GET", server.base + "nothing", headers={"X-Forwarded-Proto": "https"}
             )
             assert header(response, "Strict-Transport-Security") == expected
+        finally:
+            await server.listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_names_the_client_behind_a_trusted_proxy(
+    tmp_path: Path,
+) -> None:
+    """The access log shows X-Forwarded-For's client only from a trusted proxy."""
+    for trusted, shown in (((), "127.0.0.1 - -"), (("127.0.0.1",), "203.0.113.9 - -")):
+        server = start_server(tmp_path / str(bool(trusted)), trusted_proxies=trusted)
+        try:
+            with capturedLogs() as events:
+                await server.request(
+                    "GET", server.base + "x", headers={"X-Forwarded-For": "203.0.113.9"}
+                )
+            lines = [formatEvent(e) for e in events]
+            assert any(line.startswith(shown) for line in lines), lines
         finally:
             await server.listening.stopListening()

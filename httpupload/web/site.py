@@ -12,7 +12,7 @@ from httpupload.metadata import MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
-from httpupload.web.addresses import parse_networks
+from httpupload.web.addresses import client_address, parse_networks
 from httpupload.web.request import UploadChannel, UploadRequest
 from httpupload.web.resource import UploadResource
 from httpupload.web.uploads import UploadReceiver
@@ -31,9 +31,12 @@ def redacted_path(path: bytes) -> str:
 
 
 def access_log_line(timestamp: str, request: Request) -> str:
-    """Combined log format, without the secret part of the URL."""
-    ip = request.getClientAddress()
-    host = getattr(ip, "host", "-")
+    """Combined log format, without the secret part of the URL.
+
+    The client is the peer, or what a trusted proxy's X-Forwarded-For says.
+    """
+    site = getattr(getattr(request, "channel", None), "site", None)
+    host = client_address(request, getattr(site, "trusted_proxies", ()))
     agent = (request.getHeader(b"user-agent") or b"-").decode("latin-1", "replace")
     return '{} - - {} "{} {} {}" {} {} "{}"'.format(
         host,
