@@ -46,6 +46,7 @@ from servers import (  # noqa: E402
     Ejabberd,
     Nginx,
     ShareProsody,
+    free_port,
 )
 from transfer import Transfer, TransferError, run_batch  # noqa: E402
 
@@ -55,7 +56,11 @@ USER, DOMAIN = "bench", "localhost"
 PASSWORD = secrets.token_urlsafe(12)
 COMPONENT_SECRET = secrets.token_urlsafe(16)
 SIZE_LIMIT = 2 * GIB
-TUNED = "network_settings = { min_wait = 0.00001 }"
+#: Every server gets a listen backlog of 1024 (ejabberd's default of 5, Twisted's
+#: 50 and Prosody's 128 drop connections when 200 clients connect at once).
+BACKLOG = 1024
+STOCK = f"network_settings = {{ tcp_backlog = {BACKLOG} }}"
+TUNED = f"network_settings = {{ tcp_backlog = {BACKLOG}; min_wait = 0.00001 }}"
 #: For both Prosody shares. Requests to 127.0.0.1 (not share.localhost) go to the
 #: share; and with internal storage Prosody keeps at most 10,000 items per archive
 #: (storage_archive_item_limit), uploads included: slot request 10,001 within the
@@ -83,7 +88,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    slots={1: 1000, 8: 2000, 32: 3000},
+    slots={1: 500, 8: 1000, 32: 2000},
     small_count=200,
     small_size=MIB,
     large_size=GIB,
@@ -362,18 +367,24 @@ def servers(
                 components={"upload.localhost": COMPONENT_SECRET},
                 users=dict(users),
                 base_dir=work / "prosody-for-httpupload",
+                extra_config=STOCK,
             )
             stack.callback(px.cleanup)
             px.setup()
             px.start()
+            http_port = free_port()
+            listen = f"tcp:{http_port}:interface=127.0.0.1:backlog={BACKLOG}"
+            overrides = _httpupload_overrides(source)
+            overrides["http"] = {**overrides.get("http", {}), "listen": listen}
             hu = BenchHttpUpload(
+                http_port=http_port,
                 server_port=px.component_port,
                 secret=COMPONENT_SECRET,
                 component_jid="upload.localhost",
                 domains=[DOMAIN],
                 max_file_size=SIZE_LIMIT,
                 base_dir=work / "httpupload",
-                overrides=_httpupload_overrides(source),
+                overrides=overrides,
                 source=None if source == REPO else source,
             )
             stack.callback(hu.cleanup)
@@ -393,7 +404,7 @@ def servers(
                 processes, px.c2s_port, "upload.localhost", log_dir, "httpupload"
             )
             stack.callback(services[-1].clients.close)
-        for name, extra in (("prosody", ""), ("prosody-tuned", TUNED)):
+        for name, extra in (("prosody", STOCK), ("prosody-tuned", TUNED)):
             if name not in which:
                 continue
             ps = ShareProsody(
@@ -659,6 +670,8 @@ def run(args: argparse.Namespace) -> int:
         which = ["httpupload", *which]
     profile_text = ""
     try:
+        if args.rev:  # pin it: HEAD may move while we run
+            args.rev = resolve(args.rev)
         source = checkout(args.rev, work) if args.rev else REPO
         rounds = [round_user(i) for i in range(sizes.repeat * len(sizes.slots))]
         with servers(work, which, args.clients, source, rounds) as services:
@@ -673,7 +686,9 @@ def run(args: argparse.Namespace) -> int:
                 s.note_peak()
                 s.results["rss_peak"] = s.peak_kib / 1024
             if args.profile:
-                profile_text = profile_httpupload(services[0], files, sizes, work)
+                profile_text = profile_httpupload(
+                    services[0], files, sizes, work, source
+                )
     except TransferError as exc:
         log(f"a transfer failed: {exc}")
         return 1
@@ -704,13 +719,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve(rev: str) -> str:
+    """The full commit id of a revision."""
+    done = subprocess.run(  # noqa: S603
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
 def checkout(rev: str, work: Path) -> Path:
     """The files of a commit (git archive) in work/source."""
     target = work / "source"
+    git = ["git", "-C", str(REPO)]
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     archive = subprocess.run(  # noqa: S603
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev],  # noqa: S607
+        [*git, "archive", "--format=tar", rev],
         capture_output=True,
         check=True,
     )
@@ -736,7 +763,9 @@ def sizes_text(sizes: Sizes) -> str:
 # ---------------------------------------------------------------- profile
 
 
-def profile_httpupload(service: Service, files: Files, sizes: Sizes, work: Path) -> str:
+def profile_httpupload(
+    service: Service, files: Files, sizes: Sizes, work: Path, source: Path
+) -> str:
     """httpupload's twistd under py-spy: large PUT and GET, small PUTs, slots."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -816,7 +845,7 @@ def profile_httpupload(service: Service, files: Files, sizes: Sizes, work: Path)
         keep = Path(tempfile.gettempdir()) / f"httpupload-bench-profile-{index}.txt"
         shutil.copy(raw, keep)
         summaries.append(
-            report.profile_summary(raw.read_text(), label, seconds, speed, keep)
+            report.profile_summary(raw.read_text(), label, seconds, speed, keep, source)
         )
     return "\n\n".join(summaries)
 

@@ -270,7 +270,8 @@ def targets(services: list[Any]) -> str:
             lines.append(f"  [ n/a ] {label}")
             continue
         mark = "met" if got >= need else "MISSED"
-        lines.append(f"  [{mark:^6}] {label}: {got:.2f} (need {need:g})")
+        shown = f"{got:.3f}" if got < need <= round(got, 2) else f"{got:.2f}"
+        lines.append(f"  [{mark:^6}] {label}: {shown} (need {need:g})")
     idle, peak = hu.get("rss_idle"), hu.get("rss_peak_large")
     if idle is not None and peak is not None:
         mark = "met" if peak - idle <= 32 else "MISSED"
@@ -289,7 +290,7 @@ _IDLE = ("EPollReactor.doPoll", "Condition.wait")
 RATE = 200  # py-spy samples per second, as bench/benchmark.py asks for
 
 
-def _frame(frame: str, with_line: bool) -> str:
+def _frame(frame: str, with_line: bool, source: Path | None = None) -> str:
     match = _FRAME.match(frame.strip())
     if not match:
         return frame.strip()
@@ -300,22 +301,23 @@ def _frame(frame: str, with_line: bool) -> str:
     where = f"{path}:{match['line']}" if with_line and match["line"] else path
     text = f"{match['func']} ({where})"
     if with_line and path.startswith("httpupload/") and match["line"]:
-        code = _source_line(path, int(match["line"]))
+        code = _source_line(source, path, int(match["line"]))
         if code:
             text += f"  `{code}`"
     return text
 
 
-def _source_line(path: str, line: int) -> str:
-    source = Path(__file__).resolve().parents[1] / path
+def _source_line(source: Path | None, path: str, line: int) -> str:
+    root = source or Path(__file__).resolve().parents[1]
     try:
-        return source.read_text(encoding="utf-8").splitlines()[line - 1].strip()[:60]
+        text = (root / path).read_text(encoding="utf-8")
+        return text.splitlines()[line - 1].strip()[:60]
     except (OSError, IndexError):
         return ""
 
 
 def profile_summary(
-    raw: str, label: str, seconds: float, speed: str, keep: Path
+    raw: str, label: str, seconds: float, speed: str, keep: Path, source: Path
 ) -> str:
     """Where httpupload's threads spent a workload's wall time (py-spy raw stacks).
 
@@ -337,7 +339,7 @@ def profile_summary(
         if not frames or any(frames[-1].startswith(idle) for idle in _IDLE):
             continue
         group = "reactor" if "MainThread" in thread else "pool"
-        busy[group][_frame(frames[-1], with_line=True)] += int(count_text)
+        busy[group][_frame(frames[-1], True, source)] += int(count_text)
         for name in {_frame(f, with_line=False) for f in frames}:
             if "(httpupload/" in name:
                 ours[group][name] += int(count_text)
