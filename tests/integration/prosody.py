@@ -148,6 +148,12 @@ class Prosody:
     #: compare with). Off by default: clients would find two upload services.
     share_component: str | None = None
     share_size_limit: int = 100 * 1024 * 1024
+    #: More Prosody modules to load, e.g. ``["blocklist"]`` (Converse.js 14 hangs
+    #: opening a chat with a non-contact without it) or ``["bosh"]``.
+    extra_modules: list[str] = field(default_factory=list)
+    #: Serve XEP-0156 WebSocket (``mod_websocket``) at ``websocket_url``, plain
+    #: ``ws://`` on 127.0.0.1 taken as secure (for browser clients in tests only).
+    websocket: bool = False
     prosody_bin: str = "prosody"
     prosodyctl_bin: str = "prosodyctl"
     c2s_port: int = 0
@@ -244,6 +250,7 @@ class Prosody:
             "s2s_ports = { }",
             "modules_enabled = {",
             '  "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix";',
+            *(f"  {q(name)};" for name in self.modules),
             "}",
             # s2s is loaded automatically otherwise; mod_limits is deliberately absent.
             'modules_disabled = { "s2s"; "dialback"; "s2s_bidi" }',
@@ -254,6 +261,7 @@ class Prosody:
             "s2s_require_encryption = true",
             f"ssl = {{ certificate = {q(str(self.cert_path))};"
             f" key = {q(str(self.key_path))}; }}",
+            *self._http_config(),
             self.extra_config,
             "",
             f"VirtualHost {q(self.domain)}",
@@ -272,6 +280,36 @@ class Prosody:
                 "",
             ]
         return "\n".join(lines)
+
+    @property
+    def modules(self) -> list[str]:
+        """The modules loaded on top of the fixed set."""
+        extra = list(self.extra_modules)
+        if self.websocket and "websocket" not in extra:
+            extra.append("websocket")
+        return extra
+
+    @property
+    def serves_http(self) -> bool:
+        """Whether Prosody opens its HTTP port (some module of it uses mod_http)."""
+        return bool(self.share_component or {"websocket", "bosh"} & set(self.modules))
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
+
+    @property
+    def bosh_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/http-bind"
+
+    def _http_config(self) -> list[str]:
+        if not self.websocket:
+            return []
+        # A browser asks for ws://127.0.0.1:PORT: route that to the VirtualHost.
+        return [
+            "consider_websocket_secure = true",
+            f"http_default_host = {_lua_string(self.domain)}",
+        ]
 
     def register(self, user: str, password: str, host: str | None = None) -> str:
         """Create an account with prosodyctl (server up or not); return its JID."""
@@ -323,7 +361,7 @@ class Prosody:
     def ports(self) -> list[int]:
         """The ports this server opens (HTTP only when something uses mod_http)."""
         ports = [self.c2s_port, self.component_port]
-        if self.share_component:
+        if self.serves_http:
             ports.append(self.http_port)
         return ports
 
