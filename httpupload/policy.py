@@ -27,7 +27,7 @@ from httpupload.errors import (
     QuotaFull,
     TypeNotAllowed,
 )
-from httpupload.metadata import PURPOSES, Grant, Usage
+from httpupload.metadata import PURPOSES, Grant, Usage, UsageNeeds
 from httpupload.slots import media_type
 
 DEFAULT_TYPE = "application/octet-stream"
@@ -178,6 +178,18 @@ class SlotPolicy:
         return expires
 
     # -- how much ------------------------------------------------------------
+
+    def usage_needs(self, purpose: str) -> UsageNeeds:
+        """What ``check_quota`` will read for ``purpose``: the store skips the rest."""
+        scopes = [self.quotas.user]
+        config = self.purposes.get(purpose)
+        if config is not None:
+            scopes.append(config.limits)
+        return UsageNeeds(
+            window=any(s.bytes_per_window or s.files_per_window for s in scopes),
+            held=any(s.total_bytes for s in scopes),
+            global_bytes=bool(self.quotas.global_bytes),
+        )
 
     def check_quota(self, usage: Usage, size: int, purpose: str) -> None:
         """Raise the right refusal if ``size`` more bytes would break a quota."""

@@ -70,6 +70,22 @@ class Usage:
     global_bytes: int
 
 
+@dataclass(frozen=True)
+class UsageNeeds:
+    """Which parts of a ``Usage`` a check reads: the store computes only those.
+
+    With no quota configured a reservation is a bare insert, however many
+    files the owner holds.
+    """
+
+    window: bool = True
+    held: bool = True
+    global_bytes: bool = True
+
+
+ALL_USAGE = UsageNeeds()
+
+
 class MetadataStore(Protocol):
     def start(self) -> Deferred[None]:
         """Open (creating or upgrading the schema); called once at start-up."""
@@ -81,6 +97,7 @@ class MetadataStore(Protocol):
         record: FileRecord,
         window_seconds: float,
         check: Callable[[Usage], None],
+        needs: UsageNeeds = ALL_USAGE,
     ) -> Deferred[None]:
         """Insert ``record`` if ``check(usage)`` does not raise, atomically.
 
@@ -127,4 +144,12 @@ class MetadataStore(Protocol):
         """Owner -> (files, bytes) held now, for operators."""
 
 
-__all__ = ["PURPOSES", "FileRecord", "Grant", "MetadataStore", "Usage"]
+__all__ = [
+    "ALL_USAGE",
+    "PURPOSES",
+    "FileRecord",
+    "Grant",
+    "MetadataStore",
+    "Usage",
+    "UsageNeeds",
+]

@@ -95,7 +95,7 @@ class FilesystemUpload:
             if self._error is None and self._file is not None:
                 try:
                     self._file.flush()
-                    os.fsync(self._file.fileno())
+                    os.fdatasync(self._file.fileno())
                 except OSError as e:
                     self._error = e
             self._close_quietly()
@@ -128,6 +128,7 @@ class FilesystemStorage:
         self._files = root / "files"
         self._reactor = reactor
         self._threadpool = threadpool
+        self._free_cache: tuple[float, int] | None = None
 
     def prepare(self) -> int:
         """Create the folders and clear crash leftovers; returns how many.
@@ -170,9 +171,13 @@ class FilesystemStorage:
         with open(folder / INFO, "x", encoding="utf-8") as f:
             json.dump(asdict(info), f, ensure_ascii=False)
             f.flush()
-            os.fsync(f.fileno())
+            os.fdatasync(f.fileno())
         _fsync_dir(folder)
-        final.parent.mkdir(exist_ok=True)
+        try:
+            final.parent.mkdir()
+            new_shard = True
+        except FileExistsError:
+            new_shard = False
         try:
             os.rename(folder, final)
         except OSError as e:
@@ -180,7 +185,8 @@ class FilesystemStorage:
                 raise AlreadyStored("This slot has already been used") from None
             raise
         _fsync_dir(final.parent)
-        _fsync_dir(self._files)
+        if new_shard:  # a new shard's own entry must be durable too
+            _fsync_dir(self._files)
 
     def _read_info(self, folder: Path) -> FileInfo | None:
         try:
@@ -245,7 +251,16 @@ class FilesystemStorage:
         return stats.f_bavail * stats.f_frsize
 
     def free_space(self) -> Deferred[int | None]:
-        return self._in_thread(self._free_space)
+        """Free bytes, measured at most once a second (slot requests ask often)."""
+        now = self._reactor.seconds()  # type: ignore[attr-defined]
+        if self._free_cache is not None and now - self._free_cache[0] < 1.0:
+            return succeed(self._free_cache[1])
+
+        def remember(free: int) -> int:
+            self._free_cache = (now, free)
+            return free
+
+        return self._in_thread(self._free_space).addCallback(remember)
 
     def _remove_partials(self, older_than: float) -> int:
         removed = 0

@@ -167,12 +167,20 @@ class UploadResource(Resource):
         parsed = parse_url_path(request.path)
         if parsed is None:
             return None
+        opening = self._storage.open_read(parsed[0])
         if self._metadata is not None and self._clock is not None:
-            record = await self._metadata.get(parsed[0])
-            if record is None or not record.served_at(self._clock.seconds()):
-                return None
-        opened = await self._storage.open_read(parsed[0])
-        if opened is not None and opened[0].filename != parsed[1]:
+            # Both lookups at once: each is a hop to another thread.
+            try:
+                record = await self._metadata.get(parsed[0])
+            except BaseException:
+                opening.addCallback(lambda o: o and o[1].close())
+                opening.addErrback(lambda f: None)
+                raise
+            served = record is not None and record.served_at(self._clock.seconds())
+        else:
+            served = True
+        opened = await opening
+        if opened is not None and (not served or opened[0].filename != parsed[1]):
             opened[1].close()
             return None
         return opened

@@ -74,8 +74,9 @@ def size_text(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _limit_text(n: int) -> str:
-    return size_text(n) if n else "no limit"
+def _against(used: str, limit: str | None, unit: str = "") -> str:
+    """``2 of 5 files``, or ``2 files (no limit)``."""
+    return f"{used} of {limit}{unit}" if limit else f"{used}{unit} (no limit)"
 
 
 def command_error(
@@ -276,7 +277,14 @@ def delete_form(files: list[Listed], total: int) -> domish.Element:
             )
         ],
     )
-    return form.toElement()
+    element = form.toElement()
+    # XEP-0004's schema puts <required/> before the options; wokkel after.
+    for field in element.elements(NS_DATA, "field"):
+        required = list(field.elements(NS_DATA, "required"))
+        for child in required:
+            field.children.remove(child)
+            field.children.insert(0, child)
+    return element
 
 
 USAGE_FIELDS = (
@@ -319,17 +327,21 @@ def _window_text(seconds: int) -> str:
 
 
 def usage_note(report: UsageReport) -> str:
+    """One line for people: ``Stored: 1.2 MiB of 100.0 MiB. In the last …``."""
     v = usage_values(report)
+
+    def size_of(limit: str) -> str | None:
+        return size_text(v[limit]) if v[limit] else None
+
     files_limit = v["window-files-limit"]
-    files = (
-        f"{v['window-files']} of {files_limit}"
-        if files_limit
-        else str(v["window-files"])
+    stored = _against(size_text(v["stored-bytes"]), size_of("stored-limit"))
+    files = _against(
+        str(v["window-files"]), str(files_limit) if files_limit else None, " files"
     )
+    window_bytes = _against(size_text(v["window-bytes"]), size_of("window-bytes-limit"))
     return (
-        f"Stored: {size_text(v['stored-bytes'])} ({_limit_text(v['stored-limit'])}). "
-        f"In the last {_window_text(report.window)}: {files} files, "
-        f"{size_text(v['window-bytes'])} ({_limit_text(v['window-bytes-limit'])})."
+        f"Stored: {stored}. In the last {_window_text(report.window)}: "
+        f"{files}, {window_bytes}."
     )
 
 

@@ -145,6 +145,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
             record,
             policy.quotas.window,
             lambda usage: policy.check_quota(usage, request.size, request.purpose),
+            policy.usage_needs(request.purpose),
         )
 
     def on_request_set(self, iq: domish.Element) -> None:
