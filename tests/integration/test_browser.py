@@ -63,6 +63,8 @@ STEP_TIMEOUT_MS = 30_000
 RUN_TIMEOUT = 150.0
 TAIL = 150
 NS_OOB = "jabber:x:oob"
+#: playwright-core 1.65 runs on Node.js 20 or newer.
+NODE_MAJOR = 20
 
 #: The files Converse sends: a real PNG image (Converse shows it inline, so the
 #: page loads it as an <img>), and a name with a space and non-ASCII letters
@@ -91,10 +93,22 @@ def _png(width: int, height: int) -> bytes:
     )
 
 
+def _node_major() -> int:
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()  # "v20.20.2"
+    try:
+        return int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        return 0
+
+
 def _missing() -> list[str]:
     missing = [
         tool for tool in ("prosody", "prosodyctl", "node") if not shutil.which(tool)
     ]
+    if shutil.which("node") and _node_major() < NODE_MAJOR:
+        missing.append(f"node >= {NODE_MAJOR} (playwright-core needs it)")
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} (Debian package chromium)")
     for package in ("converse.js", "playwright-core"):
