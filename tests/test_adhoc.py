@@ -362,6 +362,7 @@ async def test_delete_offers_my_files_then_deletes_the_chosen_one(
     assert form["type"] == "form"
     (field,) = form.elements(NS_DATA, "field")
     assert (field["type"], field["var"]) == ("list-single", "file")
+    assert [c.name for c in field.elements()][:2] == ["required", "option"]
     options = [
         (o["label"], str(next(o.elements(NS_DATA, "value"))))
         for o in field.elements(NS_DATA, "option")
@@ -549,8 +550,8 @@ async def test_usage_against_quotas(service: Service) -> None:
     assert notes_of(command) == [
         (
             "info",
-            "Stored: 350 bytes (4.9 KiB). In the last 24 hours: 2 of 5 files, "
-            "250 bytes (1000 bytes).",
+            "Stored: 350 bytes of 4.9 KiB. In the last 24 hours: 2 of 5 files, "
+            "250 bytes of 1000 bytes.",
         )
     ]
 
@@ -564,8 +565,8 @@ async def test_usage_without_limits(
     assert notes_of(command) == [
         (
             "info",
-            "Stored: 0 bytes (no limit). In the last 24 hours: 0 files, "
-            "0 bytes (no limit).",
+            "Stored: 0 bytes (no limit). In the last 24 hours: "
+            "0 files (no limit), 0 bytes (no limit).",
         )
     ]
     assert fields_of(form_of(command))["window-files-limit"] == "0"
