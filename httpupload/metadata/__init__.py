@@ -87,6 +87,10 @@ ALL_USAGE = UsageNeeds()
 
 
 class MetadataStore(Protocol):
+    # True if operations take effect in the order they were called (a slot
+    # needing no quota check is then answered before its record is written).
+    ordered: bool
+
     def start(self) -> Deferred[None]:
         """Open (creating or upgrading the schema); called once at start-up."""
 

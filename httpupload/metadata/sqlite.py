@@ -127,6 +127,9 @@ def connect(
 class SQLiteMetadataStore:
     """``MetadataStore`` on ``<folder>/metadata.sqlite``."""
 
+    # One thread, first in first out: operations happen in the order asked.
+    ordered = True
+
     def __init__(
         self, path: Path, reactor: IReactorFromThreads, *, upgrade: bool = True
     ) -> None:

@@ -141,12 +141,26 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
             expires=self.policy.expiry(request.purpose, now, request.expire_before),
         )
         policy = self.policy
-        await self.metadata.reserve(
+        needs = policy.usage_needs(request.purpose)
+        reserving = self.metadata.reserve(
             record,
             policy.quotas.window,
             lambda usage: policy.check_quota(usage, request.size, request.purpose),
-            policy.usage_needs(request.purpose),
+            needs,
         )
+        if needs.window or needs.held or needs.global_bytes:
+            await reserving  # a quota decides: wait for its answer
+        elif getattr(self.metadata, "ordered", False):
+            # Nothing to decide, and the store applies operations in the order
+            # they were asked for, so the record is in before this slot's PUT
+            # can complete it: answer now, without a round trip to its thread.
+            reserving.addErrback(
+                lambda f: log.failure(
+                    "Recording slot {id:.6}… failed", f, id=slot.file_id
+                )
+            )
+        else:
+            await reserving
 
     def on_request_set(self, iq: domish.Element) -> None:
         raise StanzaError("bad-request", "modify", "Slot requests are IQ get, not set")
