@@ -19,7 +19,6 @@ from httpupload.storage import Storage
 
 log = Logger()
 
-UNKNOWN_OWNER = ""
 # A slot never completed is forgotten this long after its PUT URL expired: an
 # upload that began in time may still be arriving until then.
 DEAD_SLOT_AFTER = 86400.0
@@ -44,19 +43,8 @@ async def reconcile(
         info = await storage.stat(file_id)
         if info is None:
             continue
-        record = FileRecord(
-            file_id=file_id,
-            owner=UNKNOWN_OWNER,
-            filename=info.filename,
-            size=info.size,
-            content_type=info.content_type,
-            purpose="message",
-            created=info.created,
-            slot_expires=info.created,
-            expires=policy.expiry("message", info.created, None),
-        )
+        record = FileRecord.orphan(info, policy.expiry("message", info.created, None))
         await metadata.reserve(record, policy.quotas.window, lambda usage: None)
-        await metadata.complete(file_id, info.sha256, info.content_type, info.created)
         log.warn("Adopted stored file {id:.6}… that had no record", id=file_id)
         adopted += 1
     for file_id in sorted(stored & incomplete):

@@ -132,20 +132,7 @@ class Uploads:
         if info is None or info.filename != filename:
             return None
         await self.storage.delete(file_id)
-        return FileRecord(
-            file_id=file_id,
-            owner="",
-            filename=info.filename,
-            size=info.size,
-            content_type=info.content_type,
-            purpose="message",
-            created=info.created,
-            slot_expires=info.created,
-            expires=None,
-            completed=True,
-            completed_at=info.created,
-            sha256=info.sha256,
-        )
+        return FileRecord.orphan(info, None)
 
     async def purge_expired(
         self, batch: int = 200, progress: Callable[[int], None] | None = None

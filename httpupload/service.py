@@ -77,6 +77,16 @@ class HttpUploadService(MultiService):
             ) from None
 
 
+def _listener(key: str, description: str, factory: Site, reactor: Any) -> Service:
+    """A listening service named after its key's table; bad strings name the key."""
+    try:
+        service = strports.service(description, factory, reactor=reactor)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise ConfigError(key, f"not a usable endpoint description: {e}") from None
+    service.setName(key.split("]")[0].strip("["))
+    return service
+
+
 def make_service(config: Config, reactor: Any) -> MultiService:
     """The service tree: ``expiry``, ``http``, ``uploads`` (the drain), ``xmpp``.
 
@@ -139,14 +149,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         metadata=metadata,
         metrics=metrics,
     )
-    try:
-        http = strports.service(config.http.listen, site, reactor=reactor)
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        raise ConfigError(
-            "[http] listen", f"not a usable endpoint description: {e}"
-        ) from None
-    http.setName("http")
-    http.setServiceParent(root)
+    _listener("[http] listen", config.http.listen, site, reactor).setServiceParent(root)
 
     # On stop, MultiService stops every child at once (in reverse order) and
     # waits for them all: the port closes to new connections while uploads
@@ -204,14 +207,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
 
         metrics_site = Site(MetricsResource(metrics, health), reactor=reactor)
         metrics_site.noisy = False
-        try:
-            listener = strports.service(
-                config.metrics.listen, metrics_site, reactor=reactor
-            )
-        except (ValueError, TypeError, KeyError, OSError) as e:
-            raise ConfigError(
-                "[metrics] listen", f"not a usable endpoint description: {e}"
-            ) from None
-        listener.setName("metrics")
-        listener.setServiceParent(root)
+        _listener(
+            "[metrics] listen", config.metrics.listen, metrics_site, reactor
+        ).setServiceParent(root)
     return root

@@ -19,6 +19,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from httpupload.storage import FileInfo
+
 PURPOSES = ("message", "profile", "permanent", "ephemeral")
 
 
@@ -38,6 +40,24 @@ class FileRecord:
     completed: bool = False
     completed_at: float | None = None
     sha256: str | None = None
+
+    @classmethod
+    def orphan(cls, info: FileInfo, expires: float | None) -> FileRecord:
+        """A stored file's record made from storage alone (owner unknown)."""
+        return cls(
+            file_id=info.file_id,
+            owner="",
+            filename=info.filename,
+            size=info.size,
+            content_type=info.content_type,
+            purpose="message",
+            created=info.created,
+            slot_expires=info.created,
+            expires=expires,
+            completed=True,
+            completed_at=info.created,
+            sha256=info.sha256,
+        )
 
     def counts_at(self, now: float) -> bool:
         """Whether this record holds room now: a stored file or a live slot."""
