@@ -332,8 +332,8 @@ class Service:
         ]
 
 
-def _httpupload_overrides(source: Path) -> dict[str, dict[str, Any]]:
-    """HTTPUPLOAD_OVERRIDES, less the keys the code in source does not know."""
+def _known_keys(source: Path) -> dict[str, list[str]]:
+    """The config tables and keys the httpupload code in source knows."""
     probe = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); "
         "from httpupload.config import KNOWN_KEYS; print(json.dumps(KNOWN_KEYS))"
@@ -345,10 +345,7 @@ def _httpupload_overrides(source: Path) -> dict[str, dict[str, Any]]:
         check=True,
     )
     known: dict[str, list[str]] = json.loads(done.stdout)
-    return {
-        table: {k: v for k, v in values.items() if k in known.get(table, ())}
-        for table, values in HTTPUPLOAD_OVERRIDES.items()
-    }
+    return known
 
 
 @contextlib.contextmanager
@@ -374,7 +371,11 @@ def servers(
             px.start()
             http_port = free_port()
             listen = f"tcp:{http_port}:interface=127.0.0.1:backlog={BACKLOG}"
-            overrides = _httpupload_overrides(source)
+            known = _known_keys(source)
+            overrides = {
+                table: {k: v for k, v in values.items() if k in known.get(table, ())}
+                for table, values in HTTPUPLOAD_OVERRIDES.items()
+            }
             overrides["http"] = {**overrides.get("http", {}), "listen": listen}
             hu = BenchHttpUpload(
                 http_port=http_port,
@@ -386,6 +387,7 @@ def servers(
                 base_dir=work / "httpupload",
                 overrides=overrides,
                 source=None if source == REPO else source,
+                known_keys=known,
             )
             stack.callback(hu.cleanup)
             hu.setup()

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -71,6 +72,19 @@ class BenchHttpUpload(HttpUpload):
     """
 
     source: Path | None = None
+    #: The config tables and keys that code knows; others the runner writes are
+    #: left out (an older revision refuses a newer runner's tables).
+    known_keys: dict[str, list[str]] | None = None
+
+    def config(self) -> dict[str, dict[str, Any]]:
+        tables = super().config()
+        if self.known_keys is None:
+            return tables
+        return {
+            table: {k: v for k, v in values.items() if k in self.known_keys[table]}
+            for table, values in tables.items()
+            if table in self.known_keys
+        }
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
