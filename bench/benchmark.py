@@ -892,7 +892,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile one large PUT to httpupload with py-spy",
+        help="also profile httpupload's twistd with py-spy: a large PUT and its GET, "
+        "small PUTs, slot requests",
     )
     parser.add_argument(
         "--rev",
