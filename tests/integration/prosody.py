@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 __all__ = [
     "Prosody",
@@ -123,8 +124,66 @@ def make_self_signed_cert(cert_path: Path, key_path: Path, names: list[str]) -> 
     key_path.chmod(0o600)
 
 
+class ChildProcess:
+    """What the runners of child servers share: stopping, cleaning up, ``with``.
+
+    A runner sets ``process``, ``base_dir``, ``keep`` and ``_own_dir`` and
+    defines ``setup()``, ``start()`` and ``stop()`` (which calls ``_terminate``).
+    """
+
+    process: subprocess.Popen[bytes] | None
+    base_dir: Path | None
+    keep: bool
+    _own_dir: bool
+
+    def setup(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> object:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _terminate(self, timeout: float) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit status, if it ran."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout)
+        return process.returncode
+
+    def cleanup(self) -> None:
+        """Stop the process and remove its folder (unless keep is set)."""
+        self.stop()
+        if self._own_dir and not self.keep and self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.setup()
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+
 @dataclass
-class Prosody:
+class Prosody(ChildProcess):
     """A Prosody server confined to a temporary folder.
 
     Use ``setup()`` once (config, certificate, users), then ``start()`` /
@@ -365,22 +424,10 @@ class Prosody:
             ports.append(self.http_port)
         return ports
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop prosody (SIGTERM, then SIGKILL) and wait until its ports are free."""
-        process, self.process = self.process, None
-        if process is None:
+        if self._terminate(timeout) is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(
             port_open(port) for port in self.ports
@@ -394,12 +441,6 @@ class Prosody:
             time.sleep(down_for)
         self.start()
 
-    def cleanup(self) -> None:
-        """Stop the server and remove its folder (unless keep is set)."""
-        self.stop()
-        if self._own_dir and not self.keep and self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
     def logs(self, limit: int = 20000) -> str:
         """Return the tail of Prosody's log and console output, for failure reports."""
         parts = []
@@ -408,18 +449,6 @@ class Prosody:
                 text = path.read_text(encoding="utf-8", errors="replace")
                 parts.append(f"==> {path} <==\n{text[-limit:]}")
         return "\n".join(parts)
-
-    def __enter__(self) -> Prosody:
-        try:
-            self.setup()
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 try:  # Both the test suite and the demo script import this module.
-    from .prosody import die_with_parent, free_port, wait_for_port
+    from .prosody import ChildProcess, die_with_parent, free_port, wait_for_port
 except ImportError:  # pragma: no cover - loaded as a top-level module
     from prosody import (  # type: ignore[no-redef]
+        ChildProcess,
         die_with_parent,
         free_port,
         wait_for_port,
@@ -84,7 +83,7 @@ def to_toml(config: dict[str, dict[str, Any]]) -> str:
 
 
 @dataclass
-class HttpUpload:
+class HttpUpload(ChildProcess):
     """One httpupload service process, with its config, storage and log in a folder."""
 
     server_port: int
@@ -237,34 +236,15 @@ class HttpUpload:
                 f"{exc}\n--- twistd log ---\n{self.log_text()}"
             ) from exc
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop twistd with SIGTERM (SIGKILL after timeout); return its exit status."""
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        return process.returncode
+        return self._terminate(timeout)
 
     def kill(self) -> None:
         """Kill twistd at once."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
         self.stop()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._own_dir and not self.keep and self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     # ---- log
 
@@ -298,15 +278,3 @@ class HttpUpload:
             if time.monotonic() > deadline:
                 raise HttpUploadError(f"twistd did not log {pattern!r} in {timeout} s")
             time.sleep(0.05)
-
-    def __enter__(self) -> HttpUpload:
-        try:
-            self.setup()
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
