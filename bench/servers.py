@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from prosody import (  # noqa: E402
     free_port,
     make_self_signed_cert,
     port_open,
+    terminate,
     wait_for_port,
 )
 from twistd import HttpUpload  # noqa: E402
@@ -125,14 +125,7 @@ class ShareProsody(BenchProsody):
 
 
 def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+    terminate(process, timeout)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -124,6 +124,20 @@ def make_self_signed_cert(cert_path: Path, key_path: Path, names: list[str]) -> 
     key_path.chmod(0o600)
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; the exit status, if it ran."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    return process.returncode
+
+
 class ChildProcess:
     """What the runners of child servers share: stopping, cleaning up, ``with``.
 
@@ -150,18 +164,9 @@ class ChildProcess:
         return self.process is not None and self.process.poll() is None
 
     def _terminate(self, timeout: float) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; the exit status, if it ran."""
+        """Forget the process and terminate it; its exit status, if it ran."""
         process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        return process.returncode
+        return terminate(process, timeout)
 
     def cleanup(self) -> None:
         """Stop the process and remove its folder (unless keep is set)."""
