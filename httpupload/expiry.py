@@ -22,6 +22,10 @@ log = Logger()
 # A slot never completed is forgotten this long after its PUT URL expired: an
 # upload that began in time may still be arriving until then.
 DEAD_SLOT_AFTER = 86400.0
+# How long a sweeper holds the records it claimed: far longer than removing a
+# batch takes, so that no other node takes them while it works, yet short
+# enough that a node dying midway delays the rest of its batch only so long.
+SWEEP_LEASE = 600.0
 
 
 async def reconcile(
@@ -44,7 +48,13 @@ async def reconcile(
         if info is None:
             continue
         record = FileRecord.orphan(info, policy.expiry("message", info.created, None))
-        await metadata.reserve(record, policy.quotas.window, lambda usage: None)
+        try:
+            await metadata.reserve(record, policy.quotas.window, lambda usage: None)
+        except Exception:
+            # Another node sharing the store may have adopted it just now.
+            if await metadata.get(file_id) is None:
+                raise
+            continue
         log.warn("Adopted stored file {id:.6}… that had no record", id=file_id)
         adopted += 1
     for file_id in sorted(stored & incomplete):
@@ -74,9 +84,15 @@ async def remove_due(
     now: float,
     dead_slot_after: float,
     batch: int,
+    lease: float = SWEEP_LEASE,
 ) -> list[FileRecord]:
-    """Remove one batch of expired files and dead slots; returns them."""
-    due = await metadata.due(now, dead_slot_after, batch)
+    """Remove one batch of expired files and dead slots; returns them.
+
+    The batch is claimed (leased) first, so sweepers on other nodes, or an
+    operator's purge, never take the same records; if this one dies midway,
+    what it left is claimed again once the lease has run out.
+    """
+    due = await metadata.claim_due(now, dead_slot_after, batch, lease)
     for record in due:
         if record.completed:
             await storage.delete(record.file_id)
@@ -89,6 +105,8 @@ class Maintenance(Service):
 
     Each sweep handles at most ``batch`` records, so a large backlog never
     holds the reactor for long; a full batch is followed by another soon.
+    Every node sharing a store may run one: each sweep claims its batch for
+    ``lease`` seconds (``MetadataStore.claim_due``).
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class Maintenance(Service):
         batch: int = 200,
         dead_slot_after: float = DEAD_SLOT_AFTER,
         metrics: Metrics | None = None,
+        lease: float = SWEEP_LEASE,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -110,6 +129,7 @@ class Maintenance(Service):
         self.batch = batch
         self.dead_slot_after = dead_slot_after
         self.metrics = metrics
+        self.lease = lease
         self._timer: IDelayedCall | None = None
         self._running: Deferred[None] | None = None
 
@@ -159,6 +179,7 @@ class Maintenance(Service):
             self.clock.seconds(),
             self.dead_slot_after,
             self.batch,
+            self.lease,
         )
         if due:
             log.info("Expiry removed {count} files and dead slots", count=len(due))

@@ -1,7 +1,8 @@
 """What is known of every slot and stored file, behind one small interface.
 
 The embedded default is SQLite in the storage folder (``metadata.sqlite``);
-a PostgreSQL store for several nodes will implement the same ``MetadataStore``.
+``httpupload.metadata.postgres`` implements the same ``MetadataStore`` for
+several nodes sharing one PostgreSQL database.
 Every method returns a Deferred and never blocks the reactor.
 
 A record is made when a slot is granted (``completed`` false: it *reserves*
@@ -154,6 +155,17 @@ class MetadataStore(Protocol):
     ) -> Deferred[list[FileRecord]]:
         """Up to ``limit`` records to sweep: files expired by ``now``, and slots
         never completed whose PUT URL expired ``dead_slot_after`` seconds ago."""
+
+    def claim_due(
+        self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
+    ) -> Deferred[list[FileRecord]]:
+        """Like ``due``, but each record returned is leased to the caller.
+
+        Several sweepers (one per node) may run at once: a record leased
+        until after ``now`` is skipped, so no two get the same record, and one
+        whose sweeper died is claimed again once ``now + lease_seconds`` (its
+        lease) has passed.  The caller deletes what it claimed.
+        """
 
     def all_ids(self) -> Deferred[set[str]]:
         """Every file id on record (start-up reconciliation)."""

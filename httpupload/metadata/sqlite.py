@@ -47,6 +47,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_expires ON files (expires) WHERE completed = 1;
     CREATE INDEX files_slots ON files (slot_expires) WHERE completed = 0;
     """,
+    # 2: a sweeper's lease on a due record (claim_due), so that sweepers in
+    # several processes never take the same record.
+    """
+    ALTER TABLE files ADD COLUMN lease_until REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -339,6 +344,35 @@ class SQLiteMetadataStore:
         self, now: float, dead_slot_after: float, limit: int
     ) -> Deferred[list[FileRecord]]:
         return self._run(self._due, now, dead_slot_after, limit)
+
+    def _claim_due(
+        self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
+    ) -> list[FileRecord]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE "
+                "((completed = 1 AND expires IS NOT NULL AND expires <= :now) OR "
+                "(completed = 0 AND slot_expires <= :dead)) AND "
+                "(lease_until IS NULL OR lease_until <= :now) LIMIT :limit",
+                {"now": now, "dead": now - dead_slot_after, "limit": limit},
+            ).fetchall()
+            db.executemany(
+                "UPDATE files SET lease_until = ? WHERE file_id = ?",
+                [(now + lease_seconds, row[0]) for row in rows],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [_record(r) for r in rows]
+
+    def claim_due(
+        self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
+    ) -> Deferred[list[FileRecord]]:
+        """Due records no other sweeper holds, leased (one transaction)."""
+        return self._run(self._claim_due, now, dead_slot_after, limit, lease_seconds)
 
     def _all_ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT file_id FROM files")}
