@@ -1,11 +1,13 @@
 """Slots: minting and checking the signed tokens, and the URLs that carry them.
 
-Pure code with the clock passed in.  A token is ``v1.<payload>.<mac>``: the
-payload is compact JSON in unpadded base64url, the MAC an HMAC-SHA256 over
-``v1.<payload>`` with the service's signing key.  Everything the PUT is
-judged by (file id, name, size, type, expiry, owner) is inside the MAC, so
-the HTTP side needs no state to check a slot, and several HTTP nodes that
-share the key can check each other's slots.
+Pure code with the clock passed in.  A token is ``v2.<kid>.<payload>.<mac>``:
+``kid`` names the signing key in the service's ``KeyRing``, the payload is
+compact JSON in unpadded base64url, the MAC an HMAC-SHA256 over everything
+before it with that key.  Everything the PUT is judged by (file id, name,
+size, type, expiry, owner) is inside the MAC, so the HTTP side needs no state
+to check a slot, and several HTTP nodes that share the ring can check each
+other's slots.  Tokens minted before key ids, ``v1.<payload>.<mac>``, are
+still checked, with the key of the legacy id, so an upgrade refuses no slot.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from urllib.parse import quote, unquote_to_bytes
 from twisted.internet.interfaces import IReactorTime
 
 from httpupload.errors import BadSlotRequest, InvalidSlot
+from httpupload.keys import KEY_ID_RE, LEGACY_KEY_ID, KeyRing
 
-TOKEN_VERSION = "v1"  # noqa: S105 (a format tag, not a secret)
+TOKEN_VERSION = "v2"  # noqa: S105 (a format tag, not a secret)
+LEGACY_TOKEN_VERSION = "v1"  # noqa: S105
 # 24 random bytes: 192 bits, 32 URL-safe characters.
 FILE_ID_BYTES = 24
 FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
@@ -111,12 +115,11 @@ def _b64decode(text: str) -> bytes:
 
 
 class SlotSigner:
-    """Mints slots and checks tokens with one key and one clock."""
+    """Mints slots and checks tokens with one keyring and one clock."""
 
-    def __init__(self, key: bytes, clock: IReactorTime) -> None:
-        if len(key) < 16:
-            raise ValueError("signing key too short")
-        self._key = key
+    def __init__(self, key: bytes | KeyRing, clock: IReactorTime) -> None:
+        """``key``: a ``KeyRing``, or one key (a ring of one, the legacy id)."""
+        self.keyring = key if isinstance(key, KeyRing) else KeyRing.single(key)
         self.clock = clock
 
     def mint(
@@ -138,8 +141,9 @@ class SlotSigner:
         )
         return slot, self.sign(slot)
 
-    def _mac(self, signed: str) -> str:
-        digest = hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
+    @staticmethod
+    def _mac(key: bytes, signed: str) -> str:
+        digest = hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
         return _b64encode(digest)
 
     def sign(self, slot: Slot) -> str:
@@ -156,8 +160,10 @@ class SlotSigner:
             sort_keys=True,
             ensure_ascii=False,
         )
-        signed = f"{TOKEN_VERSION}.{_b64encode(payload.encode('utf-8'))}"
-        return f"{signed}.{self._mac(signed)}"
+        ring = self.keyring
+        encoded = _b64encode(payload.encode("utf-8"))
+        signed = f"{TOKEN_VERSION}.{ring.current_id}.{encoded}"
+        return f"{signed}.{self._mac(ring.current_key, signed)}"
 
     def verify(self, token: str, file_id: str, filename: str) -> Slot:
         """The slot of ``token`` if it is genuine, unexpired and for this URL."""
@@ -171,17 +177,26 @@ class SlotSigner:
     def decode(self, token: str) -> Slot:
         """The slot of a genuine token, expired or not."""
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != TOKEN_VERSION:
+        if len(parts) == 4 and parts[0] == TOKEN_VERSION:
+            key_id = parts[1]
+            if not KEY_ID_RE.fullmatch(key_id):
+                raise InvalidSlot("Malformed slot token")
+        elif len(parts) == 3 and parts[0] == LEGACY_TOKEN_VERSION:
+            key_id = LEGACY_KEY_ID
+        else:
             raise InvalidSlot("Malformed slot token")
-        signed = f"{parts[0]}.{parts[1]}"
-        try:
-            expected = self._mac(signed)
-        except UnicodeEncodeError:
-            raise InvalidSlot("Malformed slot token") from None
-        if not hmac.compare_digest(expected, parts[2]):
+        key = self.keyring.get(key_id)
+        if key is None:
+            raise InvalidSlot("The slot was signed with a retired key")
+        signed = ".".join(parts[:-1])
+        if not token.isascii():
+            # (compare_digest takes ASCII strings only)
+            raise InvalidSlot("Malformed slot token")
+        expected = self._mac(key, signed)
+        if not hmac.compare_digest(expected, parts[-1]):
             raise InvalidSlot("Bad slot signature")
         try:
-            fields = json.loads(_b64decode(parts[1]).decode("utf-8"))
+            fields = json.loads(_b64decode(parts[-2]).decode("utf-8"))
             slot = Slot(
                 file_id=fields["i"],
                 filename=fields["n"],

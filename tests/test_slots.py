@@ -1,5 +1,8 @@
 """Slot tokens and file URLs: pure functions, checked with hypothesis."""
 
+import hashlib
+import hmac
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,6 +11,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from httpupload.errors import BadSlotRequest, InvalidSlot
+from httpupload.keys import KeyRing
 from httpupload.slots import (
     FILE_ID_RE,
     Slot,
@@ -18,6 +22,7 @@ from httpupload.slots import (
     parse_url_path,
     url_path,
 )
+from httpupload.slots import _b64encode as b64encode
 
 KEY = b"k" * 32
 
@@ -84,7 +89,7 @@ def test_any_changed_field_is_refused(slot: Slot, data: st.DataObject) -> None:
     token = s.sign(slot)
     forged = SlotSigner(b"x" * 32, Clock()).sign(changed)
     # The forger's payload with the genuine signature, and the forger's whole token.
-    spliced = ".".join(forged.split(".")[:2] + token.split(".")[2:])
+    spliced = ".".join(forged.split(".")[:3] + token.split(".")[3:])
     for bad in (forged, spliced):
         with pytest.raises(InvalidSlot):
             s.decode(bad)
@@ -119,12 +124,126 @@ def test_verify_checks_url_and_expiry() -> None:
         s.verify(token, slot.file_id, "a.txt")
 
 
-@pytest.mark.parametrize("token", ["", "v1", "v1.a.b", "v2.a.b", "v1..", "x" * 500])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "v1",
+        "v1.a.b",
+        "v2.a.b",
+        "v1..",
+        "v2...",
+        "v2.default..",
+        "x" * 500,
+        "v2.é.a.b",
+    ],
+)
 def test_garbage_tokens(token: str) -> None:
     """Malformed tokens are refused, never crash."""
     s, _ = signer()
     with pytest.raises(InvalidSlot):
         s.decode(token)
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_refused_cleanly(token: str) -> None:
+    """Arbitrary text (non-ASCII too) is refused with InvalidSlot, never crashes."""
+    s, _ = signer()
+    with pytest.raises(InvalidSlot):
+        s.decode(token)
+
+
+KEY_A = b"a" * 32
+KEY_B = b"b" * 32
+key_ids = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+
+
+def test_tokens_carry_the_current_key_id() -> None:
+    """A token is v2.<kid>.<payload>.<mac>, naming the ring's current key."""
+    ring = KeyRing("2026-11", {"2026-05": KEY_A, "2026-11": KEY_B})
+    s = SlotSigner(ring, Clock())
+    _, token = s.mint("a.txt", 1, None, "romeo@montague.tld", lifetime=60)
+    version, kid, _, _ = token.split(".")
+    assert (version, kid) == ("v2", "2026-11")
+    assert SlotSigner(b"k" * 32, Clock()).sign(s.decode(token)).split(".")[1] == (
+        "default"
+    )
+
+
+@given(slots, st.integers(min_value=0, max_value=3), st.data())
+def test_any_changed_part_of_a_v2_token_is_refused(
+    slot: Slot, index: int, data: st.DataObject
+) -> None:
+    """Replacing any of the four parts, key id included, by any other value fails."""
+    ring = KeyRing("k1", {"k1": KEY_A, "k2": KEY_B})
+    s = SlotSigner(ring, Clock())
+    parts = s.sign(slot).split(".")
+    candidates = [
+        key_ids,
+        st.sampled_from(["k1", "k2", "default", "v1", "v2"]),
+        st.text(alphabet="ABCxyz019_-", max_size=60),
+    ]
+    replacement = data.draw(st.one_of(candidates))
+    assume(replacement != parts[index])
+    parts[index] = replacement
+    with pytest.raises(InvalidSlot):
+        s.decode(".".join(parts))
+
+
+@given(slots, key_ids, key_ids)
+def test_rotation_keeps_old_slots_until_the_key_is_retired(
+    slot: Slot, old_id: str, new_id: str
+) -> None:
+    """A token of key A verifies once B signs while A is listed, not after A goes."""
+    assume(old_id != new_id)
+    before = SlotSigner(KeyRing.single(KEY_A, old_id), Clock())
+    token = before.sign(slot)
+    during = SlotSigner(KeyRing(new_id, {old_id: KEY_A, new_id: KEY_B}), Clock())
+    assert during.decode(token) == slot
+    assert during.sign(slot).split(".")[1] == new_id
+    after = SlotSigner(KeyRing.single(KEY_B, new_id), Clock())
+    with pytest.raises(InvalidSlot, match="retired"):
+        after.decode(token)
+    assert after.decode(during.sign(slot)) == slot
+
+
+def v1_token(slot: Slot, key: bytes) -> str:
+    """A token as minted before key ids (the v1 format), for upgrade tests."""
+    payload = json.dumps(
+        {
+            "i": slot.file_id,
+            "n": slot.filename,
+            "s": slot.size,
+            "t": slot.content_type,
+            "e": slot.expires,
+            "o": slot.owner,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    signed = "v1." + b64encode(payload.encode("utf-8"))
+    mac = hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
+    return f"{signed}.{b64encode(mac)}"
+
+
+@given(slots)
+def test_v1_tokens_verify_with_the_legacy_key(slot: Slot) -> None:
+    """Slots minted before the upgrade keep working while the legacy key is listed."""
+    token = v1_token(slot, KEY_A)
+    assert SlotSigner(KEY_A, Clock()).decode(token) == slot
+    rotated = KeyRing("2026-11", {"default": KEY_A, "2026-11": KEY_B})
+    assert SlotSigner(rotated, Clock()).decode(token) == slot
+    with pytest.raises(InvalidSlot, match="retired"):
+        SlotSigner(KeyRing.single(KEY_A, "2026-11"), Clock()).decode(token)
+    with pytest.raises(InvalidSlot, match="signature"):
+        SlotSigner(KEY_B, Clock()).decode(token)
+
+
+def test_signer_refuses_a_short_key() -> None:
+    """A key too short for HMAC to mean anything is refused at construction."""
+    with pytest.raises(ValueError, match="short"):
+        SlotSigner(b"k" * 8, Clock())
 
 
 @given(st.builds(new_file_id), filenames)
