@@ -1,15 +1,21 @@
-"""The SQLite metadata store: reservations, completion, usage, sweeping."""
+"""The metadata stores' contract: reservations, completion, usage, sweeping.
+
+Each contract test runs against SQLite and against PostgreSQL (a private
+server, tests/pgserver.py); what only one store has is tested below or in
+test_metadata_postgres.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from pgserver import postgresql  # noqa: F401
 from twisted.internet import reactor
 
-from httpupload.metadata import FileRecord, Usage
+from httpupload.metadata import FileRecord, MetadataStore, Usage
 from httpupload.metadata.sqlite import SCHEMA_VERSION, SQLiteMetadataStore, connect
 
 
@@ -29,9 +35,24 @@ def record(file_id: str, created: float, size: int = 10, owner: str = "a@x", **k
     return FileRecord(**values)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], MetadataStore]:
+    """Makes stores of one kind on one (fresh) database."""
+    if request.param == "sqlite":
+        return lambda: SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+    dsn = request.getfixturevalue("postgresql").new_database()
+    from httpupload.metadata.postgres import PostgresMetadataStore
+
+    return lambda: PostgresMetadataStore(dsn, reactor)
+
+
 @pytest_twisted.async_yield_fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
-    s = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+async def store(
+    make_store: Callable[[], MetadataStore],
+) -> AsyncIterator[MetadataStore]:
+    s = make_store()
     await s.start()
     yield s
     await s.stop()
@@ -42,7 +63,7 @@ def accept(usage: Usage) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_reserve_complete_get(store: SQLiteMetadataStore) -> None:
+async def test_reserve_complete_get(store: MetadataStore) -> None:
     """A reserved slot is on record; completing it records digest and type."""
     await store.reserve(record("f1", 1000.0), 86400, accept)
     got = await store.get("f1")
@@ -55,7 +76,7 @@ async def test_reserve_complete_get(store: SQLiteMetadataStore) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_usage_counts_files_and_live_slots(store: SQLiteMetadataStore) -> None:
+async def test_usage_counts_files_and_live_slots(store: MetadataStore) -> None:
     """Window and held bytes count stored files and live slots, not dead ones."""
     await store.reserve(record("stored", 1000.0, size=100), 86400, accept)
     await store.complete("stored", "00", "a/b", 1001.0)
@@ -71,7 +92,7 @@ async def test_usage_counts_files_and_live_slots(store: SQLiteMetadataStore) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_check_refusal_inserts_nothing(store: SQLiteMetadataStore) -> None:
+async def test_check_refusal_inserts_nothing(store: MetadataStore) -> None:
     """Whatever the check raises fails the reservation and leaves no record."""
 
     def refuse(usage: Usage) -> None:
@@ -83,7 +104,7 @@ async def test_check_refusal_inserts_nothing(store: SQLiteMetadataStore) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_due_and_delete(store: SQLiteMetadataStore) -> None:
+async def test_due_and_delete(store: MetadataStore) -> None:
     """Expired files and long-dead slots are due; deleting forgets them."""
     await store.reserve(record("old", 0.0, expires=100.0), 86400, accept)
     await store.complete("old", "00", "a/b", 1.0)
@@ -116,3 +137,49 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer"):
         connect(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_due_leases(store: MetadataStore) -> None:
+    """Claimed records are not claimed again until their lease has passed."""
+    for n in range(3):
+        await store.reserve(record(f"old{n}", 0.0, expires=100.0), 86400, accept)
+        await store.complete(f"old{n}", "00", "a/b", 1.0)
+    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
+    await store.reserve(record("live", 900.0, expires=None), 86400, accept)
+    first = await store.claim_due(1000.0, 600, limit=2, lease_seconds=60)
+    assert len(first) == 2
+    rest = await store.claim_due(1000.0, 600, limit=10, lease_seconds=60)
+    claimed = {r.file_id for r in first} | {r.file_id for r in rest}
+    assert len(rest) == 2 and claimed == {"old0", "old1", "old2", "slot"}
+    assert await store.claim_due(1059.0, 600, limit=10, lease_seconds=60) == []
+    assert len(await store.due(1059.0, 600, limit=10)) == 4  # due, leased or not
+    again = await store.claim_due(1060.0, 600, limit=10, lease_seconds=60)
+    assert {r.file_id for r in again} == claimed
+
+
+@pytest_twisted.ensureDeferred
+async def test_complete_twice_keeps_the_first(store: MetadataStore) -> None:
+    """Completing a stored file again changes nothing and returns its record."""
+    await store.reserve(record("f1", 1000.0), 86400, accept)
+    first = await store.complete("f1", "aa" * 32, "image/png", 1010.0)
+    again = await store.complete("f1", "bb" * 32, "text/plain", 1020.0)
+    assert first == again and again is not None and again.sha256 == "aa" * 32
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_by_owner_and_records(store: MetadataStore) -> None:
+    """Operators' totals count what is held now; an owner's records are all there."""
+    await store.reserve(record("a1", 1000.0, size=100), 86400, accept)
+    await store.complete("a1", "00", "a/b", 1001.0)
+    await store.reserve(
+        record("a2", 1000.0, size=50, slot_expires=1100.0), 86400, accept
+    )
+    await store.reserve(record("b1", 1000.0, size=7, owner="b@x"), 86400, accept)
+    totals = await store.usage_by_owner(1050.0)
+    assert totals == {"a@x": (2, 150), "b@x": (1, 7)}
+    assert list(totals) == ["a@x", "b@x"]  # biggest first
+    assert (await store.usage_by_owner(1200.0))["a@x"] == (1, 100)
+    assert {r.file_id for r in await store.owner_records("a@x")} == {"a1", "a2"}
+    assert await store.incomplete_ids() == {"a2", "b1"}
+    assert [r.file_id for r in await store.list_owner("a@x")] == ["a1"]
