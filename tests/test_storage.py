@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.web.test.requesthelper import DummyRequest
 
 from httpupload.errors import AlreadyStored
 from httpupload.slots import new_file_id
-from httpupload.storage import FileInfo
+from httpupload.storage import FileInfo, StoredFile
 from httpupload.storage.filesystem import FilesystemStorage
 
 
@@ -21,6 +22,14 @@ def storage(tmp_path: Path) -> FilesystemStorage:
     s = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
     s.prepare()
     return s
+
+
+def read_back(stored: StoredFile) -> bytes:
+    """Everything ``send`` writes into a request."""
+    request = DummyRequest([b""])
+    stored.send(request, 0, stored.info.size)
+    assert request.finished
+    return b"".join(request.written)
 
 
 def info(file_id: str, data: bytes) -> FileInfo:
@@ -37,10 +46,10 @@ async def test_nothing_visible_until_commit(storage: FilesystemStorage) -> None:
     assert await storage.open_read(file_id) is None
     upload.write(b"world")
     await upload.commit(info(file_id, b"hello world"))
-    stored, handle = await storage.open_read(file_id)
-    with handle:
-        assert handle.read() == b"hello world"
-    assert stored == info(file_id, b"hello world")
+    stored = await storage.open_read(file_id)
+    assert stored is not None
+    assert read_back(stored) == b"hello world"
+    assert stored.info == info(file_id, b"hello world")
     assert list((storage.root / "tmp").iterdir()) == []
 
 
@@ -54,9 +63,9 @@ async def test_commit_is_create_only(storage: FilesystemStorage) -> None:
     await first.commit(info(file_id, b"first"))
     with pytest.raises(AlreadyStored):
         await second.commit(info(file_id, b"other"))
-    _, handle = await storage.open_read(file_id)
-    with handle:
-        assert handle.read() == b"first"
+    stored = await storage.open_read(file_id)
+    assert stored is not None
+    assert read_back(stored) == b"first"
     assert list((storage.root / "tmp").iterdir()) == []
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class StoredFile(Protocol):
 
     info: FileInfo
 
-    def send(self, request: IRequest, offset: int, length: int) -> None:
+    def send(self, request: Request, offset: int, length: int) -> None:
         """Write ``length`` bytes from ``offset`` into ``request``, then finish it.
 
         The status and headers are already set.  Honours the request's flow

@@ -30,10 +30,12 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Request
 
 from httpupload.errors import AlreadyStored, StorageFull, UploadRefused
 from httpupload.slots import FILE_ID_RE
-from httpupload.storage import FileInfo
+from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage.sending import send_file
 
 DATA = "data"
 INFO = "info.json"
@@ -69,12 +71,13 @@ class FilesystemUpload:
 
     def write(self, data: bytes) -> None:
         if self._file is None:
-            return
+            return None
         try:
             self._file.write(data)
         except OSError as e:
             self._error = e
             self._close_quietly()
+        return None
 
     def _close_quietly(self) -> None:
         if self._file is not None:
@@ -115,6 +118,25 @@ class FilesystemUpload:
         self._done = True
         self._close_quietly()
         return self._storage._in_thread(shutil.rmtree, self._folder, True)
+
+
+class FilesystemFile:
+    """A stored file, open: the kernel sends it where it can."""
+
+    def __init__(self, info: FileInfo, handle: BinaryIO) -> None:
+        self.info = info
+        self._handle: BinaryIO | None = handle
+
+    def send(self, request: Request, offset: int, length: int) -> None:
+        handle, self._handle = self._handle, None
+        if handle is None:
+            raise RuntimeError("already sent or closed")
+        send_file(request, handle, offset, length)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class FilesystemStorage:
@@ -201,16 +223,16 @@ class FilesystemStorage:
             return succeed(None)
         return self._in_thread(self._read_info, folder)
 
-    def _open(self, folder: Path) -> tuple[FileInfo, BinaryIO] | None:
+    def _open(self, folder: Path) -> FilesystemFile | None:
         info = self._read_info(folder)
         if info is None:
             return None
         try:
-            return info, open(folder / DATA, "rb")
+            return FilesystemFile(info, open(folder / DATA, "rb"))
         except FileNotFoundError:
             return None
 
-    def open_read(self, file_id: str) -> Deferred[tuple[FileInfo, BinaryIO] | None]:
+    def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
         folder = self._folder(file_id)
         if folder is None:
             return succeed(None)

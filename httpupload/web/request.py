@@ -45,6 +45,7 @@ class UploadRequest(Request):
     _refusal: UploadRefused | None = None
     _rate_timer: IDelayedCall | None = None
     _window_start = 0
+    _held_back = False
 
     def headers_received(self, method: bytes, path: bytes, length: int | None) -> None:
         """Judge a PUT from its headers; called before ``gotLength``."""
@@ -110,7 +111,7 @@ class UploadRequest(Request):
         if upload is None or upload.finished:
             return
         moved = upload.bytes_received - self._window_start
-        if moved < rate * window:
+        if moved < rate * window and not self._held_back:
             log.info(
                 "Cutting off an upload slower than {rate} B/s ({moved} bytes in "
                 "{window:.0f} s)",
@@ -133,8 +134,35 @@ class UploadRequest(Request):
         if not self._is_upload:
             super().handleContentChunk(data)
         elif self._upload is not None:
-            self._upload.write(data)
+            ready = self._upload.write(data)
+            if ready is not None:
+                self._hold_body(ready)
         # A refused PUT's body is read and dropped.
+
+    def _hold_body(self, ready: Deferred[None]) -> None:
+        """Stop reading the body until storage has caught up (an object store)."""
+        transport = getattr(self.channel, "transport", None)
+        if transport is None or self._held_back:
+            return
+        self._held_back = True
+        transport.pauseProducing()
+
+        def go_on(_: object) -> None:
+            self._held_back = False
+            upload = self._upload
+            if upload is not None:
+                # Time spent waiting on storage is not the client's slowness.
+                self._window_start = upload.bytes_received
+            if (
+                upload is not None
+                and not upload.finished
+                and upload.bytes_received < upload.slot.size
+                and self.channel is not None
+                and transport.connected
+            ):
+                transport.resumeProducing()
+
+        ready.addBoth(go_on)
 
     def finish_upload(self) -> Deferred[FileInfo]:
         """Commit the streamed body; fails with the reason it was refused."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -14,10 +13,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from httpupload.errors import HttpUploadError
 from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
-from httpupload.storage import FileInfo, Storage
+from httpupload.storage import FileInfo, Storage, StoredFile
 from httpupload.web.conditional import etag, last_modified, not_modified, range_applies
 from httpupload.web.disposition import content_disposition, is_inline
-from httpupload.web.producers import CHUNK_SIZE, FileSender
 from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
     ALLOWED_METHODS,
@@ -30,6 +28,8 @@ from httpupload.web.uploads import UploadReceiver, repr_digest
 log = Logger()
 
 CACHE_CONTROL = b"public, max-age=31536000, immutable"
+# Copying a body that twisted.web spooled (the embedding case).
+CHUNK_SIZE = 256 * 1024
 
 
 def _validators(request: Request, info: FileInfo) -> None:
@@ -47,6 +47,11 @@ def _representation(request: Request, info: FileInfo) -> None:
         b"Content-Disposition",
         content_disposition(info.filename, is_inline(info.content_type)),
     )
+
+
+def _close_quietly(opened: StoredFile | None) -> None:
+    if opened is not None:
+        opened.close()
 
 
 class _Response:
@@ -136,7 +141,9 @@ class UploadResource(Resource):
         upload = receiver.start(request.uri, headers, length, address)
         try:
             while content is not None and (chunk := content.read(CHUNK_SIZE)):
-                upload.write(chunk)
+                ready = upload.write(chunk)
+                if ready is not None:
+                    await ready
             return await upload.finish()
         finally:
             upload.release()
@@ -163,7 +170,7 @@ class UploadResource(Resource):
         request.setHeader(b"ETag", etag(info))
         response.send(plain(request, 201, "Created"))
 
-    async def _open(self, request: Request) -> tuple[FileInfo, BinaryIO] | None:
+    async def _open(self, request: Request) -> StoredFile | None:
         parsed = parse_url_path(request.path)
         if parsed is None:
             return None
@@ -173,15 +180,15 @@ class UploadResource(Resource):
             try:
                 record = await self._metadata.get(parsed[0])
             except BaseException:
-                opening.addCallback(lambda o: o and o[1].close())
+                opening.addCallback(_close_quietly)
                 opening.addErrback(lambda f: None)
                 raise
             served = record is not None and record.served_at(self._clock.seconds())
         else:
             served = True
         opened = await opening
-        if opened is not None and (not served or opened[0].filename != parsed[1]):
-            opened[1].close()
+        if opened is not None and (not served or opened.info.filename != parsed[1]):
+            opened.close()
             return None
         return opened
 
@@ -195,12 +202,12 @@ class UploadResource(Resource):
         if opened is None:
             response.send(plain(request, 404, "Not found"))
             return
-        info, handle = opened
+        info = opened.info
         if response.gone:
-            handle.close()
+            opened.close()
             return
         if not_modified(request.requestHeaders, info):
-            handle.close()
+            opened.close()
             _validators(request, info)
             request.setResponseCode(304)
             request.finish()
@@ -210,7 +217,7 @@ class UploadResource(Resource):
             try:
                 wanted = parse_range(request.getHeader(b"Range"), info.size)
             except Unsatisfiable:
-                handle.close()
+                opened.close()
                 _validators(request, info)
                 request.setHeader(b"Content-Range", f"bytes */{info.size}".encode())
                 response.send(plain(request, 416, "Range not satisfiable"))
@@ -222,8 +229,8 @@ class UploadResource(Resource):
             request.setHeader(b"Content-Range", wanted.content_range(info.size))
             offset, length = wanted.start, wanted.length
         request.setHeader(b"Content-Length", str(length).encode("ascii"))
-        if request.method == b"HEAD":
-            handle.close()
+        if request.method == b"HEAD" or length == 0:
+            opened.close()
             request.finish()
             return
-        FileSender(request, handle, offset, length).start()
+        opened.send(request, offset, length)

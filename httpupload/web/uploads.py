@@ -123,10 +123,11 @@ class IncomingUpload:
         self.cancel: Callable[[], None] = lambda: None
         self._aborting: Deferred[None] | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> Deferred[None] | None:
+        """Take a chunk; a Deferred asks the caller to hold the rest back."""
         self.bytes_received += len(data)
         self._sha256.update(data)
-        self._pending.write(data)
+        return self._pending.write(data)
 
     def release(self) -> None:
         """No longer in flight: its answer is out (or its client gone).
