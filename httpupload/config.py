@@ -7,21 +7,61 @@ Parsing works on a mapping, so tests never need a file.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from twisted.words.protocols.jabber.jid import JID, InvalidFormat
-
+from httpupload.config_deploy import (
+    METADATA_BACKENDS,
+    ROLES,
+    STORAGE_BACKENDS,
+    MetadataConfig,
+    NodeConfig,
+    StorageConfig,
+    check_deployment,
+    parse_metadata,
+    parse_node,
+    parse_signing_keys,
+    parse_storage,
+)
+from httpupload.config_reader import (
+    Section,
+    base_url,
+    domain_jid,
+    domains,
+    jids,
+    networks,
+    reason,
+    suggest,
+    type_patterns,
+)
 from httpupload.errors import ConfigError
+from httpupload.keys import MIN_SIGNING_KEY_BYTES, KeyRing
+from httpupload.storage.s3settings import S3Settings
 
-MIN_SIGNING_KEY_BYTES = 32
+__all__ = [
+    "DEFAULTS",
+    "KNOWN_KEYS",
+    "MIN_SIGNING_KEY_BYTES",
+    "AccessConfig",
+    "ComponentConfig",
+    "Config",
+    "ConfigError",
+    "HttpConfig",
+    "LimitsConfig",
+    "MetadataConfig",
+    "MetricsConfig",
+    "NodeConfig",
+    "PurposeConfig",
+    "QuotaLimits",
+    "QuotasConfig",
+    "S3Settings",
+    "StorageConfig",
+    "load_config",
+    "parse_config",
+]
 
 
 @dataclass(frozen=True)
@@ -29,7 +69,8 @@ class ComponentConfig:
     jid: str
     server_host: str
     server_port: int
-    secret: str = field(repr=False)
+    # None on a node without the "component" role.
+    secret: str | None = field(repr=False)
     # A dead link is noticed (and reconnected) within this many seconds.
     link_timeout: int = 60
 
@@ -40,7 +81,7 @@ class HttpConfig:
     public_url: str
     get_url: str
     # None: generate one on first start and keep it in the storage folder.
-    signing_key: bytes | None = field(repr=False)
+    signing_keys: KeyRing | None
     idle_timeout: int = 60
     header_timeout: int = 30
     min_upload_rate: int = 1024
@@ -48,10 +89,10 @@ class HttpConfig:
     trusted_proxies: tuple[str, ...] = ()
     shutdown_grace: int = 30
 
-
-@dataclass(frozen=True)
-class StorageConfig:
-    path: Path
+    @property
+    def signing_key(self) -> KeyRing | None:
+        """The old name of ``signing_keys`` (``SlotSigner`` takes a ring too)."""
+        return self.signing_keys
 
 
 @dataclass(frozen=True)
@@ -127,6 +168,8 @@ class Config:
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     purposes: dict[str, PurposeConfig] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -140,7 +183,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "trusted_proxies": [],
         "shutdown_grace": 30,
     },
-    "storage": {},
+    "storage": {"backend": STORAGE_BACKENDS[0]},
+    "metadata": {"backend": METADATA_BACKENDS[0], "threads": 4},
+    "node": {"roles": list(ROLES)},
     "limits": {"max_file_size": 100 * 1024 * 1024, "slot_lifetime": 300},
     "access": {
         "allow_jids": [],
@@ -176,6 +221,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "get_url",
         "signing_key",
         "signing_key_file",
+        "signing_keys",
+        "signing_key_id",
         "idle_timeout",
         "header_timeout",
         "min_upload_rate",
@@ -183,7 +230,9 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "trusted_proxies",
         "shutdown_grace",
     ),
-    "storage": ("path",),
+    "storage": ("backend", "path", "s3"),
+    "metadata": ("backend", "dsn", "dsn_file", "threads"),
+    "node": ("roles", "name"),
     "limits": ("max_file_size", "slot_lifetime"),
     "access": (
         "domains",
@@ -206,194 +255,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _suggest(name: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Section:
-    """One ``[table]``: typed getters that name ``[table] key`` in errors."""
-
-    def __init__(self, name: str, values: Any) -> None:
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}]", "must be a table")
-        known = KNOWN_KEYS[name]
-        for key in values:
-            if key not in known:
-                raise ConfigError(
-                    f"[{name}] {key}", "unknown key" + _suggest(key, known)
-                )
-        self.name = name
-        self.values = {**DEFAULTS[name], **values}
-
-    def key(self, key: str) -> str:
-        return f"[{self.name}] {key}"
-
-    def has(self, key: str) -> bool:
-        return key in self.values
-
-    def string(self, key: str, *, required: bool = True) -> str | None:
-        if key not in self.values:
-            if required:
-                raise ConfigError(self.key(key), "missing")
-            return None
-        value = self.values[key]
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(self.key(key), "must be a non-empty string")
-        return value.strip()
-
-    def positive_int(
-        self, key: str, *, maximum: int | None = None, zero_ok: bool = False
-    ) -> int:
-        if key not in self.values:
-            raise ConfigError(self.key(key), "missing")
-        value = self.values[key]
-        lowest = 0 if zero_ok else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            kind = "a non-negative" if zero_ok else "a positive"
-            raise ConfigError(self.key(key), f"must be {kind} integer, got {value!r}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(self.key(key), f"must be at most {maximum}, got {value}")
-        return value
-
-    def secret(self, key: str, base_dir: Path, *, required: bool) -> str | None:
-        """A secret given inline as ``key`` or in a file as ``key_file``."""
-        file_key = f"{key}_file"
-        if self.has(key) and self.has(file_key):
-            raise ConfigError(self.key(key), f"give either {key} or {file_key}")
-        if self.has(file_key):
-            path = _resolve(base_dir, self.string(file_key) or "")
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(
-                    self.key(file_key), f"cannot read {path}: {_reason(e)}"
-                ) from None
-            if not text:
-                raise ConfigError(self.key(file_key), f"{path} is empty")
-            return text
-        if self.has(key):
-            value = self.values[key]
-            if not isinstance(value, str) or not value:
-                raise ConfigError(self.key(key), "must be a non-empty string")
-            return value
-        if required:
-            raise ConfigError(self.key(key), f"missing (give {key} or {file_key})")
-        return None
-
-
-def _reason(error: Exception) -> str:
-    return getattr(error, "strerror", None) or str(error)
-
-
-def _resolve(base_dir: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
-def _domain_jid(section: _Section, key: str) -> str:
-    value = section.string(key) or ""
-    try:
-        parsed = JID(value)
-    except InvalidFormat as e:
-        raise ConfigError(section.key(key), f"not a valid JID: {e}") from None
-    if parsed.user or parsed.resource:
-        raise ConfigError(
-            section.key(key),
-            f"must be a bare domain like upload.example.org, got {value!r}",
-        )
-    return parsed.host
-
-
-def _base_url(section: _Section, key: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            section.key(key), f"must be an absolute http(s) URL, got {value!r}"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigError(section.key(key), "must not have a query or fragment")
-    return value if value.endswith("/") else value + "/"
-
-
-def _domains(section: _Section, key: str, component_jid: str) -> tuple[str, ...]:
-    if not section.has(key):
-        parent = component_jid.partition(".")[2]
-        if not parent:
-            raise ConfigError(
-                section.key(key),
-                f"missing, and [component] jid {component_jid!r} has no parent domain",
-            )
-        return (parent,)
-    value = section.values[key]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(section.key(key), "must be a non-empty list of domains")
-    domains = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigError(section.key(key), f"not a domain: {item!r}")
-        try:
-            domains.append(JID(item.strip()).host)
-        except InvalidFormat as e:
-            raise ConfigError(
-                section.key(key), f"not a domain: {item!r} ({e})"
-            ) from None
-    return tuple(domains)
-
-
-def _networks(section: _Section, key: str) -> tuple[str, ...]:
-    value = section.values[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(section.key(key), "must be a list of addresses or networks")
-    for item in value:
-        try:
-            ipaddress.ip_network(item.strip(), strict=False)
-        except ValueError:
-            raise ConfigError(
-                section.key(key), f"not an address or network: {item!r}"
-            ) from None
-    return tuple(v.strip() for v in value)
-
-
-def _jids(section: _Section, key: str, *, domains: bool = False) -> tuple[str, ...]:
-    value = section.values[key]
-    if not isinstance(value, list):
-        raise ConfigError(section.key(key), "must be a list")
-    found = []
-    for item in value:
-        try:
-            parsed = (
-                JID(item.strip()) if isinstance(item, str) and item.strip() else None
-            )
-        except InvalidFormat:
-            parsed = None
-        if parsed is None or parsed.resource or (domains and parsed.user):
-            kind = "a domain" if domains else "a bare JID"
-            raise ConfigError(section.key(key), f"not {kind}: {item!r}")
-        found.append(parsed.userhost())
-    return tuple(found)
-
-
-_TYPE_PATTERN = re.compile(r"(\*|[!#$%&'+.^_`|~0-9a-z-]+)/(\*|[!#$%&'+.^_`|~0-9a-z-]+)")
-
-
-def _type_patterns(section: _Section, key: str) -> tuple[str, ...]:
-    value = section.values[key]
-    if not isinstance(value, list):
-        raise ConfigError(section.key(key), "must be a list of media types")
-    patterns = []
-    for item in value:
-        text = item.strip().lower() if isinstance(item, str) else ""
-        wild_type = text.startswith("*/") and text != "*/*"
-        if not _TYPE_PATTERN.fullmatch(text) or wild_type:
-            raise ConfigError(
-                section.key(key), f"not a media type or pattern like image/*: {item!r}"
-            )
-        patterns.append(text)
-    return tuple(patterns)
-
-
-def _limits(section: _Section) -> QuotaLimits:
+def _limits(section: Section) -> QuotaLimits:
     return QuotaLimits(
         bytes_per_window=section.positive_int("bytes_per_window", zero_ok=True),
         files_per_window=section.positive_int("files_per_window", zero_ok=True),
@@ -401,32 +263,15 @@ def _limits(section: _Section) -> QuotaLimits:
     )
 
 
-def _purposes(section: _Section) -> dict[str, PurposeConfig]:
+def _purposes(section: Section) -> dict[str, PurposeConfig]:
     purposes = {}
     for name, defaults in PURPOSE_DEFAULTS.items():
         given = section.values.get(name, {})
         table = f"purposes.{name}"
-        if not isinstance(given, Mapping):
-            raise ConfigError(f"[{table}]", "must be a table")
-        for key in given:
-            if key not in PURPOSE_KEYS:
-                raise ConfigError(
-                    f"[{table}] {key}", "unknown key" + _suggest(key, PURPOSE_KEYS)
-                )
-        sub = _Section.__new__(_Section)
-        sub.name = table
-        sub.values = {
-            "bytes_per_window": 0,
-            "files_per_window": 0,
-            "total_bytes": 0,
-            **defaults,
-            **given,
-        }
-        enabled = sub.values["enabled"]
-        if not isinstance(enabled, bool):
-            raise ConfigError(sub.key("enabled"), "must be true or false")
+        limits = {"bytes_per_window": 0, "files_per_window": 0, "total_bytes": 0}
+        sub = Section(table, given, PURPOSE_KEYS, {**limits, **defaults})
         purposes[name] = PurposeConfig(
-            enabled=enabled,
+            enabled=sub.boolean("enabled"),
             retention=sub.positive_int("retention", zero_ok=True),
             max_file_size=sub.positive_int("max_file_size", zero_ok=True),
             limits=_limits(sub),
@@ -439,45 +284,47 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     for name in data:
         if name not in KNOWN_KEYS:
             raise ConfigError(
-                f"[{name}]", "unknown section" + _suggest(name, list(KNOWN_KEYS))
+                f"[{name}]", "unknown section" + suggest(name, list(KNOWN_KEYS))
             )
-    sections = {name: _Section(name, data.get(name, {})) for name in KNOWN_KEYS}
+    sections = {
+        name: Section(name, data.get(name, {}), known, DEFAULTS[name])
+        for name, known in KNOWN_KEYS.items()
+    }
+    node = parse_node(sections["node"])
 
     c = sections["component"]
-    jid = _domain_jid(c, "jid")
+    jid = domain_jid(c, "jid")
+    if node.runs_component and not (c.has("secret") or c.has("secret_file")):
+        raise ConfigError(
+            c.key("secret"),
+            'missing (give secret or secret_file): the "component" role needs it',
+        )
     component = ComponentConfig(
         jid=jid,
         server_host=c.string("server_host") or "",
         server_port=c.positive_int("server_port", maximum=65535),
-        secret=c.secret("secret", base_dir, required=True) or "",
+        secret=c.secret("secret", base_dir, required=False),
         link_timeout=c.positive_int("link_timeout"),
     )
 
     h = sections["http"]
-    public_url = _base_url(h, "public_url", h.string("public_url") or "")
+    public_url = base_url(h, "public_url", h.string("public_url") or "")
     get_url = h.string("get_url", required=False)
-    key = h.secret("signing_key", base_dir, required=False)
-    signing_key = key.encode("utf-8") if key is not None else None
-    if signing_key is not None and len(signing_key) < MIN_SIGNING_KEY_BYTES:
-        which = "signing_key_file" if h.has("signing_key_file") else "signing_key"
-        raise ConfigError(
-            h.key(which), f"must be at least {MIN_SIGNING_KEY_BYTES} bytes long"
-        )
     http = HttpConfig(
         listen=h.string("listen") or "",
         public_url=public_url,
-        get_url=_base_url(h, "get_url", get_url) if get_url else public_url,
-        signing_key=signing_key,
+        get_url=base_url(h, "get_url", get_url) if get_url else public_url,
+        signing_keys=parse_signing_keys(h, base_dir),
         idle_timeout=h.positive_int("idle_timeout"),
         header_timeout=h.positive_int("header_timeout"),
         min_upload_rate=h.positive_int("min_upload_rate", zero_ok=True),
         max_uploads_per_address=h.positive_int("max_uploads_per_address"),
-        trusted_proxies=_networks(h, "trusted_proxies"),
+        trusted_proxies=networks(h, "trusted_proxies"),
         shutdown_grace=h.positive_int("shutdown_grace", zero_ok=True),
     )
-
-    s = sections["storage"]
-    storage = StorageConfig(path=_resolve(base_dir, s.string("path") or ""))
+    storage = parse_storage(sections["storage"], base_dir)
+    metadata = parse_metadata(sections["metadata"], base_dir)
+    check_deployment(storage, metadata, node, http.signing_keys)
 
     lim = sections["limits"]
     limits = LimitsConfig(
@@ -487,12 +334,12 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
 
     a = sections["access"]
     access = AccessConfig(
-        domains=_domains(a, "domains", jid),
-        allow_jids=_jids(a, "allow_jids"),
-        deny_domains=_jids(a, "deny_domains", domains=True),
-        deny_jids=_jids(a, "deny_jids"),
-        allow_types=_type_patterns(a, "allow_types"),
-        deny_types=_type_patterns(a, "deny_types"),
+        domains=domains(a, "domains", jid),
+        allow_jids=jids(a, "allow_jids"),
+        deny_domains=jids(a, "deny_domains", domains=True),
+        deny_jids=jids(a, "deny_jids"),
+        allow_types=type_patterns(a, "allow_types"),
+        deny_types=type_patterns(a, "deny_types"),
     )
     q = sections["quotas"]
     quotas = QuotasConfig(
@@ -507,7 +354,18 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     if not isinstance(listen, str):
         raise ConfigError(m.key("listen"), 'must be an endpoint description or ""')
     metrics = MetricsConfig(listen=listen.strip())
-    return Config(component, http, storage, limits, access, quotas, purposes, metrics)
+    return Config(
+        component,
+        http,
+        storage,
+        limits,
+        access,
+        quotas,
+        purposes,
+        metrics,
+        metadata,
+        node,
+    )
 
 
 def load_config(path: str | Path) -> Config:
@@ -517,7 +375,7 @@ def load_config(path: str | Path) -> Config:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {_reason(e)}") from None
+        raise ConfigError("--config", f"cannot read {path}: {reason(e)}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), f"not valid TOML: {e}") from None
     return parse_config(data, path.resolve().parent)
