@@ -255,12 +255,15 @@ class PostgresMetadataStore:
         with self._open_lock:
             if self._opened:
                 return
-            conn = self._connection()
+            conn: Connection | None = None
             try:
+                conn = self._connection()
                 upgrade_schema(conn, self._upgrade)
-            except psycopg.OperationalError:
-                if conn.broken or conn.closed:
-                    self._forget(conn)
+            except BaseException as e:
+                if conn is not None:
+                    self._forget(conn)  # the store is unusable: leave nothing open
+                if isinstance(e, psycopg.Error):
+                    raise PostgresStoreError(f"cannot use the database: {e}") from e
                 raise
             self._opened = True
 
@@ -304,10 +307,11 @@ class PostgresMetadataStore:
         For start-up, before the reactor runs, so that an unreachable database
         or a newer schema stops the service before it listens.
         """
-        try:
-            self._ensure_open()
-        except psycopg.Error as e:
-            raise PostgresStoreError(f"cannot use the database: {e}") from None
+        self._ensure_open()
+        # The caller's thread makes no further queries: only the pool does.
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._forget(conn)
 
     def start(self) -> Deferred[None]:
         """Start the threads; the schema is checked (and upgraded) on one."""

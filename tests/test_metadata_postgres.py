@@ -1,0 +1,293 @@
+"""What only the PostgreSQL store has: several nodes on one database.
+
+Each test gets a fresh database on the session's private server
+(tests/pgserver.py); "nodes" are store instances with thread pools of their
+own, so their queries really run at the same time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_twisted
+from pgserver import PostgresServer, postgresql  # noqa: F401
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.threads import deferToThread
+
+from httpupload.expiry import remove_due
+from httpupload.metadata import FileRecord, Usage, UsageNeeds
+from httpupload.metadata.postgres import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PostgresMetadataStore,
+    PostgresStoreError,
+)
+
+
+class NoRoom(Exception):
+    pass
+
+
+def record(file_id: str, created: float, owner: str = "a@x", **kw: Any) -> FileRecord:
+    values: dict[str, Any] = dict(
+        file_id=file_id,
+        owner=owner,
+        filename="f.txt",
+        size=100,
+        content_type=None,
+        purpose="message",
+        created=created,
+        slot_expires=created + 300,
+        expires=created + 86400,
+    )
+    values.update(kw)
+    return FileRecord(**values)
+
+
+def sql(dsn: str, query: str) -> Any:
+    """Run one statement on a connection of the test's own, off the reactor."""
+
+    def run() -> list[tuple[Any, ...]]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            cursor = conn.execute(query)
+            return cursor.fetchall() if cursor.description else []
+
+    return deferToThread(run)
+
+
+@pytest.fixture
+def dsn(postgresql: PostgresServer) -> str:  # noqa: F811
+    return postgresql.new_database()
+
+
+@pytest_twisted.async_yield_fixture
+async def nodes(
+    dsn: str,
+) -> AsyncIterator[Callable[..., PostgresMetadataStore]]:
+    """Starts store instances ("nodes") on the test's database; stops them after."""
+    made: list[PostgresMetadataStore] = []
+
+    def make(**kw: Any) -> PostgresMetadataStore:
+        store = PostgresMetadataStore(dsn, reactor, **kw)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.stop()
+
+
+async def started(store: PostgresMetadataStore) -> PostgresMetadataStore:
+    await store.start()
+    return store
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_reserves_on_two_nodes_keep_a_file_quota(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """20 slot requests at once on two nodes against a 3-file quota: 3 granted."""
+    one, two = [await started(nodes()) for _ in range(2)]
+    assert not one.ordered and nodes(threads=1).ordered
+
+    def three_files(usage: Usage) -> None:
+        if len(usage.window) >= 3:
+            raise NoRoom()
+
+    needs = UsageNeeds(window=True, held=False, global_bytes=False)
+    results = await DeferredList(
+        [
+            (one if n % 2 else two).reserve(
+                record(f"f{n}", 1000.0), 86400, three_files, needs
+            )
+            for n in range(20)
+        ],
+        consumeErrors=True,
+    )
+    granted = [ok for ok, _ in results if ok]
+    refused = [f for ok, f in results if not ok]
+    assert len(granted) == 3
+    assert all(f.check(NoRoom) for f in refused)  # type: ignore[union-attr]
+    assert len(await one.all_ids()) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_global_quota_across_owners_and_nodes(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """Two owners on two nodes against a 1000-byte global quota: ten of 100 granted."""
+    one, two = [await started(nodes()) for _ in range(2)]
+
+    def global_room(usage: Usage) -> None:
+        if usage.global_bytes + 100 > 1000:
+            raise NoRoom()
+
+    needs = UsageNeeds(window=False, held=False, global_bytes=True)
+    results = await DeferredList(
+        [
+            (one if n % 2 else two).reserve(
+                record(f"f{n}", 1000.0, owner="a@x" if n % 4 < 2 else "b@x"),
+                86400,
+                global_room,
+                needs,
+            )
+            for n in range(24)
+        ],
+        consumeErrors=True,
+    )
+    assert sum(ok for ok, _ in results) == 10
+    assert (await one.usage("a@x", 1000.0, 86400)).global_bytes == 1000
+
+
+class CountingStorage:
+    """Counts removals; each one yields to the reactor, as real storage does."""
+
+    def __init__(self) -> None:
+        self.deleted: Counter[str] = Counter()
+
+    def delete(self, file_id: str) -> Any:
+        self.deleted[file_id] += 1
+        return deferToThread(lambda: None)
+
+
+async def add_due_files(store: PostgresMetadataStore, count: int) -> set[str]:
+    ids = {f"due{n:04d}" for n in range(count)}
+    await DeferredList(
+        [
+            store.reserve(
+                record(i, 0.0, expires=100.0, completed=True, completed_at=1.0),
+                86400,
+                lambda usage: None,
+                UsageNeeds(False, False, False),
+            )
+            for i in ids
+        ],
+        fireOnOneErrback=True,
+    )
+    return ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_sweepers_remove_each_file_once(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """Two nodes sweeping 200 due files at once: each removed exactly once."""
+    one, two = [await started(nodes()) for _ in range(2)]
+    ids = await add_due_files(one, 200)
+    storage = CountingStorage()
+    swept: Counter[str] = Counter()
+
+    async def sweep(store: PostgresMetadataStore) -> None:
+        while batch := await remove_due(store, storage, 1000.0, 0.0, 20):  # type: ignore[arg-type]
+            swept.update(r.file_id for r in batch)
+
+    await DeferredList(
+        [ensureDeferred(sweep(s)) for s in (one, two, one, two)],
+        fireOnOneErrback=True,
+    )
+    assert set(storage.deleted) == ids and set(storage.deleted.values()) == {1}
+    assert set(swept) == ids and set(swept.values()) == {1}
+    assert await two.all_ids() == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_sweepers_claims_return_after_the_lease(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """Records claimed by a sweeper that died are swept by another after the lease."""
+    one, two = [await started(nodes()) for _ in range(2)]
+    ids = await add_due_files(one, 30)
+    claimed = await one.claim_due(1000.0, 0.0, 100, lease_seconds=60)
+    assert {r.file_id for r in claimed} == ids
+    await one.stop()  # dies without removing anything
+    storage = CountingStorage()
+    assert await remove_due(two, storage, 1059.0, 0.0, 100, lease=60) == []  # type: ignore[arg-type]
+    removed = await remove_due(two, storage, 1060.0, 0.0, 100, lease=60)  # type: ignore[arg-type]
+    assert {r.file_id for r in removed} == ids == set(storage.deleted)
+    assert await two.all_ids() == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_schema_fresh_and_nodes_starting_together(
+    dsn: str, nodes: Callable[..., PostgresMetadataStore]
+) -> None:
+    """Three nodes starting at once on an empty database: one schema, current."""
+    await DeferredList([nodes().start() for _ in range(3)], fireOnOneErrback=True)
+    assert await sql(dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    indexes = await sql(dsn, "SELECT indexname FROM pg_indexes WHERE tablename='files'")
+    assert {name for (name,) in indexes} == {
+        "files_pkey",
+        "files_owner_created",
+        "files_expires",
+        "files_slots",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_schema_upgraded_from_version_1(
+    dsn: str, nodes: Callable[..., PostgresMetadataStore]
+) -> None:
+    """A version-1 database keeps its records and gains the lease column."""
+    await sql(dsn, MIGRATIONS[0])
+    await sql(dsn, "CREATE TABLE schema_version (version integer NOT NULL)")
+    await sql(dsn, "INSERT INTO schema_version VALUES (1)")
+    await sql(
+        dsn,
+        "INSERT INTO files (file_id, owner, filename, size, purpose, created, "
+        "slot_expires, expires, completed) "
+        "VALUES ('old', 'a@x', 'f', 1, 'message', 0, 0, 10, true)",
+    )
+    tool = nodes(upgrade=False)
+    with pytest.raises(PostgresStoreError, match="start the service once"):
+        await deferToThread(tool.open)
+    store = await started(nodes())
+    assert await sql(dsn, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    claimed = await store.claim_due(20.0, 0.0, 10, 60)
+    assert [r.file_id for r in claimed] == ["old"] and claimed[0].completed
+
+
+@pytest_twisted.ensureDeferred
+async def test_newer_schema_is_refused(
+    dsn: str, nodes: Callable[..., PostgresMetadataStore]
+) -> None:
+    """A schema newer than the code stops start with a clear error."""
+    await started(nodes())
+    await sql(dsn, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")  # noqa: S608
+    with pytest.raises(PostgresStoreError, match="newer than this httpupload"):
+        await deferToThread(nodes().open)
+    with pytest.raises(PostgresStoreError, match="newer"):
+        await nodes().start()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_connection_is_replaced(
+    dsn: str, nodes: Callable[..., PostgresMetadataStore]
+) -> None:
+    """After pg_terminate_backend the next calls reconnect and succeed."""
+    store = await started(nodes(threads=1))
+    await store.reserve(record("f1", 1000.0), 86400, lambda usage: None)
+    others = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert await sql(dsn, others) == [(True,)]
+    assert (await store.get("f1")) is not None  # a read
+    assert await sql(dsn, others) == [(True,)]
+    await store.reserve(record("f2", 1000.0), 86400, lambda usage: None)  # a write
+    assert await store.all_ids() == {"f1", "f2"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_database_fails_clearly(
+    postgresql: PostgresServer,  # noqa: F811
+) -> None:
+    """A database that does not exist fails open() with one clear error."""
+    store = PostgresMetadataStore(postgresql.dsn("no_such_db"), reactor)
+    with pytest.raises(PostgresStoreError, match="no_such_db"):
+        await deferToThread(store.open)
+    assert await store.stop() is None  # never started: nothing to stop
