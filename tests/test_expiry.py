@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.client import HTTPConnectionPool
 
@@ -219,3 +221,50 @@ async def test_put_records_the_file_and_refuses_withdrawn_slots(world: World) ->
                 assert record.sha256 is not None and len(record.sha256) == 64
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_sweep_leaves_its_claims_until_the_lease(world: World) -> None:
+    """Files a sweep could not remove are claimed again only after the lease."""
+    ids = [
+        await world.stored_file(expires=world.clock.seconds() + 10) for _ in range(3)
+    ]
+    real_delete = world.storage.delete
+    failing = {ids[1]}
+
+    def delete(file_id: str) -> Deferred[None]:
+        if file_id in failing:
+            return fail(OSError("storage unreachable"))
+        return real_delete(file_id)
+
+    world.storage.delete = delete  # type: ignore[method-assign]
+    maintenance = Maintenance(
+        world.store, world.storage, POLICY, world.clock, batch=10, lease=100
+    )
+    world.clock.advance(11)
+    with pytest.raises(OSError, match="unreachable"):
+        await maintenance.sweep_once()
+    failing.clear()
+    left = await world.store.all_ids()
+    assert ids[1] in left and left < set(ids)
+    world.clock.advance(99)
+    assert await maintenance.sweep_once() == 0  # still leased to the failed sweep
+    world.clock.advance(1)
+    assert await maintenance.sweep_once() == len(left)
+    assert await world.store.all_ids() == set()
+    for file_id in ids:
+        assert await world.storage.stat(file_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconcile_when_another_node_adopted_first(world: World) -> None:
+    """An orphan adopted by another node meanwhile is neither an error nor counted."""
+    orphan = new_file_id()
+    await world.write(orphan, b"no record")
+    stale = await world.store.all_ids()  # what we read before the other node acted
+    info = await world.storage.stat(orphan)
+    assert info is not None
+    await world.store.reserve(FileRecord.orphan(info, None), DAY, lambda usage: None)
+    world.store.all_ids = lambda: succeed(set(stale))  # type: ignore[method-assign]
+    assert await reconcile(world.store, world.storage, POLICY, world.clock) == (0, 0, 0)
+    assert (await world.store.get(orphan)) is not None
