@@ -214,8 +214,10 @@ def parse_signing_keys(h: Section, base_dir: Path) -> KeyRing | None:
     for i, raw in enumerate(h.sub_tables("signing_keys"), start=1):
         title = f"[[http.signing_keys]] #{i}"
         s = Section("http.signing_keys", raw, SIGNING_KEY_KEYS, title=title)
-        key_id = s.string("id") or ""
-        if not KEY_ID_RE.fullmatch(key_id):
+        if not s.has("id"):
+            raise ConfigError(s.key("id"), "missing")
+        key_id = s.values["id"]
+        if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
             raise ConfigError(s.key("id"), f"use 1-32 of A-Za-z0-9 _ -, got {key_id!r}")
         if key_id in keys:
             also = " (the id of [http] signing_key)" if key_id == LEGACY_KEY_ID else ""

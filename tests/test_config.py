@@ -1,5 +1,7 @@
 """Reading the TOML configuration: defaults, and one clear error per bad key."""
 
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -7,8 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httpupload.config import load_config, parse_config
+from httpupload.config import (
+    KNOWN_KEYS,
+    MetadataConfig,
+    S3Settings,
+    load_config,
+    parse_config,
+)
 from httpupload.errors import ConfigError
+from httpupload.keys import KeyRing
 
 
 def minimal(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -170,3 +179,338 @@ def test_positive_sizes(value: int) -> None:
         assert parse_config(data, Path("/")).limits.max_file_size == value
     else:
         assert error_for(data).key == "[limits] max_file_size"
+
+
+# -- scale-out: storage and metadata backends, node roles, signing keys -------
+
+KEY = "k" * 40
+PG = {"backend": "postgresql", "dsn": "postgresql://up:pw@db/httpupload"}
+S3 = {"backend": "s3", "s3": {"bucket": "uploads"}}
+
+
+def scaled(**sections: dict[str, Any]) -> dict[str, Any]:
+    """A minimal config for S3 + PostgreSQL with a configured signing key."""
+    data = minimal(metadata=PG, http={"signing_key": KEY})
+    data["storage"] = dict(S3, s3=dict(S3["s3"]))
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def test_scale_out_defaults() -> None:
+    """Without the new tables: filesystem, SQLite, both roles, host name."""
+    config = parse_config(minimal(), Path("/etc"))
+    assert config.storage.backend == "filesystem"
+    assert config.storage.path == Path("/var/lib/httpupload")
+    assert config.storage.s3 is None
+    assert config.metadata == MetadataConfig(backend="sqlite", dsn=None, threads=4)
+    assert config.node.roles == ("component", "http")
+    assert config.node.runs_component and config.node.runs_http
+    assert config.node.name == socket.gethostname()
+    assert config.http.signing_keys is None
+
+
+def test_s3_settings_from_the_table(tmp_path: Path) -> None:
+    """Every [storage.s3] key lands in S3Settings; the secret may come from a file."""
+    (tmp_path / "s3.secret").write_text("shh-very-secret\n")
+    s3 = {
+        "bucket": "uploads",
+        "prefix": "files/",
+        "endpoint": "https://s3.example.org/",
+        "region": "eu-west-3",
+        "access_key_id": "AKIA1",
+        "secret_access_key_file": "s3.secret",
+        "addressing": "virtual",
+        "mode": "direct",
+        "part_size": 16 * 1024 * 1024,
+        "parts_in_flight": 4,
+        "public_base_url": "https://cdn.example.org/up",
+    }
+    config = parse_config(scaled(storage={"s3": s3}), tmp_path)
+    assert config.storage.backend == "s3"
+    assert config.storage.path is None
+    assert config.storage.s3 == S3Settings(
+        bucket="uploads",
+        prefix="files/",
+        endpoint="https://s3.example.org",
+        region="eu-west-3",
+        access_key_id="AKIA1",
+        secret_access_key="shh-very-secret",
+        addressing="virtual",
+        mode="direct",
+        part_size=16 * 1024 * 1024,
+        parts_in_flight=4,
+        public_base_url="https://cdn.example.org/up/",
+    )
+    assert "shh" not in repr(config)
+
+
+def test_s3_defaults() -> None:
+    """A bare bucket gets S3Settings' defaults: AWS chain, proxy mode, 8 MiB parts."""
+    config = parse_config(scaled(), Path("/etc"))
+    assert config.storage.s3 == S3Settings(bucket="uploads")
+
+
+def test_postgresql_dsn_from_a_file_stays_secret(tmp_path: Path) -> None:
+    """dsn_file is read; the DSN (it holds a password) is never in a repr."""
+    (tmp_path / "dsn").write_text("host=db user=up password=hunter22\n")
+    metadata = {"backend": "postgresql", "dsn_file": "dsn", "threads": 8}
+    data = minimal(metadata=metadata, http={"signing_key": KEY})
+    config = parse_config(data, tmp_path)
+    assert config.metadata.backend == "postgresql"
+    assert config.metadata.dsn == "host=db user=up password=hunter22"
+    assert config.metadata.threads == 8
+    assert "hunter22" not in repr(config)
+
+
+def test_http_only_node_needs_no_component_secret() -> None:
+    """A node without the component role starts without [component] secret."""
+    data = scaled(node={"roles": ["http"], "name": "web-1"})
+    del data["component"]["secret"]
+    config = parse_config(data, Path("/etc"))
+    assert config.node.roles == ("http",)
+    assert config.node.name == "web-1"
+    assert not config.node.runs_component
+    assert config.component.secret is None
+
+
+def test_component_role_names_itself_when_the_secret_is_missing() -> None:
+    """The error for a missing secret says that the component role needs it."""
+    data = scaled(node={"roles": ["component"]})
+    del data["component"]["secret"]
+    error = error_for(data)
+    assert error.key == "[component] secret"
+    assert '"component" role' in str(error)
+
+
+def test_roles_keep_a_fixed_order() -> None:
+    """Roles listed in any order read the same."""
+    config = parse_config(scaled(node={"roles": ["http", "component"]}), Path("/"))
+    assert config.node.roles == ("component", "http")
+
+
+def test_single_signing_key_has_the_legacy_id() -> None:
+    """[http] signing_key alone is a ring of one key with id "default"."""
+    config = parse_config(minimal(http={"signing_key": KEY}), Path("/"))
+    ring = config.http.signing_keys
+    assert ring == KeyRing.single(KEY.encode(), "default")
+    assert config.http.signing_key is ring
+
+
+def test_signing_keys_with_ids(tmp_path: Path) -> None:
+    """[[http.signing_keys]] and signing_key_id make a ring that signs with that id."""
+    (tmp_path / "new.key").write_text("n" * 40 + "\n")
+    keys = [
+        {"id": "2026-05", "key": "o" * 40},
+        {"id": "2026-11", "key_file": "new.key"},
+    ]
+    http = {"signing_key": KEY, "signing_keys": keys, "signing_key_id": "2026-11"}
+    ring = parse_config(minimal(http=http), tmp_path).http.signing_keys
+    assert ring is not None
+    assert ring.current_id == "2026-11"
+    assert ring.current_key == b"n" * 40
+    assert ring.ids == ("2026-05", "2026-11", "default")
+    assert ring.get("2026-05") == b"o" * 40
+    assert ring.get("default") == KEY.encode()
+
+
+def test_one_listed_key_signs_without_naming_it() -> None:
+    """With exactly one key, signing_key_id may be left out."""
+    http = {"signing_keys": [{"id": "a1", "key": KEY}]}
+    ring = parse_config(minimal(http=http), Path("/")).http.signing_keys
+    assert ring is not None
+    assert ring.current_id == "a1"
+
+
+@given(st.one_of(st.text(max_size=40), st.from_regex(r"\s?[a-z0-9_-]{1,33}\s?")))
+def test_key_ids(key_id: str) -> None:
+    """Key ids are exactly 1-32 characters of A-Za-z0-9_-."""
+    http = {"signing_keys": [{"id": key_id, "key": KEY}]}
+    data = minimal(http=http)
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,32}", key_id):
+        ring = parse_config(data, Path("/")).http.signing_keys
+        assert ring is not None
+        assert ring.current_id == key_id
+    else:
+        assert error_for(data).key == "[[http.signing_keys]] #1 id"
+
+
+@given(st.lists(st.sampled_from(["component", "http"]), min_size=1, max_size=2))
+def test_any_role_set(roles: list[str]) -> None:
+    """Any non-empty set of the two roles is a valid node, duplicates refused."""
+    data = scaled(node={"roles": roles})
+    if len(set(roles)) == len(roles):
+        assert set(parse_config(data, Path("/")).node.roles) == set(roles)
+    else:
+        assert error_for(data).key == "[node] roles"
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        # [storage]
+        (minimal(storage={"backend": "filesytem"}), "[storage] backend", "did you"),
+        (scaled(storage={"path": "/x"}), "[storage] path", 'not used by the "s3"'),
+        (minimal(storage={"s3": {"bucket": "b"}}), "[storage.s3]", "filesystem"),
+        (
+            scaled(storage={"s3": {"bucket": "b", "regoin": "x"}}),
+            "[storage.s3] regoin",
+            "did you mean 'region'",
+        ),
+        (scaled(storage={"s3": {}}), "[storage.s3] bucket", "missing"),
+        (scaled(storage={"s3": {"bucket": "a/b"}}), "[storage.s3] bucket", "bucket"),
+        (
+            scaled(storage={"s3": {"bucket": "b", "prefix": "/up"}}),
+            "[storage.s3] prefix",
+            "/",
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "part_size": 5 * 1024 * 1024 - 1}}),
+            "[storage.s3] part_size",
+            "at least 5242880",
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "mode": "direkt"}}),
+            "[storage.s3] mode",
+            '"proxy" or "direct"',
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "addressing": "host"}}),
+            "[storage.s3] addressing",
+            '"path" or "virtual"',
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "mode": "direct"}}),
+            "[storage.s3] public_base_url",
+            "missing",
+        ),
+        (
+            scaled(
+                storage={
+                    "s3": {"bucket": "b", "mode": "direct", "public_base_url": "s3://x"}
+                }
+            ),
+            "[storage.s3] public_base_url",
+            "http(s)",
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "endpoint": "minio:9000"}}),
+            "[storage.s3] endpoint",
+            "http(s)",
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "access_key_id": "AK"}}),
+            "[storage.s3] secret_access_key",
+            "secret_access_key_file",
+        ),
+        (
+            scaled(storage={"s3": {"bucket": "b", "secret_access_key": "x"}}),
+            "[storage.s3] access_key_id",
+            "missing",
+        ),
+        # [metadata]
+        (minimal(metadata={"backend": "mysql"}), "[metadata] backend", '"sqlite"'),
+        (minimal(metadata={"dsn": "x"}), "[metadata] dsn", '"postgresql" backend'),
+        (minimal(metadata={"threads": 2}), "[metadata] threads", "postgresql"),
+        (scaled(metadata={"dsn": ""}), "[metadata] dsn", "non-empty"),
+        (scaled(metadata={"threads": 0}), "[metadata] threads", "positive"),
+        (scaled(metadata={"threads": 65}), "[metadata] threads", "at most 64"),
+        # [node]
+        (scaled(node={"roles": []}), "[node] roles", "non-empty"),
+        (scaled(node={"roles": "http"}), "[node] roles", "list"),
+        (scaled(node={"roles": ["xmpp"]}), "[node] roles", "unknown role 'xmpp'"),
+        (scaled(node={"name": "web 1"}), "[node] name", "A-Za-z0-9"),
+        (scaled(node={"rolls": ["http"]}), "[node] rolls", "did you mean 'roles'"),
+        # signing keys
+        (
+            minimal(http={"signing_keys": [{"id": "a", "key": "short"}]}),
+            "[[http.signing_keys]] #1 key",
+            "32 bytes",
+        ),
+        (
+            minimal(http={"signing_keys": [{"key": KEY}]}),
+            "[[http.signing_keys]] #1 id",
+            "missing",
+        ),
+        (
+            minimal(http={"signing_keys": [{"id": "a"}]}),
+            "[[http.signing_keys]] #1 key",
+            "key_file",
+        ),
+        (
+            minimal(
+                http={
+                    "signing_keys": [{"id": "a", "key": KEY}, {"id": "a", "key": KEY}]
+                }
+            ),
+            "[[http.signing_keys]] #2 id",
+            "twice",
+        ),
+        (
+            minimal(
+                http={"signing_key": KEY, "signing_keys": [{"id": "b", "key": KEY}]}
+            ),
+            "[http] signing_key_id",
+            "several signing keys (b, default)",
+        ),
+        (
+            minimal(http={"signing_key": KEY, "signing_key_id": "new"}),
+            "[http] signing_key_id",
+            "no key has id 'new' (given: default)",
+        ),
+        (minimal(http={"signing_key_id": "x"}), "[http] signing_key_id", "none"),
+        (
+            minimal(http={"signing_keys": {"id": "a", "key": KEY}}),
+            "[http] signing_keys",
+            "[[http.signing_keys]]",
+        ),
+        # across tables
+        (
+            scaled(metadata={"backend": "sqlite", "dsn": None}),
+            "[metadata] backend",
+            'must be "postgresql" with [storage] backend "s3"',
+        ),
+        (
+            minimal(node={"roles": ["component"]}, http={"signing_key": KEY}),
+            "[metadata] backend",
+            "share one metadata store",
+        ),
+        (
+            scaled(http={"signing_key": None}),
+            "[http] signing_key",
+            '[storage] backend is "s3"',
+        ),
+        (
+            minimal(metadata=PG),
+            "[http] signing_key",
+            '[metadata] backend is "postgresql"',
+        ),
+    ],
+)
+def test_bad_scale_out_values_name_their_key(
+    data: dict[str, Any], key: str, words: str
+) -> None:
+    """Each bad storage, metadata, node or key value is one line naming its key."""
+    for table in data.values():
+        for name in [k for k, v in table.items() if v is None]:
+            del table[name]
+    error = error_for(data)
+    assert error.key == key
+    assert words in str(error)
+    assert "\n" not in str(error)
+
+
+def test_missing_key_names_every_way_to_give_one() -> None:
+    """Without a key on a split node, the error lists the three ways to give one."""
+    error = error_for(minimal(node={"roles": ["http"]}, metadata=PG))
+    assert error.key == "[http] signing_key"
+    for way in ("signing_key,", "signing_key_file", "[[http.signing_keys]]"):
+        assert way in str(error)
+
+
+def test_known_keys_list_the_new_tables() -> None:
+    """KNOWN_KEYS (which the benchmark reads) names the new tables and keys."""
+    assert KNOWN_KEYS["storage"] == ("backend", "path", "s3")
+    assert KNOWN_KEYS["metadata"] == ("backend", "dsn", "dsn_file", "threads")
+    assert KNOWN_KEYS["node"] == ("roles", "name")
+    assert {"signing_keys", "signing_key_id"} <= set(KNOWN_KEYS["http"])
