@@ -2,6 +2,7 @@
 
 import re
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -514,3 +515,38 @@ def test_known_keys_list_the_new_tables() -> None:
     assert KNOWN_KEYS["metadata"] == ("backend", "dsn", "dsn_file", "threads")
     assert KNOWN_KEYS["node"] == ("roles", "name")
     assert {"signing_keys", "signing_key_id"} <= set(KNOWN_KEYS["http"])
+
+
+def uncommented(text: str, first: str) -> str:
+    """The commented block of the example starting at ``# <first>``, uncommented."""
+    lines = text.splitlines()
+    start = lines.index(f"# {first}")
+    block = []
+    for line in lines[start:]:
+        # The block ends at the first line that is not a commented key or table.
+        if not line.startswith("# ") or not ("=" in line or line[2:].startswith("[")):
+            break
+        block.append(line[2:])
+    return "\n".join(block)
+
+
+def test_commented_scale_out_examples_load(tmp_path: Path) -> None:
+    """The example's commented S3 and key-rotation blocks are valid once enabled."""
+    example = (
+        Path(__file__).parent.parent / "docs/httpupload.example.toml"
+    ).read_text()
+    for name in ("s3.secret", "signing-2026-05.key", "signing-2026-11.key"):
+        (tmp_path / name).write_text(name * 4)
+    data = tomllib.loads(example)
+    s3 = uncommented(example, "[storage.s3]").replace("/etc/httpupload/", "")
+    data["storage"] = {"backend": "s3", **tomllib.loads(s3)["storage"]}
+    keys = "[http]\n" + uncommented(example, 'signing_key_id = "2026-11"')
+    data["http"].update(tomllib.loads(keys.replace("/etc/httpupload/", ""))["http"])
+    data["metadata"] = {"backend": "postgresql", "dsn": "postgresql://db/up"}
+    data["node"] = {"roles": ["http"], "name": "upload-1"}
+    config = parse_config(data, tmp_path)
+    assert config.storage.s3 is not None
+    assert config.storage.s3.bucket == "httpupload"
+    ring = config.http.signing_keys
+    assert ring is not None
+    assert (ring.current_id, ring.ids) == ("2026-11", ("2026-05", "2026-11"))
