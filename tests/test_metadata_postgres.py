@@ -291,3 +291,14 @@ async def test_unreachable_database_fails_clearly(
     with pytest.raises(PostgresStoreError, match="no_such_db"):
         await deferToThread(store.open)
     assert await store.stop() is None  # never started: nothing to stop
+
+
+def test_bad_dsn_fails_at_once_and_where_keeps_secrets_out() -> None:
+    """A malformed DSN fails the constructor; ``where`` names no password."""
+    with pytest.raises(PostgresStoreError, match="bad DSN"):
+        PostgresMetadataStore("host=h nonsense=1", reactor)
+    store = PostgresMetadataStore(
+        "postgresql://u:s3cret@db.example:6543/uploads", reactor
+    )
+    assert store.where == "host=db.example port=6543 dbname=uploads"
+    assert not store.ordered

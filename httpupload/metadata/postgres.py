@@ -208,12 +208,25 @@ class PostgresMetadataStore:
         threads: int = 4,
         upgrade: bool = True,
     ) -> None:
-        self.dsn = dsn
-        # A malformed DSN fails here, at once.
-        if "connect_timeout" in conninfo_to_dict(dsn):
-            self._conninfo = dsn
-        else:
-            self._conninfo = make_conninfo(dsn, connect_timeout=_CONNECT_TIMEOUT)
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        # A malformed DSN fails here, at once.  Defaults for what it omits:
+        # a bounded connect, and a name that pg_stat_activity shows.
+        try:
+            given = conninfo_to_dict(dsn)
+        except psycopg.Error as e:
+            raise PostgresStoreError(f"bad DSN: {e}") from None
+        defaults: dict[str, str | int] = {
+            "connect_timeout": _CONNECT_TIMEOUT,
+            "application_name": "httpupload",
+        }
+        self._conninfo = make_conninfo(
+            dsn, **{k: v for k, v in defaults.items() if k not in given}
+        )
+        self.where = " ".join(
+            f"{key}={given[key]}" for key in ("host", "port", "dbname") if key in given
+        )
+        """Where the database is, for messages: the DSN without any secret."""
         self._reactor = reactor
         self._upgrade = upgrade
         # With one thread operations take effect in the order they were asked.
