@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.web.test.requesthelper import DummyRequest
 
 from httpupload.errors import AlreadyStored
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo, StoredFile
-from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.storage.filesystem import FilesystemStorage, read_trailer, trailer
 
 
 @pytest.fixture
@@ -123,3 +128,77 @@ async def test_partials_are_removed_by_age(storage: FilesystemStorage) -> None:
     assert await storage.remove_partials() == 1
     assert list((storage.root / "tmp").iterdir()) == []
     await live.abort()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_file_per_stored_file(storage: FilesystemStorage) -> None:
+    """The bytes and their info live in one file; stat reads the info back."""
+    file_id = new_file_id()
+    upload = storage.begin_write(file_id)
+    upload.write(b"payload")
+    await upload.commit(info(file_id, b"payload"))
+    path = storage.root / "files" / file_id[:2] / file_id
+    assert path.is_file()
+    with open(path, "rb") as handle:
+        assert read_trailer(handle) == info(file_id, b"payload")
+        assert handle.read(7) == b"payload"
+    assert await storage.stat(file_id) == info(file_id, b"payload")
+    assert await storage.list_ids() == {file_id}
+
+
+@pytest_twisted.ensureDeferred
+async def test_folder_layout_still_served(storage: FilesystemStorage) -> None:
+    """Files stored by earlier versions (a folder: data + info.json) still work."""
+    file_id = new_file_id()
+    folder = storage.root / "files" / file_id[:2] / file_id
+    folder.mkdir(parents=True)
+    (folder / "data").write_bytes(b"old bytes")
+    (folder / "info.json").write_text(
+        json.dumps(asdict(info(file_id, b"old bytes"))), encoding="utf-8"
+    )
+    assert await storage.list_ids() == {file_id}
+    assert await storage.stat(file_id) == info(file_id, b"old bytes")
+    stored = await storage.open_read(file_id)
+    assert stored is not None
+    assert read_back(stored) == b"old bytes"
+    # A new upload under the same id does not replace it.
+    upload = storage.begin_write(file_id)
+    upload.write(b"new")
+    with pytest.raises(AlreadyStored):
+        await upload.commit(info(file_id, b"new"))
+    assert await storage.delete(file_id) is True
+    assert not folder.exists()
+    assert await storage.list_ids() == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_without_a_whole_trailer_is_not_served(
+    storage: FilesystemStorage,
+) -> None:
+    """A truncated or foreign file in files/ is never served as if whole."""
+    file_id = new_file_id()
+    upload = storage.begin_write(file_id)
+    upload.write(b"0123456789")
+    await upload.commit(info(file_id, b"0123456789"))
+    path = storage.root / "files" / file_id[:2] / file_id
+    whole = path.read_bytes()
+    for cut in (whole[:-1], whole[:10], b"", whole[:-8] + b"XXXXXXXX"):
+        path.write_bytes(cut)
+        assert await storage.open_read(file_id) is None
+        assert await storage.stat(file_id) is None
+
+
+@given(
+    data=st.binary(max_size=64),
+    name=st.text(min_size=1, max_size=40),
+    content_type=st.text(max_size=40),
+    created=st.floats(min_value=0, max_value=2e9),
+)
+def test_trailer_round_trip(
+    data: bytes, name: str, content_type: str, created: float
+) -> None:
+    """Any info written after any bytes reads back the same, and the bytes too."""
+    file_info = FileInfo("a" * 32, name, len(data), content_type, "ab" * 32, created)
+    handle = io.BytesIO(data + trailer(file_info))
+    assert read_trailer(handle) == file_info
+    assert handle.read(len(data)) == data

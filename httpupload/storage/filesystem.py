@@ -2,15 +2,19 @@
 
 Layout under the storage folder::
 
-    tmp/<random>/data          an upload in progress
-    files/<id[:2]>/<id>/data   a stored file
-    files/<id[:2]>/<id>/info.json
+    tmp/<random>               an upload in progress
+    files/<id[:2]>/<id>        a stored file: its bytes, then its info
 
-An upload is written into its own folder under ``tmp/``; on commit the data
-and its info are fsynced, and the folder is renamed into ``files/`` in one
-step.  A rename onto an existing folder fails, which makes the commit
-"create only": two PUTs racing for the same slot cannot overwrite each
-other, and a reader sees either nothing or the whole file with its info.
+A stored file is one regular file: the uploaded bytes, then a trailer with
+its info (name, size, type, SHA-256, time) as JSON, the JSON's length and a
+magic tag.  An upload is written to its own file under ``tmp/``; on commit
+the trailer is appended, the file is fdatasynced, hard-linked into
+``files/`` and the shard folder fsynced: two syncs per file (the earlier
+layout, a folder with ``data`` and ``info.json``, took four; such folders
+are still read, served and deleted).  A link onto an existing name fails,
+which makes the commit "create only": two PUTs racing for the same slot
+cannot overwrite each other, and a reader sees either nothing or the whole
+file with its info.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import struct
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,8 +42,11 @@ from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, StoredFile
 from httpupload.storage.sending import send_file
 
+# The folder layout of earlier versions, still read.
 DATA = "data"
 INFO = "info.json"
+MAGIC = b"HUPINFO1"
+_TRAILER = struct.Struct(">Q8s")  # length of the JSON, then MAGIC
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 log = Logger()
@@ -58,14 +66,37 @@ def _write_error(error: OSError) -> UploadRefused:
     return UploadRefused(f"Storage error: {error.strerror}")
 
 
-class FilesystemUpload:
-    """One upload being written to ``tmp/<random>/data``."""
+def trailer(info: FileInfo) -> bytes:
+    """What follows a stored file's bytes: its info, so one sync keeps both."""
+    text = json.dumps(asdict(info), ensure_ascii=False).encode("utf-8")
+    return text + _TRAILER.pack(len(text), MAGIC)
 
-    def __init__(self, storage: FilesystemStorage, file_id: str, folder: Path) -> None:
+
+def read_trailer(handle: BinaryIO) -> FileInfo | None:
+    """The info at the end of a stored file, or None if it has none."""
+    total = handle.seek(0, os.SEEK_END)
+    if total < _TRAILER.size:
+        return None
+    handle.seek(total - _TRAILER.size)
+    length, magic = _TRAILER.unpack(handle.read(_TRAILER.size))
+    if magic != MAGIC or length > total - _TRAILER.size:
+        return None
+    handle.seek(total - _TRAILER.size - length)
+    info = FileInfo(**json.loads(handle.read(length).decode("utf-8")))
+    if info.size != total - _TRAILER.size - length:
+        return None
+    handle.seek(0)
+    return info
+
+
+class FilesystemUpload:
+    """One upload being written to ``tmp/<random>``."""
+
+    def __init__(self, storage: FilesystemStorage, file_id: str, path: Path) -> None:
         self._storage = storage
         self._file_id = file_id
-        self._folder = folder
-        self._file: BinaryIO | None = open(folder / DATA, "xb")
+        self._path = path
+        self._file: BinaryIO | None = open(path, "xb")
         self._error: OSError | None = None
         self._done = False
 
@@ -97,6 +128,7 @@ class FilesystemUpload:
         try:
             if self._error is None and self._file is not None:
                 try:
+                    self._file.write(trailer(info))
                     self._file.flush()
                     os.fdatasync(self._file.fileno())
                 except OSError as e:
@@ -105,19 +137,18 @@ class FilesystemUpload:
             if self._error is not None:
                 raise _write_error(self._error)
             try:
-                self._storage._publish(self._folder, info)
+                self._storage._publish(self._path, info.file_id)
             except OSError as e:
                 raise _write_error(e) from None
-        except BaseException:
-            shutil.rmtree(self._folder, ignore_errors=True)
-            raise
+        finally:
+            self._path.unlink(missing_ok=True)
 
     def abort(self) -> Deferred[None]:
         if self._done:
             return succeed(None)
         self._done = True
         self._close_quietly()
-        return self._storage._in_thread(shutil.rmtree, self._folder, True)
+        return self._storage._in_thread(self._path.unlink, True)
 
 
 class FilesystemFile:
@@ -169,7 +200,7 @@ class FilesystemStorage:
     def _in_thread(self, f, *args) -> Deferred:  # type: ignore[no-untyped-def]
         return deferToThreadPool(self._reactor, self._threadpool, f, *args)
 
-    def _folder(self, file_id: str) -> Path | None:
+    def _path(self, file_id: str) -> Path | None:
         # Ids come from URLs: only the alphabet new_file_id() uses can
         # become a path, so no URL reaches outside the storage folder.
         if not FILE_ID_RE.fullmatch(file_id):
@@ -177,89 +208,109 @@ class FilesystemStorage:
         return self._files / file_id[:2] / file_id
 
     def begin_write(self, file_id: str) -> FilesystemUpload:
-        if self._folder(file_id) is None:
+        if self._path(file_id) is None:
             raise ValueError(f"not a file id: {file_id!r}")
-        folder = self._tmp / secrets.token_hex(16)
         try:
-            folder.mkdir()
-            return FilesystemUpload(self, file_id, folder)
+            return FilesystemUpload(self, file_id, self._tmp / secrets.token_hex(16))
         except OSError as e:
-            shutil.rmtree(folder, ignore_errors=True)
             raise _write_error(e) from None
 
-    def _publish(self, folder: Path, info: FileInfo) -> None:
-        final = self._folder(info.file_id)
+    def _publish(self, written: Path, file_id: str) -> None:
+        final = self._path(file_id)
         assert final is not None
-        with open(folder / INFO, "x", encoding="utf-8") as f:
-            json.dump(asdict(info), f, ensure_ascii=False)
-            f.flush()
-            os.fdatasync(f.fileno())
-        _fsync_dir(folder)
         try:
             final.parent.mkdir()
             new_shard = True
         except FileExistsError:
             new_shard = False
         try:
-            os.rename(folder, final)
-        except OSError as e:
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise AlreadyStored("This slot has already been used") from None
-            raise
+            # A link, unlike a rename, never replaces what is there (a file,
+            # or a stored file of the folder layout).
+            os.link(written, final)
+        except FileExistsError:
+            raise AlreadyStored("This slot has already been used") from None
         _fsync_dir(final.parent)
         if new_shard:  # a new shard's own entry must be durable too
             _fsync_dir(self._files)
 
-    def _read_info(self, folder: Path) -> FileInfo | None:
+    def _open(self, path: Path) -> FilesystemFile | None:
+        """The stored file at ``path`` (either layout), or None."""
+        try:
+            handle: BinaryIO = open(path, "rb")
+        except IsADirectoryError:
+            return self._open_folder(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            info = read_trailer(handle)
+        except BaseException:
+            handle.close()
+            raise
+        if info is None:
+            handle.close()
+            log.warn("Stored file {path} has no valid info; not served", path=path)
+            return None
+        return FilesystemFile(info, handle)
+
+    def _open_folder(self, folder: Path) -> FilesystemFile | None:
         try:
             with open(folder / INFO, encoding="utf-8") as f:
-                return FileInfo(**json.load(f))
-        except FileNotFoundError:
-            return None
-
-    def stat(self, file_id: str) -> Deferred[FileInfo | None]:
-        folder = self._folder(file_id)
-        if folder is None:
-            return succeed(None)
-        return self._in_thread(self._read_info, folder)
-
-    def _open(self, folder: Path) -> FilesystemFile | None:
-        info = self._read_info(folder)
-        if info is None:
-            return None
-        try:
+                info = FileInfo(**json.load(f))
             return FilesystemFile(info, open(folder / DATA, "rb"))
         except FileNotFoundError:
             return None
 
-    def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
-        folder = self._folder(file_id)
-        if folder is None:
-            return succeed(None)
-        return self._in_thread(self._open, folder)
+    def _stat(self, path: Path) -> FileInfo | None:
+        opened = self._open(path)
+        if opened is None:
+            return None
+        opened.close()
+        return opened.info
 
-    def _delete(self, folder: Path) -> bool:
+    def stat(self, file_id: str) -> Deferred[FileInfo | None]:
+        path = self._path(file_id)
+        if path is None:
+            return succeed(None)
+        return self._in_thread(self._stat, path)
+
+    def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
+        path = self._path(file_id)
+        if path is None:
+            return succeed(None)
+        return self._in_thread(self._open, path)
+
+    def _delete(self, path: Path) -> bool:
+        try:
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            pass
+        # The folder layout: out of sight in one step, then removed.
         doomed = self._tmp / f"deleted-{secrets.token_hex(16)}"
         try:
-            os.rename(folder, doomed)
+            os.rename(path, doomed)
         except FileNotFoundError:
             return False
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 
     def delete(self, file_id: str) -> Deferred[bool]:
-        folder = self._folder(file_id)
-        if folder is None:
+        path = self._path(file_id)
+        if path is None:
             return succeed(False)
-        return self._in_thread(self._delete, folder)
+        return self._in_thread(self._delete, path)
 
     def _list_ids(self) -> set[str]:
         ids = set()
         for shard in os.scandir(self._files):
             if shard.is_dir(follow_symlinks=False):
                 for entry in os.scandir(shard.path):
-                    if (
-                        FILE_ID_RE.fullmatch(entry.name)
+                    if not FILE_ID_RE.fullmatch(entry.name):
+                        continue
+                    if entry.is_file(follow_symlinks=False) or (
+                        entry.is_dir(follow_symlinks=False)
                         and (Path(entry.path) / INFO).exists()
                     ):
                         ids.add(entry.name)
@@ -290,7 +341,8 @@ class FilesystemStorage:
             try:
                 touched = entry.stat(follow_symlinks=False).st_mtime
                 if entry.is_dir(follow_symlinks=False):
-                    # A folder's mtime does not move while its data grows.
+                    # An upload folder of the earlier layout: a folder's
+                    # mtime does not move while its data grows.
                     data = Path(entry.path) / DATA
                     if data.exists():
                         touched = max(touched, data.stat().st_mtime)

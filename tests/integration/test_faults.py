@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -24,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +38,8 @@ from client import (
 )
 from prosody import Prosody, port_open
 from twistd import ONLINE_PATTERN, HttpUpload
+
+from httpupload.storage.filesystem import read_trailer
 
 pytestmark = pytest.mark.integration
 
@@ -171,24 +172,24 @@ def partials(storage: Path) -> list[str]:
 
 def partial_sizes(storage: Path) -> list[int]:
     return [
-        (storage / "tmp" / name / "data").stat().st_size
+        (storage / "tmp" / name).stat().st_size
         for name in partials(storage)
-        if (storage / "tmp" / name / "data").exists()
+        if (storage / "tmp" / name).is_file()
     ]
 
 
 def stored_files(storage: Path) -> dict[str, dict[str, object]]:
     """Every stored file's info; asserts each one's data is whole and matches it."""
     found: dict[str, dict[str, object]] = {}
-    for info_path in sorted((storage / "files").glob("*/*/info.json")):
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        data = (info_path.parent / "data").read_bytes()
-        assert len(data) == info["size"], info_path
-        assert hashlib.sha256(data).hexdigest() == info["sha256"], info_path
-        found[info_path.parent.name] = info
-    # A stored file is a folder with both its data and its info, nothing less.
-    for folder in (storage / "files").glob("*/*"):
-        assert (folder / "info.json").exists(), f"half a file: {folder}"
+    for path in sorted((storage / "files").glob("*/*")):
+        # A stored file is its whole data followed by its info, nothing less.
+        with open(path, "rb") as handle:
+            info = read_trailer(handle)
+            assert info is not None, f"half a file: {path}"
+            data = handle.read(info.size)
+        assert len(data) == info.size, path
+        assert hashlib.sha256(data).hexdigest() == info.sha256, path
+        found[path.name] = asdict(info)
     return found
 
 
