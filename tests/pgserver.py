@@ -163,14 +163,18 @@ class PostgresServer:
             self.base_dir = None
 
 
-_servers: list[PostgresServer] = []
+# The one server of the session.  Each test module that imports the fixture
+# gets a fixture of its own (pytest keys fixtures by module), so they share
+# this server and the last one torn down stops it.
+_server: PostgresServer | None = None
+_users = 0
 
 
 @atexit.register
 def _stop_everything() -> None:
-    """Last resort if pytest dies before the fixture's finalizer ran."""
-    for server in _servers:
-        server.stop()
+    """Last resort if pytest dies before the fixtures' finalizers ran."""
+    if _server is not None:
+        _server.stop()
 
 
 def _require_postgresql() -> None:
@@ -194,12 +198,21 @@ def _require_postgresql() -> None:
 @pytest.fixture(scope="session")
 def postgresql() -> Iterator[PostgresServer]:
     """A running PostgreSQL 15 on 127.0.0.1; ``new_database()`` for each test."""
+    global _server, _users
     _require_postgresql()
-    server = PostgresServer()
-    _servers.append(server)
+    if _server is None:
+        server = PostgresServer()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+        _server = server
+    _users += 1
     try:
-        server.start()
-        yield server
+        yield _server
     finally:
-        server.stop()
-        _servers.remove(server)
+        _users -= 1
+        if _users == 0:
+            _server.stop()
+            _server = None

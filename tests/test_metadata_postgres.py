@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from pgserver import PostgresServer, postgresql  # noqa: F401
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
@@ -26,6 +28,7 @@ from httpupload.metadata.postgres import (
     SCHEMA_VERSION,
     PostgresMetadataStore,
     PostgresStoreError,
+    owner_lock_key,
 )
 
 
@@ -302,3 +305,11 @@ def test_bad_dsn_fails_at_once_and_where_keeps_secrets_out() -> None:
     )
     assert store.where == "host=db.example port=6543 dbname=uploads"
     assert not store.ordered
+
+
+@given(st.text())
+def test_owner_lock_key_is_a_stable_int4(owner: str) -> None:
+    """The owner's lock key fits PostgreSQL's int4 and is the same every time."""
+    key = owner_lock_key(owner)
+    assert -(2**31) <= key < 2**31
+    assert key == owner_lock_key(str(owner))
