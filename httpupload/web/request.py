@@ -140,26 +140,31 @@ class UploadRequest(Request):
         # A refused PUT's body is read and dropped.
 
     def _hold_body(self, ready: Deferred[None]) -> None:
-        """Stop reading the body until storage has caught up (an object store)."""
+        """Stop reading the body until storage has caught up (an object store).
+
+        The connection's idle timer stops too: the wait is ours, not the
+        client's.  A wait after the last byte needs no pause (commit waits).
+        """
         transport = getattr(self.channel, "transport", None)
-        if transport is None or self._held_back:
+        upload = self._upload
+        if (
+            transport is None
+            or self._held_back
+            or upload is None
+            or upload.bytes_received >= upload.slot.size
+        ):
             return
         self._held_back = True
         transport.pauseProducing()
+        channel = self.channel
+        saved_timeout = channel.setTimeout(None)  # type: ignore[union-attr]
 
         def go_on(_: object) -> None:
             self._held_back = False
-            upload = self._upload
-            if upload is not None:
-                # Time spent waiting on storage is not the client's slowness.
-                self._window_start = upload.bytes_received
-            if (
-                upload is not None
-                and not upload.finished
-                and upload.bytes_received < upload.slot.size
-                and self.channel is not None
-                and transport.connected
-            ):
+            # Time spent waiting on storage is not the client's slowness.
+            self._window_start = upload.bytes_received
+            if not upload.finished and transport.connected:
+                channel.setTimeout(saved_timeout)  # type: ignore[union-attr]
                 transport.resumeProducing()
 
         ready.addBoth(go_on)
