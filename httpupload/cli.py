@@ -38,15 +38,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import react
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from httpupload.backends import open_backends
 from httpupload.config import Config, load_config
 from httpupload.errors import ConfigError
-from httpupload.metadata import FileRecord
-from httpupload.metadata.sqlite import FILE_NAME as METADATA_FILE
-from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.owners import Uploads
 from httpupload.policy import SlotPolicy
 from httpupload.slots import parse_url_path
-from httpupload.storage.filesystem import FilesystemStorage
 
 EXIT_OK = 0
 EXIT_NOTHING = 1  # take-down: no file matched the URL
@@ -215,44 +213,24 @@ class Progress:
 # -- the pieces, as service.py builds them (minus the service) ------------------
 
 
-def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, SQLiteMetadataStore]:
-    """``Uploads`` over the service's storage folder; raises ``ConfigError``.
-
-    Creates nothing: a folder the service has never used is an error (most
-    likely a wrong config), not something to set up from here.
-    """
-    root = config.storage.path
-    db_path = root / METADATA_FILE
-    for needed in (root, root / "files", root / "tmp"):
-        if not needed.is_dir():
-            raise ConfigError(
-                "[storage] path",
-                f"{needed} is not a folder (has the service run with this config?)",
-            )
-    if not db_path.is_file():
-        raise ConfigError(
-            "[storage] path",
-            f"no {METADATA_FILE} in {root} (has the service run with this config?)",
-        )
-    # No storage.prepare(): it clears tmp/, where a running service's
-    # uploads in flight are.
-    storage = FilesystemStorage(root, reactor, reactor.getThreadPool())
-    metadata = SQLiteMetadataStore(db_path, reactor, upgrade=False)
-    try:
-        metadata.open()
-    except (sqlite3.Error, RuntimeError) as e:
-        raise ConfigError("[storage] path", f"cannot use {db_path}: {e}") from None
+def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, MetadataStore]:
+    """``Uploads`` over the service's storage and records; raises ``ConfigError``."""
+    backends = open_backends(config, reactor, tool=True)
     uploads = Uploads(
-        metadata, storage, SlotPolicy.from_config(config), config.http.get_url, reactor
+        backends.metadata,
+        backends.storage,
+        SlotPolicy.from_config(config),
+        config.http.get_url,
+        reactor,
     )
-    return uploads, metadata
+    return uploads, backends.metadata
 
 
 @dataclass
 class _Closer:
     """Stops the metadata store once, whoever asks first (end, or Ctrl-C)."""
 
-    metadata: SQLiteMetadataStore
+    metadata: MetadataStore
     closed: bool = False
     _waiters: list[Deferred[None]] | None = None
 

@@ -120,6 +120,7 @@ class Maintenance(Service):
         dead_slot_after: float = DEAD_SLOT_AFTER,
         metrics: Metrics | None = None,
         lease: float = SWEEP_LEASE,
+        reconcile_at_start: bool = True,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -130,6 +131,9 @@ class Maintenance(Service):
         self.dead_slot_after = dead_slot_after
         self.metrics = metrics
         self.lease = lease
+        # Off for an object store: listing a whole bucket on every node's
+        # start costs more than the rare orphan it would find.
+        self.reconcile_at_start = reconcile_at_start
         self._timer: IDelayedCall | None = None
         self._running: Deferred[None] | None = None
 
@@ -139,6 +143,9 @@ class Maintenance(Service):
         self._running = ensureDeferred(self._start())
 
     async def _start(self) -> None:
+        if not self.reconcile_at_start:
+            self._schedule(0)
+            return
         try:
             counts = await reconcile(
                 self.metadata, self.storage, self.policy, self.clock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from twisted.application import strports
@@ -10,20 +9,20 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 from wokkel import disco, generic, ping
 
+from httpupload.backends import Backends, open_backends, signing_keys
 from httpupload.config import Config
 from httpupload.errors import ConfigError
-from httpupload.expiry import Maintenance
-from httpupload.keys import load_or_create_signing_key
-from httpupload.metadata.sqlite import FILE_NAME as METADATA_FILE
-from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance
+from httpupload.metadata import MetadataStore
 from httpupload.metrics import Metrics, MetricsResource
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
-from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.storage import Storage
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 from httpupload.xmpp.adhoc import AdHocHandler
@@ -32,6 +31,9 @@ from httpupload.xmpp.handler import UploadHandler
 from httpupload.xmpp.keepalive import LinkWatchdog
 
 log = Logger()
+
+# How often to look for multipart uploads left in an object store.
+STALE_UPLOAD_SWEEP = 3600.0
 
 
 class DrainService(Service):
@@ -50,15 +52,18 @@ class HttpUploadService(MultiService):
     """The root service.
 
     Turns a port that cannot be bound into one clear line, and stops the
-    ``expiry`` child (which owns the metadata store) only after every other
-    child has stopped: draining uploads still record their files.
+    ``expiry`` child (which owns the metadata store), then ``storage``, only
+    after every other child has stopped: draining uploads still store and
+    record their files.
     """
+
+    LAST = ("expiry", "storage")
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         children = list(self)
-        last = [s for s in children if s.name == "expiry"]
-        first = [s for s in reversed(children) if s.name != "expiry"]
+        last = [s for name in self.LAST for s in children if s.name == name]
+        first = [s for s in reversed(children) if s.name not in self.LAST]
 
         async def stop() -> None:
             await DeferredList([maybeDeferred(s.stopService) for s in first])
@@ -87,33 +92,51 @@ def _listener(key: str, description: str, factory: Site, reactor: Any) -> Servic
     return service
 
 
-def make_service(config: Config, reactor: Any) -> MultiService:
-    """The service tree: ``expiry``, ``http``, ``uploads`` (the drain), ``xmpp``.
+class BackendsService(Service):
+    """Starts the storage backend (an object store resolves credentials) and
+    sweeps multipart uploads a crashed node left behind; stops it last."""
 
-    Start-up checks that can fail (storage folder, signing key, metadata
-    schema) run here, before anything listens, and raise ``ConfigError``
-    naming the key.
-    """
-    storage = FilesystemStorage(config.storage.path, reactor, reactor.getThreadPool())
-    try:
-        leftovers = storage.prepare()
-    except OSError as e:
-        raise ConfigError(
-            "[storage] path", f"cannot use {config.storage.path}: {e.strerror}"
-        ) from None
-    if leftovers:
-        log.info("Removed {count} partial uploads left by a crash", count=leftovers)
-    key = config.http.signing_key or load_or_create_signing_key(config.storage.path)
-    signer = SlotSigner(key, reactor)
-    metadata = SQLiteMetadataStore(config.storage.path / METADATA_FILE, reactor)
-    try:
-        metadata.open()
-    except (sqlite3.Error, RuntimeError) as e:
-        raise ConfigError(
-            "[storage] path", f"cannot use {metadata.path}: {e}"
-        ) from None
-    policy = SlotPolicy.from_config(config)
+    def __init__(self, backends: Backends, reactor: Any) -> None:
+        self.backends = backends
+        self.reactor = reactor
+        self._sweeper: LoopingCall | None = None
 
+    def startService(self) -> None:
+        super().startService()
+        d = self.backends.start_storage()
+        d.addErrback(lambda f: log.failure("Starting the storage backend failed", f))
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self.reactor
+        self._sweeper.start(STALE_UPLOAD_SWEEP, now=False)
+
+    def _sweep(self) -> Deferred[Any]:
+        def done(count: int) -> None:
+            if count:
+                log.info("Aborted {count} stale multipart uploads", count=count)
+
+        d = self.backends.abort_stale_uploads(DEAD_SLOT_AFTER)
+        d.addCallback(done)
+        d.addErrback(
+            lambda f: log.failure("Sweeping stale multipart uploads failed", f)
+        )
+        return d
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        return self.backends.stop_storage()
+
+
+def _link_state(xmpp: ComponentService) -> str:
+    """online, standby (another node holds the component) or offline."""
+    state = getattr(xmpp, "state", None)
+    if isinstance(state, str):
+        return state
+    return "online" if xmpp.online else "offline"
+
+
+def _warn_plain_http(config: Config) -> None:
     urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
     for name, url in urls.items():
         if not url.startswith("https://") and (
@@ -124,12 +147,83 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 "TLS-terminating proxy in front or use an ssl: listener",
                 key=name,
             )
+
+
+def make_service(config: Config, reactor: Any) -> MultiService:
+    """The service tree: ``storage``, ``expiry``, then by role ``http`` and
+    ``uploads`` (the drain), ``xmpp``; ``metrics``.
+
+    Start-up checks that can fail (storage, signing key, metadata schema) run
+    here, before anything listens, and raise ``ConfigError`` naming the key.
+    """
+    backends = open_backends(config, reactor)
+    storage, metadata = backends.storage, backends.metadata
+    signer = SlotSigner(signing_keys(config), reactor)
+    policy = SlotPolicy.from_config(config)
+    roles = config.node.roles
+    _warn_plain_http(config)
+
     root = HttpUploadService()
     metrics = Metrics()
-    expiry = Maintenance(metadata, storage, policy, reactor, metrics=metrics)
+    storage_service = BackendsService(backends, reactor)
+    storage_service.setName("storage")
+    storage_service.setServiceParent(root)
+    expiry = Maintenance(
+        metadata,
+        storage,
+        policy,
+        reactor,
+        metrics=metrics,
+        reconcile_at_start=config.storage.backend == "filesystem",
+    )
     expiry.setName("expiry")
     expiry.setServiceParent(root)
 
+    receiver: UploadReceiver | None = None
+    if "http" in roles:
+        receiver = _http(config, root, reactor, signer, storage, metadata, metrics)
+    xmpp: ComponentService | None = None
+    if "component" in roles:
+        xmpp = _component(
+            config, root, reactor, signer, storage, metadata, policy, metrics
+        )
+
+    if receiver is not None:
+        in_flight = receiver
+        metrics.uploads_in_flight.set_function(lambda: in_flight.in_flight)
+    if xmpp is not None:
+        component = xmpp
+        metrics.xmpp_connected.set_function(lambda: 1 if component.online else 0)
+    if config.metrics.listen:
+
+        def health() -> dict[str, object]:
+            report: dict[str, object] = {"status": "ok", "node": config.node.name}
+            if xmpp is not None:
+                state = _link_state(xmpp)
+                report["xmpp"] = state
+                if state == "offline":
+                    report["status"] = "degraded"
+            if receiver is not None:
+                report["uploads_in_flight"] = receiver.in_flight
+            return report
+
+        metrics_site = Site(MetricsResource(metrics, health), reactor=reactor)
+        metrics_site.noisy = False
+        _listener(
+            "[metrics] listen", config.metrics.listen, metrics_site, reactor
+        ).setServiceParent(root)
+    return root
+
+
+def _http(
+    config: Config,
+    root: MultiService,
+    reactor: Any,
+    signer: SlotSigner,
+    storage: Storage,
+    metadata: MetadataStore,
+    metrics: Metrics,
+) -> UploadReceiver:
     h = config.http
     receiver = UploadReceiver(
         signer,
@@ -149,16 +243,28 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         metadata=metadata,
         metrics=metrics,
     )
-    _listener("[http] listen", config.http.listen, site, reactor).setServiceParent(root)
-
+    _listener("[http] listen", h.listen, site, reactor).setServiceParent(root)
     # On stop, MultiService stops every child at once (in reverse order) and
     # waits for them all: the port closes to new connections while uploads
     # in flight get their grace period and their answers.
     drain = DrainService(receiver, h.shutdown_grace)
     drain.setName("uploads")
     drain.setServiceParent(root)
+    return receiver
 
+
+def _component(
+    config: Config,
+    root: MultiService,
+    reactor: Any,
+    signer: SlotSigner,
+    storage: Storage,
+    metadata: MetadataStore,
+    policy: SlotPolicy,
+    metrics: Metrics,
+) -> ComponentService:
     c = config.component
+    assert c.secret is not None
     handlers = [
         generic.FallbackHandler(),
         disco.DiscoHandler(),
@@ -192,22 +298,4 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     )
     xmpp.setName("xmpp")
     xmpp.setServiceParent(root)
-
-    metrics.uploads_in_flight.set_function(lambda: receiver.in_flight)
-    metrics.xmpp_connected.set_function(lambda: 1 if xmpp.online else 0)
-    if config.metrics.listen:
-
-        def health() -> dict[str, object]:
-            online = xmpp.online
-            return {
-                "status": "ok" if online else "degraded",
-                "xmpp": "online" if online else "offline",
-                "uploads_in_flight": receiver.in_flight,
-            }
-
-        metrics_site = Site(MetricsResource(metrics, health), reactor=reactor)
-        metrics_site.noisy = False
-        _listener(
-            "[metrics] listen", config.metrics.listen, metrics_site, reactor
-        ).setServiceParent(root)
-    return root
+    return xmpp

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
+from pgserver import postgresql  # noqa: F401
 from twisted.internet import reactor
 
 from httpupload import make_service, parse_config
@@ -42,16 +44,77 @@ def config(tmp_path: Path, **http: object):  # type: ignore[no-untyped-def]
 
 
 def test_children_in_start_order(tmp_path: Path) -> None:
-    """expiry, http, uploads (the drain), xmpp, metrics, in start order."""
+    """storage, expiry, http, uploads (the drain), xmpp, metrics, in start order."""
     service = make_service(config(tmp_path), reactor)
     names = [s.name for s in service]
-    assert names == ["expiry", "http", "uploads", "xmpp", "metrics"]
+    assert names == ["storage", "expiry", "http", "uploads", "xmpp", "metrics"]
     key = (tmp_path / "store" / KEY_FILE_NAME).read_bytes()
     assert len(key.strip()) >= 32
     assert (tmp_path / "store" / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
     # The key is kept: a second start signs with the same one.
     make_service(config(tmp_path), reactor)
     assert (tmp_path / "store" / KEY_FILE_NAME).read_bytes() == key
+
+
+@pytest.mark.parametrize(
+    ("roles", "names"),
+    [
+        (["http"], ["storage", "expiry", "http", "uploads", "metrics"]),
+        (["component"], ["storage", "expiry", "xmpp", "metrics"]),
+    ],
+)
+def test_roles_decide_the_children(
+    tmp_path: Path, roles: list[str], names: list[str], postgresql: Any
+) -> None:
+    """An HTTP node runs no component; a component node listens for no HTTP."""
+    raw = {
+        "component": {
+            "jid": "upload.localhost",
+            "server_port": closed_port(),
+            **({"secret": "s"} if "component" in roles else {}),
+        },
+        "http": {
+            "public_url": "https://upload.localhost/",
+            "signing_key": "k" * 32,
+            **({"listen": "tcp:0:interface=127.0.0.1"} if "http" in roles else {}),
+        },
+        "storage": {"path": str(tmp_path / "store")},
+        "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+        "node": {"roles": roles},
+        "metadata": {"backend": "postgresql", "dsn": postgresql.new_database()},
+    }
+    service = make_service(parse_config(raw, tmp_path), reactor)
+    assert [s.name for s in service] == names
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_of_an_http_node(tmp_path: Path, postgresql: Any) -> None:
+    """An HTTP-only node is healthy without an XMPP link and says whose it is."""
+    raw = {
+        "component": {"jid": "upload.localhost"},
+        "http": {
+            "public_url": "https://upload.localhost/",
+            "signing_key": "k" * 32,
+            "listen": "tcp:0:interface=127.0.0.1",
+        },
+        "storage": {"path": str(tmp_path / "store")},
+        "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+        "node": {"roles": ["http"], "name": "web-1"},
+        "metadata": {"backend": "postgresql", "dsn": postgresql.new_database()},
+    }
+    service = make_service(parse_config(raw, tmp_path), reactor)
+    service.privilegedStartService()
+    service.startService()
+    try:
+        port = await service.getServiceNamed("metrics")._waitingForPort
+        response = await treq.get(f"http://127.0.0.1:{port.getHost().port}/health")
+        assert await response.json() == {
+            "status": "ok",
+            "node": "web-1",
+            "uploads_in_flight": 0,
+        }
+    finally:
+        await service.stopService()
 
 
 def test_bad_listen_names_the_key(tmp_path: Path) -> None:

@@ -1,0 +1,157 @@
+"""Opening what the config names: storage, metadata store and signing keys.
+
+Runs at start-up, before anything listens, and turns every failure into a
+``ConfigError`` naming the key to fix.  The optional backends (S3,
+PostgreSQL) are imported only when named, so a single node needs neither
+botocore nor psycopg.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from httpupload.config import Config
+from httpupload.errors import ConfigError
+from httpupload.keys import KeyRing, load_or_create_signing_key
+from httpupload.metadata import MetadataStore
+from httpupload.storage import Storage
+
+log = Logger()
+
+
+class Backends:
+    """The storage and metadata store of one node, and how to stop them."""
+
+    def __init__(self, storage: Storage, metadata: MetadataStore) -> None:
+        self.storage = storage
+        self.metadata = metadata
+
+    def start_storage(self) -> Deferred[None]:
+        start = getattr(self.storage, "start", None)
+        return start() if start is not None else succeed(None)
+
+    def stop_storage(self) -> Deferred[None]:
+        close = getattr(self.storage, "close", None)
+        return close() if close is not None else succeed(None)
+
+    def abort_stale_uploads(self, older_than: float) -> Deferred[int]:
+        """Multipart uploads a crashed node left in an object store; 0 elsewhere."""
+        abort = getattr(self.storage, "abort_stale_uploads", None)
+        return abort(older_than) if abort is not None else succeed(0)
+
+
+def open_backends(config: Config, reactor: Any, *, tool: bool = False) -> Backends:
+    """The node's backends; ``tool``: for an operator command beside a running
+    service (nothing created, cleared or upgraded)."""
+    if tool:
+        _check_tool_folder(config)
+    return Backends(
+        _storage(config, reactor, prepare=not tool),
+        _metadata(config, reactor, upgrade=not tool),
+    )
+
+
+def _check_tool_folder(config: Config) -> None:
+    """A folder the service has never used is an error (most likely a wrong
+    config), not something to set up from an operator command."""
+    root = config.storage.path
+    if config.storage.backend != "filesystem" or root is None:
+        return
+    for needed in (root, root / "files", root / "tmp"):
+        if not needed.is_dir():
+            raise ConfigError(
+                "[storage] path",
+                f"{needed} is not a folder (has the service run with this config?)",
+            )
+    from httpupload.metadata.sqlite import FILE_NAME
+
+    if config.metadata.backend == "sqlite" and not (root / FILE_NAME).is_file():
+        raise ConfigError(
+            "[storage] path",
+            f"no {FILE_NAME} in {root} (has the service run with this config?)",
+        )
+
+
+def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
+    s = config.storage
+    if s.backend == "s3":
+        assert s.s3 is not None
+        try:
+            from httpupload.storage.s3 import S3Storage
+        except ImportError as e:
+            raise ConfigError(
+                "[storage] backend",
+                f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
+            ) from None
+        try:
+            return cast(Storage, S3Storage(s.s3, reactor))
+        except ValueError as e:
+            raise ConfigError("[storage.s3]", str(e)) from None
+    from httpupload.storage.filesystem import FilesystemStorage
+
+    assert s.path is not None
+    storage = FilesystemStorage(s.path, reactor, reactor.getThreadPool())
+    if not prepare:
+        # Not prepare(): it clears tmp/, where a running service's uploads
+        # in flight are.
+        return storage
+    try:
+        leftovers = storage.prepare()
+    except OSError as e:
+        raise ConfigError(
+            "[storage] path", f"cannot use {s.path}: {e.strerror}"
+        ) from None
+    if leftovers:
+        log.info("Removed {count} partial uploads left by a crash", count=leftovers)
+    return storage
+
+
+def _metadata(config: Config, reactor: Any, *, upgrade: bool = True) -> MetadataStore:
+    m = config.metadata
+    if m.backend == "postgresql":
+        try:
+            from httpupload.metadata.postgres import PostgresMetadataStore
+        except ImportError as e:
+            raise ConfigError(
+                "[metadata] backend",
+                f'"postgresql" needs the postgresql extra '
+                f'(pip install "httpupload[postgresql]"): {e}',
+            ) from None
+        assert m.dsn is not None
+        store = PostgresMetadataStore(
+            m.dsn, reactor, threads=m.threads if upgrade else 1, upgrade=upgrade
+        )
+        try:
+            store.open()
+        except RuntimeError as e:
+            raise ConfigError(
+                "[metadata] dsn", f"cannot use {store.where}: {e}"
+            ) from None
+        return store
+    from httpupload.metadata.sqlite import FILE_NAME, SQLiteMetadataStore
+
+    assert config.storage.path is not None
+    sqlite_store = SQLiteMetadataStore(
+        config.storage.path / FILE_NAME, reactor, upgrade=upgrade
+    )
+    try:
+        sqlite_store.open()
+    except (sqlite3.Error, RuntimeError) as e:
+        raise ConfigError(
+            "[storage] path", f"cannot use {sqlite_store.path}: {e}"
+        ) from None
+    return sqlite_store
+
+
+def signing_keys(config: Config) -> KeyRing:
+    """The configured ring, or (one node, one folder) a key kept in the folder."""
+    if config.http.signing_keys is not None:
+        return config.http.signing_keys
+    # check_deployment has made sure a lone key is only generated where one
+    # local folder holds everything.
+    assert config.storage.path is not None
+    return KeyRing.single(load_or_create_signing_key(config.storage.path))
