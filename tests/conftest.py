@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
+from pgserver import postgresql  # noqa: F401  (a session fixture for every test)
 from webserver import Server, start_server
 
 

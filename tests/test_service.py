@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from pgserver import postgresql  # noqa: F401
 from twisted.internet import reactor
 
 from httpupload import make_service, parse_config
