@@ -1,0 +1,246 @@
+"""The ``Storage`` interface on any S3-compatible object store.
+
+Objects are named ``<prefix><file_id>`` and carry their ``FileInfo`` as
+metadata (``s3meta``).  Two modes share this backend:
+
+- proxy (the default): PUT bodies stream through httpupload into the store
+  (``s3upload``), GETs stream back with Range (``s3read``); the HTTP layer
+  behaves exactly as with the filesystem backend;
+- direct: a slot's PUT URL is a presigned S3 URL (``presign_put``) and its
+  GET URL a public base in front of the bucket (``public_url``); this
+  backend still stats, lists and deletes (expiry, quotas, reconciliation).
+
+Signing is botocore's, HTTP is twisted.web's (``s3client``); nothing here
+blocks the reactor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IAgent
+
+from httpupload.slots import FILE_ID_RE
+from httpupload.storage import FileInfo
+from httpupload.storage.s3client import S3Client, query_string, xml_children
+from httpupload.storage.s3meta import info_from_headers
+from httpupload.storage.s3read import S3StoredFile
+from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
+from httpupload.storage.s3upload import S3Upload
+
+log = Logger()
+
+# ListObjectsV2 and ListMultipartUploads return at most 1000 per page.
+MAX_PAGE = 1000
+
+
+class S3Storage:
+    """Stored files as objects in one bucket, under one prefix."""
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        reactor: Any,
+        *,
+        agent: IAgent | None = None,
+        threadpool: ThreadPool | None = None,
+        timeout: float = 120.0,
+        page_size: int = MAX_PAGE,
+    ) -> None:
+        if settings.part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self.settings = settings
+        self._reactor = reactor
+        self._page_size = max(1, min(page_size, MAX_PAGE))
+        self.client = S3Client(
+            settings, reactor, agent=agent, threadpool=threadpool, timeout=timeout
+        )
+
+    def start(self) -> Deferred[None]:
+        """Resolve credentials (in a thread); call once before anything else."""
+        return ensureDeferred(self.client.start())
+
+    def close(self) -> Deferred[None]:
+        """Release pooled connections (at shutdown)."""
+        return self.client.close()
+
+    def _key(self, file_id: str) -> str | None:
+        # Ids come from URLs: only the alphabet new_file_id() uses names an object.
+        if not FILE_ID_RE.fullmatch(file_id):
+            return None
+        return self.settings.prefix + file_id
+
+    # -- writing -----------------------------------------------------------
+
+    def begin_write(self, file_id: str) -> S3Upload:
+        key = self._key(file_id)
+        if key is None:
+            raise ValueError(f"not a file id: {file_id!r}")
+        return S3Upload(
+            self.client, key, self.settings.part_size, self.settings.parts_in_flight
+        )
+
+    # -- reading -----------------------------------------------------------
+
+    async def _head(self, file_id: str) -> tuple[str, Any] | None:
+        key = self._key(file_id)
+        if key is None:
+            return None
+        response, _ = await self.client.call("HEAD", key, ok=(200, 404))
+        if response.code == 404:
+            return None
+        return key, response.headers
+
+    async def _stat(self, file_id: str) -> FileInfo | None:
+        found = await self._head(file_id)
+        return None if found is None else info_from_headers(file_id, found[1])
+
+    def stat(self, file_id: str) -> Deferred[FileInfo | None]:
+        return ensureDeferred(self._stat(file_id))
+
+    async def _open(self, file_id: str) -> S3StoredFile | None:
+        found = await self._head(file_id)
+        if found is None:
+            return None
+        key, headers = found
+        info = info_from_headers(file_id, headers)
+        if info is None:
+            return None
+        etag = (headers.getRawHeaders(b"ETag") or [b""])[0].decode("latin-1")
+        return S3StoredFile(self.client, key, info, etag)
+
+    def open_read(self, file_id: str) -> Deferred[S3StoredFile | None]:
+        return ensureDeferred(self._open(file_id))
+
+    # -- deleting and listing ----------------------------------------------
+
+    async def _delete(self, file_id: str) -> bool:
+        found = await self._head(file_id)
+        if found is None:
+            return False
+        # S3's DELETE says 204 whether or not there was an object: hence the HEAD.
+        await self.client.call("DELETE", found[0], ok=(200, 204, 404))
+        return True
+
+    def delete(self, file_id: str) -> Deferred[bool]:
+        return ensureDeferred(self._delete(file_id))
+
+    async def _list_ids(self) -> set[str]:
+        prefix = self.settings.prefix
+        ids: set[str] = set()
+        token: str | None = None
+        while True:
+            params: dict[str, str | int | None] = {
+                "list-type": 2,
+                "prefix": prefix,
+                "delimiter": "/",
+                "max-keys": self._page_size,
+            }
+            if token:
+                params["continuation-token"] = token
+            _, body = await self.client.call("GET", "", query=query_string(params))
+            root = xml_children(body)
+            for contents in root.iter("Contents"):
+                key = contents.findtext("Key") or ""
+                file_id = key[len(prefix) :] if key.startswith(prefix) else ""
+                if FILE_ID_RE.fullmatch(file_id):
+                    ids.add(file_id)
+            token = root.findtext("NextContinuationToken")
+            if root.findtext("IsTruncated") != "true" or not token:
+                return ids
+
+    def list_ids(self) -> Deferred[set[str]]:
+        return ensureDeferred(self._list_ids())
+
+    def free_space(self) -> Deferred[int | None]:
+        """Object stores have no free space to tell (a quota error says StorageFull)."""
+        return succeed(None)
+
+    # -- the sweep of crashed nodes' uploads ---------------------------------
+
+    async def _abort_stale(self, older_than: float) -> int:
+        cutoff = self._reactor.seconds() - older_than
+        stale: list[tuple[str, str]] = []
+        markers: dict[str, str | int | None] = {}
+        while True:
+            params: dict[str, str | int | None] = {
+                "uploads": None,
+                "prefix": self.settings.prefix,
+                "max-uploads": self._page_size,
+                **markers,
+            }
+            _, body = await self.client.call("GET", "", query=query_string(params))
+            root = xml_children(body)
+            for upload in root.iter("Upload"):
+                key = upload.findtext("Key") or ""
+                upload_id = upload.findtext("UploadId") or ""
+                initiated = upload.findtext("Initiated") or ""
+                try:
+                    started = datetime.fromisoformat(initiated).timestamp()
+                except ValueError:
+                    continue
+                if started < cutoff and key and upload_id:
+                    stale.append((key, upload_id))
+            if root.findtext("IsTruncated") != "true":
+                break
+            markers = {
+                "key-marker": root.findtext("NextKeyMarker") or "",
+                "upload-id-marker": root.findtext("NextUploadIdMarker") or "",
+            }
+        aborted = 0
+        for key, upload_id in stale:
+            await self.client.call(
+                "DELETE",
+                key,
+                query=query_string({"uploadId": upload_id}),
+                ok=(200, 204, 404),
+            )
+            aborted += 1
+        if aborted:
+            log.info("Aborted {count} stale multipart uploads", count=aborted)
+        return aborted
+
+    def abort_stale_uploads(self, older_than: float) -> Deferred[int]:
+        """Abort multipart uploads under the prefix started over ``older_than`` s ago.
+
+        What a crashed node leaves behind: its parts cost storage, and no
+        object, until aborted.  Pick ``older_than`` above the longest upload.
+        """
+        return ensureDeferred(self._abort_stale(older_than))
+
+    # -- direct mode -----------------------------------------------------------
+
+    def presign_put(
+        self, file_id: str, size: int, content_type: str | None, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
+        """A presigned PUT URL and the headers its request must carry.
+
+        The signature binds Content-Length always and Content-Type when
+        given: the store refuses another length or type (and an expired URL).
+        """
+        key = self._key(file_id)
+        if key is None:
+            raise ValueError(f"not a file id: {file_id!r}")
+        headers = {"Content-Length": str(size)}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return self.client.presign("PUT", key, headers, expires_in), headers
+
+    def public_url(self, file_id: str, filename: str) -> str:
+        """The GET URL of a direct upload: the public base, the key, the name.
+
+        The object is found by its key alone; the file name rides in the
+        query (ignored by S3 websites and CDNs) so people see it.
+        """
+        base = self.settings.public_base_url
+        if not base:
+            raise ValueError("direct mode needs public_base_url")
+        key = quote(self.settings.prefix + file_id, safe="/~")
+        return (
+            f"{base.rstrip('/')}/{key}?{quote('filename')}={quote(filename, safe='')}"
+        )

@@ -1,0 +1,482 @@
+"""The S3 backend against a real SeaweedFS: writes, reads, ranges, sweeps, presigns."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from hypothesis import given
+from hypothesis import strategies as st
+from s3server import SeaweedFS, seaweedfs  # noqa: F401
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from httpupload.errors import AlreadyStored
+from httpupload.slots import new_file_id
+from httpupload.storage import FileInfo
+from httpupload.storage.s3 import S3Storage
+from httpupload.storage.s3client import object_url, query_string, xml_children
+from httpupload.storage.s3meta import info_from_headers, info_headers
+from httpupload.storage.s3read import BodyRelay
+from httpupload.storage.s3settings import MiB, S3Settings
+
+reactor: Any = _reactor
+_prefixes = itertools.count(1)
+
+
+def info_for(file_id: str, data: bytes, filename: str = "naïve café.txt") -> FileInfo:
+    import hashlib
+
+    return FileInfo(
+        file_id=file_id,
+        filename=filename,
+        size=len(data),
+        content_type="text/plain; charset=utf-8",
+        sha256=hashlib.sha256(data).hexdigest(),
+        created=1700000000.25,
+    )
+
+
+async def store(
+    storage: S3Storage, file_id: str, data: bytes, chunk: int = 256 * 1024
+) -> FileInfo:
+    """Write ``data`` as the web layer does: honouring write()'s Deferreds."""
+    pending = storage.begin_write(file_id)
+    view = memoryview(data)
+    for start in range(0, len(data), chunk):
+        waiting = pending.write(bytes(view[start : start + chunk]))
+        if waiting is not None:
+            await waiting
+    info = info_for(file_id, data)
+    await pending.commit(info)
+    return info
+
+
+@pytest.fixture(scope="module")
+def bucket(seaweedfs: SeaweedFS) -> str:  # noqa: F811
+    return seaweedfs.make_bucket()
+
+
+@pytest.fixture
+def make_storage(
+    seaweedfs: SeaweedFS,  # noqa: F811
+    bucket: str,
+) -> Any:
+    """A factory of started S3Storage objects, each under a prefix of its own."""
+    made: list[S3Storage] = []
+
+    async def make(**options: Any) -> S3Storage:
+        page_size = options.pop("page_size", 1000)
+        settings = S3Settings(
+            bucket=bucket,
+            prefix=options.pop("prefix", f"t{next(_prefixes)}/"),
+            endpoint=seaweedfs.endpoint,
+            access_key_id=seaweedfs.access_key,
+            secret_access_key=seaweedfs.secret_key,
+            part_size=options.pop("part_size", 5 * MiB),
+            **options,
+        )
+        storage = S3Storage(settings, reactor, page_size=page_size)
+        await storage.start()
+        made.append(storage)
+        return storage
+
+    yield make
+    for storage in made:
+        pytest_twisted.blockon(storage.close())
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(make_storage: Callable[..., Any]) -> AsyncIterator[S3Storage]:
+    yield await make_storage()
+
+
+class Downloads(Resource):
+    """GET /?id=…&offset=…&length=… sends that range through StoredFile.send."""
+
+    isLeaf = True
+
+    def __init__(self, storage: S3Storage) -> None:
+        super().__init__()
+        self.storage = storage
+
+    def render_GET(self, request: Any) -> Any:
+        file_id = request.args[b"id"][0].decode()
+        offset = int(request.args.get(b"offset", [b"0"])[0])
+
+        def opened(stored: Any) -> None:
+            if stored is None:
+                request.setResponseCode(404)
+                request.finish()
+                return
+            length = int(request.args.get(b"length", [str(stored.info.size)])[0])
+            if request.args.get(b"close"):
+                stored.close()
+                request.setHeader(b"Content-Length", b"0")
+                request.finish()
+                return
+            request.setHeader(b"Content-Length", str(length).encode())
+            stored.send(request, offset, length)
+
+        self.storage.open_read(file_id).addCallback(opened)
+        return NOT_DONE_YET
+
+
+@pytest_twisted.async_yield_fixture
+async def site(storage: S3Storage) -> AsyncIterator[tuple[str, Any]]:
+    """A real Site serving ``storage`` on a loopback port, and a treq client."""
+    port = reactor.listenTCP(0, Site(Downloads(storage)), interface="127.0.0.1")
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
+    yield f"http://127.0.0.1:{port.getHost().port}/", client
+    await pool.closeCachedConnections()
+    await port.stopListening()
+
+
+async def multipart_uploads(storage: S3Storage) -> list[str]:
+    query = query_string({"uploads": None, "prefix": storage.settings.prefix})
+    _, body = await storage.client.call("GET", "", query=query)
+    return [u.findtext("Key") or "" for u in xml_children(body).iter("Upload")]
+
+
+class FakeRequest:
+    """What BodyRelay uses of a request, recorded."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.producer: object = None
+        self.finished = 0
+        self.cut = False
+        self.done: Deferred[None] = Deferred()
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def notifyFinish(self) -> Deferred[None]:
+        return self.done
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def finish(self) -> None:
+        self.finished += 1
+
+    def loseConnection(self) -> None:
+        self.cut = True
+
+
+# -- pure parts ---------------------------------------------------------------
+
+
+def test_path_style_url() -> None:
+    """Path-style puts the bucket in the path and percent-encodes the key."""
+    settings = S3Settings(bucket="bkt", endpoint="http://127.0.0.1:9000/")
+    assert object_url(settings, "up/a b") == "http://127.0.0.1:9000/bkt/up/a%20b"
+    assert object_url(settings, "", "list-type=2") == (
+        "http://127.0.0.1:9000/bkt/?list-type=2"
+    )
+
+
+def test_virtual_host_url() -> None:
+    """Virtual-host addressing puts the bucket in the host name."""
+    settings = S3Settings(
+        bucket="bkt", endpoint="https://s3.example.org", addressing="virtual"
+    )
+    assert object_url(settings, "p/id") == "https://bkt.s3.example.org/p/id"
+
+
+def test_aws_endpoint_from_region() -> None:
+    """Without an endpoint, the URL is AWS's regional one."""
+    settings = S3Settings(bucket="bkt", region="eu-west-3", addressing="virtual")
+    assert object_url(settings, "k") == "https://bkt.s3.eu-west-3.amazonaws.com/k"
+
+
+@given(
+    filename=st.text(min_size=1, max_size=100),
+    content_type=st.from_regex(r"[a-z]{1,10}/[a-z0-9.+-]{1,20}", fullmatch=True),
+    created=st.floats(min_value=0, max_value=4e9),
+)
+def test_info_survives_metadata(
+    filename: str, content_type: str, created: float
+) -> None:
+    """Any file name and type come back from the object's ASCII headers unchanged."""
+    info = FileInfo(
+        file_id="A" * 22,
+        filename=filename,
+        size=12,
+        content_type=content_type,
+        sha256="ab" * 32,
+        created=created,
+    )
+    headers = Headers()
+    for name, value in info_headers(info).items():
+        encoded = value.encode("ascii")  # raises if a value is not ASCII
+        headers.addRawHeader(name.lower().encode(), encoded)
+    headers.addRawHeader(b"content-length", b"12")
+    assert info_from_headers(info.file_id, headers) == info
+
+
+def test_relay_cuts_connection_when_s3_fails() -> None:
+    """A body that breaks off midway cuts the client's connection, never finishes."""
+    request = FakeRequest()
+    relay = BodyRelay(request, 10)  # type: ignore[arg-type]
+    relay.start()
+    relay.dataReceived(b"12345")
+    relay.connectionLost(Failure(ConnectionError("reset")))
+    assert request.cut
+    assert request.finished == 0
+    assert request.producer is None
+    assert request.written == [b"12345"]
+
+
+def test_relay_finishes_whole_body_and_follows_client_pace() -> None:
+    """The relay pauses the S3 side with the client, and finishes on a whole body."""
+
+    class Source:
+        state = "running"
+
+        def pauseProducing(self) -> None:
+            self.state = "paused"
+
+        def resumeProducing(self) -> None:
+            self.state = "running"
+
+        def stopProducing(self) -> None:
+            self.state = "stopped"
+
+    request = FakeRequest()
+    relay = BodyRelay(request, 4)  # type: ignore[arg-type]
+    relay.start()
+    relay.pauseProducing()
+    source = Source()
+    relay.makeConnection(source)
+    assert source.state == "paused"
+    relay.resumeProducing()
+    relay.dataReceived(b"abcd")
+    relay.connectionLost(Failure(ResponseDone()))
+    assert (request.finished, request.cut) == (1, False)
+    assert b"".join(request.written) == b"abcd"
+    # The client goes away: the S3 connection is dropped.
+    gone = FakeRequest()
+    relay2 = BodyRelay(gone, 4)  # type: ignore[arg-type]
+    relay2.start()
+    source2 = Source()
+    relay2.makeConnection(source2)
+    gone.done.errback(ConnectionError("client left"))
+    assert source2.state == "stopped"
+    relay2.connectionLost(Failure(ConnectionError("dropped")))
+    assert (gone.finished, gone.cut) == (0, False)
+
+
+# -- against SeaweedFS ----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_round_trip(storage: S3Storage, site: tuple[str, Any]) -> None:
+    """A small file is stored whole with its info, and read back through a Site."""
+    url, client = site
+    file_id = new_file_id()
+    data = b"hello, object store\n" * 100
+    info = await store(storage, file_id, data)
+    assert await storage.stat(file_id) == info
+    response = await client.get(url, params={"id": file_id})
+    assert response.code == 200
+    assert await response.content() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_round_trip_and_range(
+    storage: S3Storage, site: tuple[str, Any]
+) -> None:
+    """A 23 MiB file goes up in 5 MiB parts, keeps its info, and serves ranges."""
+    url, client = site
+    file_id = new_file_id()
+    data = os.urandom(23 * MiB)
+    info = await store(storage, file_id, data)
+    assert await storage.stat(file_id) == info
+    assert await multipart_uploads(storage) == []
+    response = await client.get(url, params={"id": file_id})
+    assert await response.content() == data
+    offset, length = 5 * MiB - 3, 1000
+    response = await client.get(
+        url, params={"id": file_id, "offset": offset, "length": length}
+    )
+    assert response.code == 200
+    assert await response.content() == data[offset : offset + length]
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_without_sending(storage: S3Storage, site: tuple[str, Any]) -> None:
+    """An opened file closed unsent costs nothing; the store serves on."""
+    url, client = site
+    file_id = new_file_id()
+    await store(storage, file_id, b"x" * 1000)
+    response = await client.get(url, params={"id": file_id, "close": "1"})
+    assert response.code == 200
+    assert await response.content() == b""
+    response = await client.get(url, params={"id": file_id})
+    assert await response.content() == b"x" * 1000
+    missing = await client.get(url, params={"id": new_file_id()})
+    assert missing.code == 404
+    await missing.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_leaves_nothing(storage: S3Storage) -> None:
+    """An aborted upload after two parts leaves no object and no multipart upload."""
+    file_id = new_file_id()
+    pending = storage.begin_write(file_id)
+    for _ in range(12):
+        waiting = pending.write(b"z" * MiB)
+        if waiting is not None:
+            await waiting
+    await pending.abort()
+    await pending.abort()
+    assert await storage.stat(file_id) is None
+    assert await multipart_uploads(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_commit_is_already_stored(storage: S3Storage) -> None:
+    """Committing an id that exists fails with AlreadyStored, small or multipart."""
+    file_id = new_file_id()
+    first = await store(storage, file_id, b"first")
+    with pytest.raises(AlreadyStored):
+        await store(storage, file_id, b"second")
+    with pytest.raises(AlreadyStored):
+        await store(storage, file_id, b"y" * (6 * MiB))
+    assert await storage.stat(file_id) == first
+    assert await multipart_uploads(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_waits_for_parts_and_memory_stays_bounded(
+    make_storage: Callable[..., Any],
+) -> None:
+    """With parts in flight, write() asks the body to wait; memory stays bounded."""
+    storage = await make_storage(parts_in_flight=1)
+    file_id = new_file_id()
+    pending = storage.begin_write(file_id)
+    chunk = b"m" * (256 * 1024)
+    waited = 0
+    tracemalloc.start()
+    try:
+        for _ in range(64 * 4):  # 64 MiB
+            waiting = pending.write(chunk)
+            if waiting is not None:
+                assert not waiting.called
+                waited += 1
+                await waiting
+        await pending.commit(info_for(file_id, b""))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert waited >= 10
+    assert peak < 6 * 5 * MiB
+    stat = await storage.stat(file_id)
+    assert stat is not None and stat.size == 64 * MiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_stale_uploads(make_storage: Callable[..., Any]) -> None:
+    """The sweep aborts multipart uploads started before the cutoff, page by page."""
+    storage = await make_storage(page_size=1)
+    for _ in range(3):
+        await storage.client.call(
+            "POST",
+            storage.settings.prefix + new_file_id(),
+            query=query_string({"uploads": None}),
+        )
+    assert await storage.abort_stale_uploads(3600) == 0
+    assert len(await multipart_uploads(storage)) == 3
+    # A cutoff a minute ahead makes every upload stale.
+    assert await storage.abort_stale_uploads(-60) == 3
+    assert await multipart_uploads(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_ids_pages(make_storage: Callable[..., Any]) -> None:
+    """list_ids follows continuation tokens and keeps only ids under the prefix."""
+    storage = await make_storage(page_size=2)
+    ids = {new_file_id() for _ in range(5)}
+    for file_id in ids:
+        await store(storage, file_id, b"1")
+    prefix = storage.settings.prefix
+    await storage.client.call("PUT", prefix + "not an id", body=b"x")
+    await storage.client.call("PUT", prefix + "sub/" + new_file_id(), body=b"x")
+    await storage.client.call("PUT", "elsewhere/" + new_file_id(), body=b"x")
+    assert await storage.list_ids() == ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete(storage: S3Storage) -> None:
+    """delete says whether there was a file, and the file is gone after."""
+    file_id = new_file_id()
+    await store(storage, file_id, b"doomed")
+    assert await storage.delete(file_id) is True
+    assert await storage.stat(file_id) is None
+    assert await storage.open_read(file_id) is None
+    assert await storage.delete(file_id) is False
+    assert await storage.delete("../not-an-id") is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_presigned_put(storage: S3Storage) -> None:
+    """A presigned PUT takes the right length and type, and refuses anything else."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
+
+    async def put(url: str, body: bytes, content_type: str | None) -> int:
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = await client.put(url, data=body, headers=headers)
+        await response.content()
+        return int(response.code)
+
+    file_id = new_file_id()
+    url, headers = storage.presign_put(file_id, 5, "image/png", 60)
+    assert headers == {"Content-Length": "5", "Content-Type": "image/png"}
+    assert await put(url, b"12345", "image/jpeg") == 403
+    assert await put(url, b"123456", "image/png") == 403
+    assert await storage.stat(file_id) is None
+    assert await put(url, b"12345", "image/png") == 200
+    stat = await storage.stat(file_id)
+    assert stat is not None and (stat.size, stat.content_type) == (5, "image/png")
+    assert stat.sha256 == ""
+
+    untyped, headers = storage.presign_put(new_file_id(), 3, None, 60)
+    assert headers == {"Content-Length": "3"}
+    assert await put(untyped, b"1234", "text/plain") == 403
+    assert await put(untyped, b"123", "text/plain") == 200
+
+    expiring, _ = storage.presign_put(new_file_id(), 3, None, 1)
+    await deferLater(reactor, 2.1, lambda: None)
+    assert await put(expiring, b"123", None) == 403
+    await pool.closeCachedConnections()
+
+
+def test_public_url() -> None:
+    """A direct GET URL is the public base, the object key and the name."""
+    settings = S3Settings(
+        bucket="bkt", prefix="up/", public_base_url="https://cdn.example.org/"
+    )
+    storage = S3Storage(settings, reactor)
+    file_id = "A" * 22
+    assert storage.public_url(file_id, "a b.png") == (
+        f"https://cdn.example.org/up/{file_id}?filename=a%20b.png"
+    )
