@@ -38,10 +38,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import react
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-from httpupload.backends import open_backends
+from httpupload.backends import Backends, open_backends
 from httpupload.config import Config, load_config
 from httpupload.errors import ConfigError
-from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metadata import FileRecord
 from httpupload.owners import Uploads
 from httpupload.policy import SlotPolicy
 from httpupload.slots import parse_url_path
@@ -213,7 +213,7 @@ class Progress:
 # -- the pieces, as service.py builds them (minus the service) ------------------
 
 
-def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, MetadataStore]:
+def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, Backends]:
     """``Uploads`` over the service's storage and records; raises ``ConfigError``."""
     backends = open_backends(config, reactor, tool=True)
     uploads = Uploads(
@@ -223,14 +223,14 @@ def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, MetadataStore]:
         config.http.get_url,
         reactor,
     )
-    return uploads, backends.metadata
+    return uploads, backends
 
 
 @dataclass
 class _Closer:
-    """Stops the metadata store once, whoever asks first (end, or Ctrl-C)."""
+    """Stops the backends once, whoever asks first (end, or Ctrl-C)."""
 
-    metadata: MetadataStore
+    backends: Backends
     closed: bool = False
     _waiters: list[Deferred[None]] | None = None
 
@@ -248,7 +248,8 @@ class _Closer:
                     w.callback(None)
 
             self._waiters.append(waiter)
-            self.metadata.stop().addBoth(done)
+            stopping = self.backends.metadata.stop()
+            stopping.addBoth(lambda _: self.backends.stop_storage()).addBoth(done)
         else:
             self._waiters.append(waiter)
         return waiter
@@ -544,6 +545,7 @@ async def _main(reactor: Any, ctx: Context, closer: _Closer, run: _Run) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", closer.close)
     code = EXIT_FAILED
     try:
+        await closer.backends.start_storage()
         await ctx.uploads.metadata.start()
         code = await COMMANDS[ctx.args.command](ctx)
     except Failed as e:
@@ -568,14 +570,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     try:
         config = load_config(args.config)
-        uploads, metadata = open_uploads(config, reactor)
+        uploads, backends = open_uploads(config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"httpupload: config error: {e}\n")
         return EXIT_USAGE
     ctx = Context(args, uploads)
     run = _Run()
     try:
-        react(_main, (ctx, _Closer(metadata), run))
+        react(_main, (ctx, _Closer(backends), run))
     except SystemExit:
         pass
     if not run.finished:
