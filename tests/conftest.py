@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
-from pgserver import postgresql  # noqa: F401  (a session fixture for every test)
+from pgserver import postgresql  # noqa: F401  (session fixtures for every test)
+from s3server import seaweedfs  # noqa: F401
 from webserver import Server, start_server
 
 
