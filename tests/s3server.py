@@ -105,7 +105,7 @@ class SeaweedFS:
             "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}",
             f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-volume.max=200", "-master.volumeSizeLimitMB=128",
-            "-volume.preStopSeconds=0",
+            "-volume.preStopSeconds=0", "-s3.autoCreateBucket=false",
         ]  # fmt: skip
         env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
         with open(self.log_path, "wb") as log:

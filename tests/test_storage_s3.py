@@ -18,12 +18,18 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from httpupload.errors import AlreadyStored
+from httpupload.errors import AlreadyStored, UploadRefused
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
 from httpupload.storage.s3 import S3Storage
@@ -80,9 +86,9 @@ def make_storage(
     async def make(**options: Any) -> S3Storage:
         page_size = options.pop("page_size", 1000)
         settings = S3Settings(
-            bucket=bucket,
+            bucket=options.pop("bucket", bucket),
             prefix=options.pop("prefix", f"t{next(_prefixes)}/"),
-            endpoint=seaweedfs.endpoint,
+            endpoint=options.pop("endpoint", seaweedfs.endpoint),
             access_key_id=seaweedfs.access_key,
             secret_access_key=seaweedfs.secret_key,
             part_size=options.pop("part_size", 5 * MiB),
@@ -128,6 +134,12 @@ class Downloads(Resource):
                 request.finish()
                 return
             request.setHeader(b"Content-Length", str(length).encode())
+            if request.args.get(b"delete"):
+                # The object goes away between the HEAD and the GET.
+                self.storage.delete(file_id).addCallback(
+                    lambda _: stored.send(request, offset, length)
+                )
+                return
             stored.send(request, offset, length)
 
         self.storage.open_read(file_id).addCallback(opened)
@@ -480,3 +492,67 @@ def test_public_url() -> None:
     assert storage.public_url(file_id, "a b.png") == (
         f"https://cdn.example.org/up/{file_id}?filename=a%20b.png"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_cuts_connection_when_object_vanishes(
+    storage: S3Storage, site: tuple[str, Any]
+) -> None:
+    """If the GET behind send fails, the client's response is cut, not ended."""
+    url, client = site
+    file_id = new_file_id()
+    await store(storage, file_id, b"v" * 5000)
+    # Cut before the head went out, or after: either way never a whole answer.
+    with pytest.raises((ResponseFailed, ResponseNeverReceived)):
+        response = await client.get(url, params={"id": file_id, "delete": "1"})
+        await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_part_aborts_and_refuses(storage: S3Storage) -> None:
+    """A part that fails midway: writes go on quietly, commit refuses, nothing stays."""
+    file_id = new_file_id()
+    pending = storage.begin_write(file_id)
+    for _ in range(6):
+        waiting = pending.write(b"p" * MiB)
+        if waiting is not None:
+            await waiting
+    # Another node's sweep (or an operator) aborts the upload under our feet.
+    await deferLater(reactor, 0.2, lambda: None)
+    assert await storage.abort_stale_uploads(-60) == 1
+    for _ in range(12):
+        waiting = pending.write(b"p" * MiB)
+        if waiting is not None:
+            await waiting  # fires, never fails
+    with pytest.raises(UploadRefused) as refused:
+        await pending.commit(info_for(file_id, b""))
+    assert not isinstance(refused.value, AlreadyStored)
+    assert await storage.stat(file_id) is None
+    assert await multipart_uploads(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_bucket_refuses(
+    make_storage: Callable[..., Any],
+) -> None:
+    """A store that refuses every write gives UploadRefused, small or multipart."""
+    storage = await make_storage(bucket="no-such-bucket-here")
+    with pytest.raises(UploadRefused, match="NoSuchBucket"):
+        await store(storage, new_file_id(), b"small")
+    with pytest.raises(UploadRefused, match="NoSuchBucket"):
+        await store(storage, new_file_id(), b"b" * (11 * MiB))
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_store_refuses(
+    make_storage: Callable[..., Any],
+) -> None:
+    """A store that cannot be reached gives UploadRefused, not a crash."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    storage = await make_storage(endpoint=f"http://127.0.0.1:{closed}")
+    with pytest.raises(UploadRefused, match="Storage error"):
+        await store(storage, new_file_id(), b"small")
