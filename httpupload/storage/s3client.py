@@ -30,7 +30,12 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
@@ -162,6 +167,8 @@ class S3Client:
         if agent is None:
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = 16
+            # Below the idle timeouts of S3 servers (AWS: about 20 s).
+            self._pool.cachedConnectionTimeout = 10
             agent = Agent(reactor, pool=self._pool)
         self._agent = agent
         self.timeout = timeout
@@ -246,13 +253,28 @@ class S3Client:
         raw = Headers()
         for name, value in aws.headers.items():
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
-        producer = BytesProducer(body) if body or method in ("PUT", "POST") else None
-        d = self._agent.request(
-            method.encode("ascii"), url.encode("ascii"), raw, producer
-        )
-        d.addTimeout(timeout or self.timeout, self._reactor)
-        response: IResponse = await d
-        return response
+        # A pooled connection the store closed while idle fails a request
+        # before it gets an answer: send again once if that cannot do harm
+        # (a conditional PUT that did succeed would come back 412).
+        idempotent = method in ("GET", "HEAD", "DELETE") or "partNumber=" in query
+        for attempt in (1, 2):
+            with_body = body or method in ("PUT", "POST")
+            producer = BytesProducer(body) if with_body else None
+            d = self._agent.request(
+                method.encode("ascii"), url.encode("ascii"), raw, producer
+            )
+            d.addTimeout(timeout or self.timeout, self._reactor)
+            try:
+                response: IResponse = await d
+                return response
+            except RequestTransmissionFailed:
+                if attempt == 2:
+                    raise
+            except ResponseNeverReceived:
+                if attempt == 2 or not idempotent:
+                    raise
+            log.debug("Sending {method} again on a new connection", method=method)
+        raise AssertionError("unreachable")
 
     async def call(
         self,
