@@ -10,6 +10,7 @@ import httpupload._wokkel_compat  # noqa: F401, I001  (must run before wokkel is
 
 from httpupload.config import Config, load_config, parse_config
 from httpupload.errors import ConfigError, HttpUploadError
+from httpupload.keys import KeyRing
 from httpupload.policy import SlotPolicy
 from httpupload.service import make_service
 from httpupload.slots import Slot, SlotSigner
@@ -27,6 +28,7 @@ __all__ = [
     "FileInfo",
     "FilesystemStorage",
     "HttpUploadError",
+    "KeyRing",
     "Slot",
     "SlotPolicy",
     "SlotSigner",
