@@ -72,11 +72,37 @@ class SeaweedFS:
         self.secret_key = secrets.token_urlsafe(30)
         self.process: subprocess.Popen[bytes] | None = None
         self.s3_port = 0
+        self.https_port = 0
         self._names = itertools.count(1)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def https_endpoint(self) -> str | None:
+        """The same store over TLS (None without openssl); trust ``cert_path``."""
+        return f"https://127.0.0.1:{self.https_port}" if self.https_port else None
+
+    @property
+    def cert_path(self) -> Path:
+        return self.base_dir / "cert.pem"
+
+    def _make_cert(self) -> bool:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return False
+        subprocess.run(
+            [
+                openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", str(self.base_dir / "key.pem"),
+                "-out", str(self.cert_path), "-days", "2",
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return True
 
     @property
     def log_path(self) -> Path:
@@ -94,7 +120,7 @@ class SeaweedFS:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         config.write_text(json.dumps({"identities": [identity]}))
-        ports = _free_ports(8)
+        ports = _free_ports(9)
         self.s3_port = ports[6]
         command = [
             self.weed, "server",
@@ -107,6 +133,13 @@ class SeaweedFS:
             "-volume.max=200", "-master.volumeSizeLimitMB=128",
             "-volume.preStopSeconds=0", "-s3.autoCreateBucket=false",
         ]  # fmt: skip
+        if self._make_cert():
+            self.https_port = ports[8]
+            command += [
+                f"-s3.port.https={self.https_port}",
+                f"-s3.cert.file={self.cert_path}",
+                f"-s3.key.file={self.base_dir / 'key.pem'}",
+            ]
         env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -85,6 +85,7 @@ def make_storage(
 
     async def make(**options: Any) -> S3Storage:
         page_size = options.pop("page_size", 1000)
+        agent = options.pop("agent", None)
         settings = S3Settings(
             bucket=options.pop("bucket", bucket),
             prefix=options.pop("prefix", f"t{next(_prefixes)}/"),
@@ -94,7 +95,7 @@ def make_storage(
             part_size=options.pop("part_size", 5 * MiB),
             **options,
         )
-        storage = S3Storage(settings, reactor, page_size=page_size)
+        storage = S3Storage(settings, reactor, page_size=page_size, agent=agent)
         await storage.start()
         made.append(storage)
         return storage
@@ -556,3 +557,30 @@ async def test_unreachable_store_refuses(
     storage = await make_storage(endpoint=f"http://127.0.0.1:{closed}")
     with pytest.raises(UploadRefused, match="Storage error"):
         await store(storage, new_file_id(), b"small")
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_endpoint(
+    seaweedfs: SeaweedFS,  # noqa: F811
+    make_storage: Callable[..., Any],
+) -> None:
+    """Over an https:// endpoint (certificate checked) files go up and come back."""
+    if seaweedfs.https_endpoint is None:
+        pytest.skip("openssl is needed for the test certificate")
+    from twisted.internet.ssl import Certificate
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    trust = Certificate.loadPEM(seaweedfs.cert_path.read_bytes())
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool)
+    storage = await make_storage(endpoint=seaweedfs.https_endpoint, agent=agent)
+    file_id = new_file_id()
+    data = os.urandom(6 * MiB)
+    info = await store(storage, file_id, data)
+    assert await storage.stat(file_id) == info
+    assert await storage.list_ids() == {file_id}
+    # An agent that does not trust the certificate gets nowhere.
+    untrusting = await make_storage(endpoint=seaweedfs.https_endpoint)
+    with pytest.raises(UploadRefused):
+        await store(untrusting, new_file_id(), b"x")
+    await pool.closeCachedConnections()
