@@ -584,3 +584,26 @@ async def test_https_endpoint(
     with pytest.raises(UploadRefused):
         await store(untrusting, new_file_id(), b"x")
     await pool.closeCachedConnections()
+
+
+@given(
+    key=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60)
+)
+def test_object_url_keeps_any_key(key: str) -> None:
+    """Whatever the key, the URL's path decodes back to bucket and key."""
+    from urllib.parse import unquote, urlsplit
+
+    settings = S3Settings(bucket="bkt", endpoint="http://127.0.0.1:9000")
+    path = urlsplit(object_url(settings, key)).path
+    assert unquote(path) == "/bkt/" + key
+
+
+@pytest_twisted.ensureDeferred
+async def test_unusual_prefix(make_storage: Callable[..., Any]) -> None:
+    """A prefix with spaces, plus signs, percent signs and non-ASCII is signed right."""
+    storage = await make_storage(prefix=f"up lo+ads%{next(_prefixes)}/ü/")
+    file_id = new_file_id()
+    info = await store(storage, file_id, b"odd")
+    assert await storage.stat(file_id) == info
+    assert await storage.list_ids() == {file_id}
+    assert await storage.delete(file_id) is True
