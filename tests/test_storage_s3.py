@@ -607,3 +607,52 @@ async def test_unusual_prefix(make_storage: Callable[..., Any]) -> None:
     assert await storage.stat(file_id) == info
     assert await storage.list_ids() == {file_id}
     assert await storage.delete(file_id) is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_client_pauses_s3(storage: S3Storage, site: tuple[str, Any]) -> None:
+    """A client that stops reading stops the S3 body too: nothing piles up here."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    url, _ = site
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    file_id = new_file_id()
+    data = os.urandom(23 * MiB)
+    await store(storage, file_id, data)
+    done: Deferred[bytes] = Deferred()
+
+    class Slow(Protocol):
+        """Asks for the file, then reads nothing until told to."""
+
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def connectionMade(self) -> None:
+            assert self.transport is not None
+            self.transport.write(
+                f"GET /?id={file_id} HTTP/1.1\r\nHost: x\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+        def dataReceived(self, chunk: bytes) -> None:
+            self.chunks.append(chunk)
+
+        def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+            done.callback(b"".join(self.chunks))
+
+    tracemalloc.start()
+    try:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        slow = await connectProtocol(endpoint, Slow())
+        await deferLater(reactor, 1.0, lambda: None)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Loopback socket buffers hold a few MiB; the rest must still be in S3.
+    assert held < 8 * MiB
+    slow.transport.resumeProducing()
+    answer = await done
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(data)
