@@ -26,7 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IAgent
 
 from httpupload.slots import FILE_ID_RE
-from httpupload.storage import FileInfo
+from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
 from httpupload.storage.s3client import S3Client, query_string, xml_children
 from httpupload.storage.s3meta import info_from_headers
 from httpupload.storage.s3read import S3StoredFile
@@ -103,7 +103,7 @@ class S3Storage:
     def stat(self, file_id: str) -> Deferred[FileInfo | None]:
         return ensureDeferred(self._stat(file_id))
 
-    async def _open(self, file_id: str) -> S3StoredFile | None:
+    async def _open(self, file_id: str) -> StoredFile | None:
         found = await self._head(file_id)
         if found is None:
             return None
@@ -114,7 +114,7 @@ class S3Storage:
         etag = (headers.getRawHeaders(b"ETag") or [b""])[0].decode("latin-1")
         return S3StoredFile(self.client, key, info, etag)
 
-    def open_read(self, file_id: str) -> Deferred[S3StoredFile | None]:
+    def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
         return ensureDeferred(self._open(file_id))
 
     # -- deleting and listing ----------------------------------------------
@@ -244,3 +244,10 @@ class S3Storage:
         return (
             f"{base.rstrip('/')}/{key}?{quote('filename')}={quote(filename, safe='')}"
         )
+
+
+def _conforms(
+    storage: S3Storage, upload: S3Upload, opened: S3StoredFile
+) -> tuple[Storage, PendingUpload, StoredFile]:
+    """Never called: mypy checks here that the classes meet the protocols."""
+    return storage, upload, opened
