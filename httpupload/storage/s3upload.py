@@ -294,7 +294,9 @@ class S3Upload:
         if self._done:
             return succeed(None)
         self._done = True
-        self._fail(UploadRefused("aborted"))
+        # Not a failure worth a warning: the client went away, or was refused.
+        self._error = self._error or UploadRefused("aborted")
+        self._fail(self._error)
 
         def quiet(result: Any) -> None:
             if isinstance(result, Failure):
