@@ -3,19 +3,29 @@
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 from wokkel import disco, generic
 from wokkel.test import helpers
 
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
-from httpupload.xmpp.handler import UploadHandler
+from httpupload.xmpp.component import ComponentService
+from httpupload.xmpp.handler import UploadHandler, requester_of
+from httpupload.xmpp.routing import route_of
 from httpupload.xmpp.stanzas import (
     NAMESPACES,
     NS_UPLOAD,
     NS_UPLOAD_CONVERSATIONS,
     NS_UPLOAD_LEGACY,
+    slot_element,
+    slot_result_xml,
 )
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -23,15 +33,52 @@ NS_DATA = "jabber:x:data"
 MAX = 5 * 1024 * 1024
 
 
-class Service:
-    """The handler set the component runs, on a stub stream."""
+STREAM_HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' "
+    b"from='upload.montague.tld' id='sid-1'>"
+)
+
+
+def parse_stanzas(data: bytes) -> list[domish.Element]:
+    """The top-level elements a component wrote to its stream."""
+    stream = domish.elementStream()
+    elements: list[domish.Element] = []
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = elements.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(STREAM_HEADER + data)
+    return elements
+
+
+class FakeEndpoint:
+    """Connects the component to an in-memory transport."""
 
     def __init__(self) -> None:
+        self.connections: list[tuple[Protocol, StringTransport]] = []
+
+    def connect(self, factory: Factory) -> Deferred[Protocol]:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))
+        return succeed(protocol)
+
+
+class Service:
+    """The handler set the component runs, on a stub stream or on the wire.
+
+    ``dispatch``: stanzas are dispatched as elements on wokkel's stub (as an
+    in-process router does); ``wire``: they arrive as bytes on the component's
+    own stream and answers leave as bytes (the path with the IQ routes).
+    """
+
+    def __init__(self, mode: str = "dispatch") -> None:
+        self.mode = mode
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.signer = SlotSigner(b"k" * 32, self.clock)
-        self.manager = helpers.TestableStreamManager(reactor=self.clock)
-        for handler in (
+        handlers = (
             generic.FallbackHandler(),
             disco.DiscoHandler(),
             UploadHandler(
@@ -41,7 +88,19 @@ class Service:
                 "https://download.montague.tld/files/",
                 300,
             ),
-        ):
+        )
+        if mode == "wire":
+            endpoint = FakeEndpoint()
+            self.component = ComponentService(
+                self.clock, endpoint, "upload.montague.tld", "secret", handlers
+            )
+            self.component.startService()
+            self.protocol, self.transport = endpoint.connections[-1]
+            self.protocol.dataReceived(STREAM_HEADER + b"<handshake/>")
+            assert self.component.online
+            return
+        self.manager = helpers.TestableStreamManager(reactor=self.clock)
+        for handler in handlers:
             handler.setHandlerParent(self.manager)
 
     def ask(
@@ -56,13 +115,20 @@ class Service:
         iq["from"] = sender
         iq["to"] = "upload.montague.tld"
         iq.addChild(child)
-        output = self.manager.stub.output
-        before = len(output)
-        self.manager.stub.send(iq)
-        assert len(output) == before + 1, "exactly one reply"
-        reply = output[-1]
+        if self.mode == "wire":
+            self.transport.clear()
+            self.protocol.dataReceived(iq.toXml().encode("utf-8"))
+            output = parse_stanzas(self.transport.value())
+            assert len(output) == 1, "exactly one reply"
+            reply = output[0]
+        else:
+            output = self.manager.stub.output
+            before = len(output)
+            self.manager.stub.send(iq)
+            assert len(output) == before + 1, "exactly one reply"
+            reply = output[-1]
         assert reply["id"] == "step_03"
-        assert reply["to"] == sender
+        assert reply.getAttribute("to") == (sender or None)
         return reply
 
 
@@ -83,9 +149,9 @@ def error_of(reply: domish.Element) -> tuple[str, str, str | None]:
     return error["type"], condition, text
 
 
-@pytest.fixture
-def service() -> Service:
-    return Service()
+@pytest.fixture(params=["dispatch", "wire"])
+def service(request: pytest.FixtureRequest) -> Service:
+    return Service(request.param)
 
 
 def test_disco_info(service: Service) -> None:
@@ -209,6 +275,8 @@ def test_bad_requests(
     service: Service, attributes: dict[str, str], mentions: str
 ) -> None:
     """Each malformed request: modify/bad-request, a text naming the attribute, echo."""
+    if service.mode == "wire" and "\x01" in attributes.get("filename", ""):
+        pytest.skip("an XML 1.0 stream cannot carry U+0001")
     reply = service.ask(request(**attributes))
     error_type, condition, text = error_of(reply)
     assert (error_type, condition) == ("modify", "bad-request")
@@ -292,3 +360,98 @@ def test_legacy_errors(service: Service, namespace: str) -> None:
         legacy_request(namespace, filename="a", size="1"), sender="eve@evil.example/x"
     )
     assert error_of(reply)[:2] == ("auth", "forbidden")
+
+
+def canonical(element: domish.Element) -> tuple[object, ...]:
+    """An element as nested tuples: names, namespaces, attributes, text."""
+    return (
+        element.name,
+        element.uri,
+        sorted(element.attributes.items()),
+        [
+            canonical(c) if isinstance(c, domish.Element) else str(c)
+            for c in element.children
+        ],
+    )
+
+
+XML_TEXT = st.text(
+    st.characters(
+        min_codepoint=0x20,
+        blacklist_categories=("Cs",),
+        blacklist_characters="\ufffe\uffff",
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    namespace=st.sampled_from(NAMESPACES),
+    put_url=XML_TEXT,
+    get_url=XML_TEXT,
+    headers=st.dictionaries(XML_TEXT.filter(bool), XML_TEXT, max_size=3),
+    addressing=st.fixed_dictionaries(
+        {}, optional={"from": XML_TEXT, "to": XML_TEXT, "id": XML_TEXT}
+    ),
+)
+def test_slot_result_text_is_the_domish_answer(
+    namespace: str,
+    put_url: str,
+    get_url: str,
+    headers: dict[str, str],
+    addressing: dict[str, str],
+) -> None:
+    """The slot answer written as text parses to what domish would have sent."""
+    iq = domish.Element((None, "iq"))
+    iq["type"] = "get"
+    for name, value in addressing.items():
+        iq[name] = value
+    expected = toResponse(iq, "result")
+    expected.addChild(slot_element(namespace, put_url, get_url, headers))
+    (written,) = parse_stanzas(
+        slot_result_xml(iq, namespace, put_url, get_url, headers).encode("utf-8")
+    )
+    (serialized,) = parse_stanzas(expected.toXml().encode("utf-8"))
+    assert canonical(written) == canonical(serialized)
+
+
+def test_routed_requests_skip_other_observers() -> None:
+    """On the component's stream a slot request reaches only the upload handler."""
+    service = Service("wire")
+    seen: list[domish.Element] = []
+    service.protocol.addObserver("/iq", seen.append, priority=100)
+    reply = service.ask(request(filename="a.txt", size="3"))
+    assert reply.slot is not None
+    assert seen == []
+    # Anything else still goes through XPath dispatch.
+    service.ask(domish.Element((disco.NS_DISCO_INFO, "query")))
+    assert len(seen) == 1
+
+
+def test_iq_with_two_payloads_takes_the_xpath_path() -> None:
+    """An IQ that is not a plain request is left to the observers, as before."""
+    iq = domish.Element((None, "iq"))
+    iq["type"] = "get"
+    iq.addChild(request(filename="a.txt", size="3"))
+    assert route_of(iq) == ("get", NS_UPLOAD, "request")
+    iq.addElement(("urn:example", "other"))
+    assert route_of(iq) is None
+    assert route_of(domish.Element((None, "iq"))) is None
+
+
+@pytest.mark.parametrize("sender", ["", "@montague.tld/x", "romeo@/x"])
+def test_invalid_sender_is_forbidden(service: Service, sender: str) -> None:
+    """A request without a usable sender JID is refused as forbidden."""
+    reply = service.ask(request(filename="a.txt", size="3"), sender=sender)
+    assert error_of(reply)[:2] == ("auth", "forbidden")
+
+
+def test_requester_is_the_bare_jid() -> None:
+    """Only the bare JID counts; the resource is not parsed (the server checked it)."""
+    iq = domish.Element((None, "iq"))
+    iq["from"] = "Romeo@Montague.TLD/garden/with@sign"
+    jid = requester_of(iq)
+    assert jid is not None and jid.full() == "romeo@montague.tld"
+    iq["from"] = "montague.tld/x@y"
+    jid = requester_of(iq)
+    assert jid is not None and (jid.user, jid.host) == (None, "montague.tld")

@@ -26,6 +26,8 @@ from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.protocols.jabber.error import StreamError
 from wokkel.subprotocols import StreamManager, XMPPHandler
 
+from httpupload.xmpp.routing import RoutingXmlStream
+
 log = Logger()
 
 # A server that accepts TCP but never answers the handshake is given up on.
@@ -63,6 +65,7 @@ class ComponentService(Service):
         )
         self.factory = component.componentFactory(jid, secret)
         self.factory.noisy = False
+        self.factory.protocol = RoutingXmlStream
         self.streams = StreamManager(self.factory, reactor=reactor)
         for handler in handlers:
             handler.setHandlerParent(self.streams)

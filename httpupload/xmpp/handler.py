@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 from wokkel import data_form, disco
 from wokkel.iwokkel import IDisco
@@ -27,8 +30,12 @@ from httpupload.xmpp.stanzas import (
     find_request,
     parse_request,
     slot_element,
+    slot_result_xml,
     stanza_error,
 )
+
+# A slot's answer: namespace, PUT URL, GET URL, PUT headers.
+_SlotAnswer = tuple[str, str, str, dict[str, str]]
 
 
 def _requests(iq_type: str) -> str:
@@ -42,11 +49,32 @@ REQUEST_SET = _requests("set")
 log = Logger()
 
 
+@lru_cache(maxsize=4096)
+def _bare_jid(bare: str) -> JID | None:
+    try:
+        return JID(bare)
+    except InvalidFormat:
+        return None
+
+
+def requester_of(iq: domish.Element) -> JID | None:
+    """The bare JID an IQ is from; None if it has none or an invalid one.
+
+    Only the bare JID matters to the policy, and the server has checked the
+    full one; stringprep of the same few thousand users for every request
+    cost more than the rest of the request's parsing, so it is cached.
+    """
+    sender = iq.getAttribute("from")
+    if not sender:
+        return None
+    return _bare_jid(sender.partition("/")[0])
+
+
 @implementer(IDisco)
 class UploadHandler(XMPPHandler, IQHandlerMixin):
     """Answers slot requests and describes the service in disco#info."""
 
-    iqHandlers = {REQUEST_GET: "on_request", REQUEST_SET: "on_request_set"}
+    iqHandlers = {REQUEST_SET: "on_request_set"}
 
     def __init__(
         self,
@@ -69,18 +97,60 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         self.metadata = metadata
         self.free_space = free_space
         self.metrics = metrics
+        self._disco_info: list[object] | None = None
 
     def connectionInitialized(self) -> None:
-        self.xmlstream.addObserver(REQUEST_GET, self.handleRequest)
-        self.xmlstream.addObserver(REQUEST_SET, self.handleRequest)
+        stream = self.xmlstream
+        stream.addObserver(REQUEST_GET, self._observed)
+        stream.addObserver(REQUEST_SET, self.handleRequest)
+        # On the component's own stream, slot requests skip XPath dispatch and
+        # their answers domish's serializer (see httpupload.xmpp.routing).
+        route = getattr(stream, "route_iq", None)
+        if route is not None:
+            for namespace in NAMESPACES:
+                route("get", namespace, "request", self._routed)
 
-    def on_request(self, iq: domish.Element) -> Deferred[domish.Element]:
-        return ensureDeferred(self._slot(iq))
+    def _observed(self, iq: domish.Element) -> None:
+        self.answer(iq, as_text=False)
 
-    async def _slot(self, iq: domish.Element) -> domish.Element:
-        requester = JID(iq["from"]) if iq.hasAttribute("from") else None
+    def _routed(self, iq: domish.Element) -> None:
+        self.answer(iq, as_text=True)
+
+    def answer(self, iq: domish.Element, as_text: bool = False) -> None:
+        """Answer one slot request IQ (``get``): a slot, or the XEP's error.
+
+        ``as_text``: send the answer as serialized XML, for a stream that
+        writes to a socket; otherwise as a domish element, for streams that
+        hand elements on (an in-process router, test stubs).
+        """
+        iq.handled = True  # type: ignore[attr-defined]  # the fallback reads it
+        d = ensureDeferred(self._slot(iq))
+        d.addCallbacks(
+            self._send_slot,
+            self._send_error,
+            callbackArgs=(iq, as_text),
+            errbackArgs=(iq,),
+        )
+
+    def _send_slot(self, slot: _SlotAnswer, iq: domish.Element, as_text: bool) -> None:
+        if as_text:
+            self.send(slot_result_xml(iq, *slot))
+            return
+        response = toResponse(iq, "result")
+        response.addChild(slot_element(*slot))
+        self.send(response)
+
+    def _send_error(self, failure: Failure, iq: domish.Element) -> None:
+        if failure.check(StanzaError):
+            self.send(failure.value.toResponse(iq))
+            return
+        log.failure("Answering a slot request failed", failure)
+        self.send(StanzaError("internal-server-error").toResponse(iq))
+
+    async def _slot(self, iq: domish.Element) -> _SlotAnswer:
+        requester = requester_of(iq)
         element = find_request(iq)
-        assert element is not None  # the XPath matched it
+        assert element is not None  # the route or the XPath matched it
         now = self.signer.clock.seconds()
         try:
             owner = self.policy.check_requester(requester)
@@ -116,7 +186,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         )
         # The token rides in the PUT URL too, for clients (and namespaces)
         # that cannot send slot headers.
-        return slot_element(
+        return (
             element.uri,
             f"{self.put_base_url}{slot.path}?{TOKEN_PARAMETER}={token}",
             self.get_base_url + slot.path,
@@ -170,6 +240,11 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
     ) -> list[object]:
         if nodeIdentifier:
             return []
+        if self._disco_info is None:  # the policy is frozen: built once
+            self._disco_info = self._build_disco_info()
+        return self._disco_info
+
+    def _build_disco_info(self) -> list[object]:
         info: list[object] = [
             disco.DiscoIdentity("store", "file", "HTTP File Upload"),
             disco.DiscoFeature(disco.NS_DISCO_INFO),
