@@ -656,3 +656,47 @@ async def test_slow_client_pauses_s3(storage: S3Storage, site: tuple[str, Any]) 
     answer = await done
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_request_starts_the_client(
+    seaweedfs: SeaweedFS,  # noqa: F811
+    bucket: str,
+) -> None:
+    """A storage whose start() was not called resolves credentials on first use."""
+    settings = S3Settings(
+        bucket=bucket,
+        prefix=f"t{next(_prefixes)}/",
+        endpoint=seaweedfs.endpoint,
+        access_key_id=seaweedfs.access_key,
+        secret_access_key=seaweedfs.secret_key,
+    )
+    storage = S3Storage(settings, reactor)
+    try:
+        file_id = new_file_id()
+        # Two at once, before anything resolved the credentials.
+        first, second = storage.stat(file_id), storage.list_ids()
+        assert await first is None
+        assert await second == set()
+        await store(storage, file_id, b"late start")
+        assert await storage.list_ids() == {file_id}
+    finally:
+        await storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_credentials_fails_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without keys anywhere, start() fails with a ConfigError naming credentials."""
+    from httpupload.errors import ConfigError
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage = S3Storage(
+        S3Settings(bucket="bkt", endpoint="http://127.0.0.1:9"), reactor
+    )
+    with pytest.raises(ConfigError, match="credentials"):
+        await storage.start()
+    await storage.close()

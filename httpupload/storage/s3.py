@@ -62,8 +62,12 @@ class S3Storage:
         )
 
     def start(self) -> Deferred[None]:
-        """Resolve credentials (in a thread); call once before anything else."""
-        return ensureDeferred(self.client.start())
+        """Resolve credentials (in a thread); call at start-up.
+
+        Without it the first request does it, but a missing credential then
+        shows only when the first upload fails, and presign_put needs it.
+        """
+        return self.client.start()
 
     def close(self) -> Deferred[None]:
         """Release pooled connections (at shutdown)."""

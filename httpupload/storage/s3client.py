@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
     Agent,
@@ -175,13 +176,37 @@ class S3Client:
         self._credentials: Credentials | None = None
         self._frozen: ReadOnlyCredentials | None = None
         self._refresher: LoopingCall | None = None
+        self._start_waiters: list[Deferred[None]] = []
 
     def _in_thread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, f, *args)
 
-    async def start(self) -> None:
-        """Resolve the credentials (in a thread: the chain may read files)."""
+    def start(self) -> Deferred[None]:
+        """Resolve the credentials (in a thread: the chain may read files).
+
+        Call it at start-up, so that missing credentials show before anything
+        listens; the first request starts the client otherwise.  Calls made
+        meanwhile share one resolution; after a failure the next call tries
+        again.
+        """
+        if self._frozen is not None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._start_waiters.append(waiter)
+        if len(self._start_waiters) == 1:
+            ensureDeferred(self._start()).addBoth(self._started)
+        return waiter
+
+    def _started(self, result: object) -> None:
+        waiters, self._start_waiters = self._start_waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+
+    async def _start(self) -> None:
         self._credentials = await self._in_thread(_resolve_credentials, self.settings)
         await self._refresh()
         if isinstance(self._credentials, RefreshableCredentials):
@@ -244,6 +269,8 @@ class S3Client:
         timeout: float | None = None,
     ) -> IResponse:
         """Send one signed request; the response as it arrives (body unread)."""
+        if self._frozen is None:
+            await self.start()
         url = object_url(self.settings, key, query)
         aws = AWSRequest(method=method, url=url, headers=dict(headers or {}), data=body)
         if len(body) >= THREAD_SIGN_BYTES:
