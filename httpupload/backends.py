@@ -9,7 +9,7 @@ botocore nor psycopg.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -88,7 +88,7 @@ def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
                 f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
             ) from None
         try:
-            return cast(Storage, S3Storage(s.s3, reactor))
+            return S3Storage(s.s3, reactor)
         except ValueError as e:
             raise ConfigError("[storage.s3]", str(e)) from None
     from httpupload.storage.filesystem import FilesystemStorage
