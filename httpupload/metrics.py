@@ -67,9 +67,24 @@ class Metrics:
         self.xmpp_connected = Gauge(
             "httpupload_xmpp_connected", "1 while the component link is up", registry=r
         )
+        self.xmpp_standby = Gauge(
+            "httpupload_xmpp_standby",
+            "1 while another node holds the component and this one stands by",
+            registry=r,
+        )
 
         # Looked up once: labels() costs more than the increment itself.
         self._granted = self.slots.labels(result="granted")
+
+    def watch_component(self, state: Callable[[], str]) -> None:
+        """Read the link's state (``online``, ``standby``, ``offline``) at scrapes.
+
+        Two gauges rather than one with three values: alerts on
+        ``httpupload_xmpp_connected == 0`` must not fire for a standby node
+        unless ``httpupload_xmpp_standby`` is 0 too.
+        """
+        self.xmpp_connected.set_function(lambda: 1 if state() == "online" else 0)
+        self.xmpp_standby.set_function(lambda: 1 if state() == "standby" else 0)
 
     def slot_granted(self) -> None:
         self._granted.inc()

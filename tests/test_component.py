@@ -163,3 +163,109 @@ def test_stop_cancels_retries_and_closes_the_link() -> None:
     assert transport.disconnecting
     lose(protocol)
     assert clock.getDelayedCalls() == []
+
+
+CONFLICT = (
+    b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Component already connected"
+    b"</text></stream:error></stream:stream>"
+)
+
+
+def make_standby_service() -> tuple[ComponentService, FakeEndpoint, Clock]:
+    clock = Clock()
+    endpoint = FakeEndpoint()
+    service = ComponentService(
+        clock,
+        endpoint,
+        "upload.localhost",
+        "topsecret",
+        handlers=[],
+        server_name="xmpp.test:5347",
+        retry_policy=lambda attempt: 2.0**attempt,
+        standby_interval=1.5,
+        jitter=lambda low, high: high,
+    )
+    return service, endpoint, clock
+
+
+def refuse_with_conflict(endpoint: FakeEndpoint) -> None:
+    protocol, _ = endpoint.connections[-1]
+    protocol.dataReceived(STREAM_HEADER + CONFLICT)
+    lose(protocol)
+
+
+def test_conflict_means_standby() -> None:
+    """A conflict is logged once at info, retried on a short fixed interval."""
+    service, endpoint, clock = make_standby_service()
+    assert service.state == "offline"
+    with capturedLogs() as events:
+        service.startService()
+        delays = []
+        for _ in range(5):
+            refuse_with_conflict(endpoint)
+            assert service.state == "standby" and not service.online
+            (call,) = clock.getDelayedCalls()
+            delays.append(call.getTime() - clock.seconds())
+            clock.advance(delays[-1])
+    # 1.5 s plus the largest jitter (a quarter), every time: no back-off.
+    assert delays == [1.875] * 5
+    assert [e["log_level"].name for e in events] == ["info"]
+    assert "standing by" in messages(events)
+    assert service.failed_attempts == 0
+    # The active node is gone: the next handshake succeeds.
+    protocol, _ = endpoint.connections[-1]
+    with capturedLogs() as events:
+        protocol.dataReceived(STREAM_HEADER + b"<handshake/>")
+    assert service.state == "online"
+    assert "taking over" in messages(events)
+    assert "online as upload.localhost" in messages(events)
+
+
+def test_default_jitter_stays_near_the_interval() -> None:
+    """Without a jitter given, standby retries fall within a quarter of the interval."""
+    clock = Clock()
+    endpoint = FakeEndpoint()
+    service = ComponentService(
+        clock, endpoint, "upload.localhost", "topsecret", handlers=[]
+    )
+    service.startService()
+    delays = set()
+    for _ in range(20):
+        refuse_with_conflict(endpoint)
+        (call,) = clock.getDelayedCalls()
+        delays.add(call.getTime() - clock.seconds())
+        clock.advance(call.getTime() - clock.seconds())
+    low, high = 0.75 * service.standby_interval, 1.25 * service.standby_interval
+    assert all(low <= d <= high for d in delays)
+    assert len(delays) > 1
+
+
+def test_replaced_node_warns_and_stands_by() -> None:
+    """A server that kicks the older connection is named in a warning."""
+    service, endpoint, clock = make_standby_service()
+    service.startService()
+    protocol, _ = endpoint.connections[-1]
+    protocol.dataReceived(STREAM_HEADER + b"<handshake/>")
+    with capturedLogs() as events:
+        protocol.dataReceived(CONFLICT)
+        lose(protocol)
+    assert service.state == "standby"
+    warnings = [e for e in events if e["log_level"].name == "warn"]
+    assert len(warnings) == 1 and "kick_new" in formatEvent(warnings[0])
+    assert "Lost the link" not in messages(events)
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() - clock.seconds() == 1.875
+
+
+def test_standby_node_whose_server_goes_away_is_offline() -> None:
+    """A standby node that cannot reach the server is offline, and backs off."""
+    service, endpoint, clock = make_standby_service()
+    service.startService()
+    refuse_with_conflict(endpoint)
+    endpoint.refuse = True
+    with capturedLogs():
+        clock.advance(1.875)
+    assert service.state == "offline"
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() - clock.seconds() == 1.0  # the back-off's first step

@@ -92,3 +92,21 @@ async def test_http_counted_by_method_and_status(tmp_path: Path) -> None:
     )
     assert sample(metrics, "httpupload_received_bytes_total") == 11
     assert sample(metrics, "httpupload_sent_bytes_total") >= 11
+
+
+def test_link_gauges_tell_standby_from_offline() -> None:
+    """Connected and standby gauges follow the component's state at each scrape."""
+    metrics = Metrics()
+    state = ["offline"]
+    metrics.watch_component(lambda: state[0])
+    seen = {}
+    for state[0] in ("offline", "standby", "online"):
+        seen[state[0]] = (
+            sample(metrics, "httpupload_xmpp_connected"),
+            sample(metrics, "httpupload_xmpp_standby"),
+        )
+    assert seen == {
+        "offline": (0, 0),
+        "standby": (0, 1),
+        "online": (1, 0),
+    }

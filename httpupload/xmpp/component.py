@@ -6,11 +6,21 @@ connects with the global reactor; this service instead retries every failure
 says why in one log line per attempt, and takes its reactor and endpoint as
 arguments.  A link counts as up only once the handshake succeeded, so a
 server that keeps refusing is retried ever more slowly, not every second.
+
+An XMPP server accepts one connection per component name, so several nodes
+with the same component are active and standby: the server answers a second
+node's handshake with a ``<conflict/>`` stream error (Prosody's default
+``component_conflict_resolve = "kick_new"``).  That is not a failure: the node
+says so once, at info, and asks again every ``standby_interval`` seconds
+(with jitter, never backing off), so it takes over within about that long
+after the active node's connection is gone.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -33,9 +43,14 @@ log = Logger()
 # A server that accepts TCP but never answers the handshake is given up on.
 HANDSHAKE_TIMEOUT_SECONDS = 30.0
 
+# A standby node asks again this often, give or take a quarter (jitter, so
+# that several standby nodes do not knock in step).
+STANDBY_RETRY_SECONDS = 1.5
+
+LinkState = Literal["online", "standby", "offline"]
+
 _HINTS = {
     "not-authorized": "check [component] secret against the server's component secret",
-    "conflict": "another process is already connected as this component",
     "host-unknown": "the server has no component entry for this JID",
     "improper-addressing": "the server has no component entry for this JID",
 }
@@ -53,6 +68,8 @@ class ComponentService(Service):
         handlers: Iterable[XMPPHandler],
         server_name: str = "",
         retry_policy: Callable[[int], float] | None = None,
+        standby_interval: float = STANDBY_RETRY_SECONDS,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.jid = jid
         self.server_name = server_name or repr(endpoint)
@@ -75,6 +92,11 @@ class ComponentService(Service):
         self.factory.addBootstrap(xmlstream.STREAM_END_EVENT, self._ended)
         self.failed_attempts = 0
         self.online = False
+        # Another node holds the component; this one asks again and again.
+        self.standby = False
+        self.standby_interval = standby_interval
+        self._jitter = jitter
+        self._conflict = False
         self._stream: xmlstream.XmlStream | None = None
         self._connecting: Deferred | None = None
         self._retry_call: IDelayedCall | None = None
@@ -96,6 +118,13 @@ class ComponentService(Service):
         if self._stream is not None and self._stream.transport is not None:
             self._stream.transport.loseConnection()
         return succeed(None)
+
+    @property
+    def state(self) -> LinkState:
+        """``online``; ``standby`` (another node holds the component); ``offline``."""
+        if self.online:
+            return "online"
+        return "standby" if self.standby else "offline"
 
     def when_online(self) -> Deferred[None]:
         """Fires once the component has completed its handshake."""
@@ -138,6 +167,7 @@ class ComponentService(Service):
         self._connecting = None
         if not self.running:
             return
+        self.standby = False
         log.warn(
             "Cannot reach the XMPP server at {server}: {reason}",
             server=self.server_name,
@@ -149,6 +179,12 @@ class ComponentService(Service):
         self._cancel_handshake_timer()
         self.failed_attempts = 0
         self.online = True
+        if self.standby:
+            self.standby = False
+            log.info(
+                "The other node no longer holds component {jid}: taking over",
+                jid=self.jid,
+            )
         log.info(
             "XMPP component online as {jid} via {server}",
             jid=self.jid,
@@ -161,6 +197,10 @@ class ComponentService(Service):
     def _stream_error(self, reason: Failure) -> None:
         error = reason.value
         condition = getattr(error, "condition", "unknown")
+        if condition == "conflict":
+            self._conflicted()
+            return
+        self.standby = False
         text = (
             f" ({error.text})" if isinstance(error, StreamError) and error.text else ""
         )
@@ -176,6 +216,31 @@ class ComponentService(Service):
             hint=hint,
         )
 
+    def _conflicted(self) -> None:
+        """The server has another connection for this component: stand by."""
+        self._conflict = True
+        if self.online:
+            # The server dropped this node for a newer one: it resolves
+            # conflicts by kicking the old connection, so two nodes would
+            # take turns.
+            log.warn(
+                "The XMPP server at {server} replaced component {jid} by another "
+                "connection; standing by. Active/standby nodes need the server "
+                "to refuse the newer connection instead (Prosody: "
+                'component_conflict_resolve = "kick_new", the default)',
+                server=self.server_name,
+                jid=self.jid,
+            )
+        elif not self.standby:
+            log.info(
+                "Another node holds component {jid} at {server}; standing by "
+                "(asking again every {interval:.1f} s)",
+                jid=self.jid,
+                server=self.server_name,
+                interval=self.standby_interval,
+            )
+        self.standby = True
+
     def _init_failed(self, reason: Failure) -> None:
         log.error(
             "Component handshake with {server} failed: {reason}",
@@ -189,8 +254,18 @@ class ComponentService(Service):
         self._cancel_handshake_timer()
         was_online, self.online = self.online, False
         self._stream = None
+        conflict, self._conflict = self._conflict, False
         if not self.running:
             return
+        if conflict:
+            self.failed_attempts = 0
+            spread = self.standby_interval / 4
+            delay = self._jitter(
+                self.standby_interval - spread, self.standby_interval + spread
+            )
+            self._retry_call = self._reactor.callLater(delay, self._connect)
+            return
+        self.standby = False
         if was_online:
             log.warn(
                 "Lost the link to the XMPP server at {server}: {reason}",
