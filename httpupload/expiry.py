@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from httpupload.direct import DirectStorage, complete_direct_uploads
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
@@ -121,6 +122,7 @@ class Maintenance(Service):
         metrics: Metrics | None = None,
         lease: float = SWEEP_LEASE,
         reconcile_at_start: bool = True,
+        direct: DirectStorage | None = None,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -134,6 +136,8 @@ class Maintenance(Service):
         # Off for an object store: listing a whole bucket on every node's
         # start costs more than the rare orphan it would find.
         self.reconcile_at_start = reconcile_at_start
+        # S3 direct mode: slots are completed by finding their objects.
+        self.direct = direct
         self._timer: IDelayedCall | None = None
         self._running: Deferred[None] | None = None
 
@@ -180,6 +184,10 @@ class Maintenance(Service):
 
     async def sweep_once(self) -> int:
         """Remove one batch of due files and records; returns how many."""
+        if self.direct is not None:
+            await complete_direct_uploads(
+                self.metadata, self.direct, self.clock.seconds(), self.batch
+            )
         due = await remove_due(
             self.metadata,
             self.storage,

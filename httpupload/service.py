@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
@@ -16,6 +16,7 @@ from wokkel import disco, generic, ping
 
 from httpupload.backends import Backends, open_backends, signing_keys
 from httpupload.config import Config
+from httpupload.direct import DirectStorage, DirectUrls
 from httpupload.errors import ConfigError
 from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance
 from httpupload.metadata import MetadataStore
@@ -128,6 +129,14 @@ class BackendsService(Service):
         return self.backends.stop_storage()
 
 
+def _direct_storage(config: Config, storage: Storage) -> DirectStorage | None:
+    """The storage, when slots go straight to it (S3 direct mode)."""
+    s3 = config.storage.s3
+    if s3 is None or s3.mode != "direct":
+        return None
+    return cast(DirectStorage, storage)
+
+
 def _link_state(xmpp: ComponentService) -> str:
     """online, standby (another node holds the component) or offline."""
     state = getattr(xmpp, "state", None)
@@ -168,6 +177,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     storage_service = BackendsService(backends, reactor)
     storage_service.setName("storage")
     storage_service.setServiceParent(root)
+    direct = _direct_storage(config, storage)
     expiry = Maintenance(
         metadata,
         storage,
@@ -175,6 +185,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         reactor,
         metrics=metrics,
         reconcile_at_start=config.storage.backend == "filesystem",
+        direct=direct,
     )
     expiry.setName("expiry")
     expiry.setServiceParent(root)
@@ -185,7 +196,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     xmpp: ComponentService | None = None
     if "component" in roles:
         xmpp = _component(
-            config, root, reactor, signer, storage, metadata, policy, metrics
+            config, root, reactor, signer, storage, metadata, policy, metrics, direct
         )
 
     if receiver is not None:
@@ -262,6 +273,7 @@ def _component(
     metadata: MetadataStore,
     policy: SlotPolicy,
     metrics: Metrics,
+    direct: DirectStorage | None,
 ) -> ComponentService:
     c = config.component
     assert c.secret is not None
@@ -284,6 +296,7 @@ def _component(
             metadata=metadata,
             free_space=storage.free_space,
             metrics=metrics,
+            direct_urls=DirectUrls(direct) if direct is not None else None,
         ),
         AdHocHandler.build(metadata, storage, policy, config.http.get_url, reactor),
     ]

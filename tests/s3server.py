@@ -119,7 +119,10 @@ class SeaweedFS:
             ],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
-        config.write_text(json.dumps({"identities": [identity]}))
+        # Anyone may read (a bucket's public website, as direct mode's GET
+        # URLs assume); only the test identity may write or list.
+        anonymous = {"name": "anonymous", "actions": ["Read"]}
+        config.write_text(json.dumps({"identities": [identity, anonymous]}))
         ports = _free_ports(9)
         self.s3_port = ports[6]
         command = [

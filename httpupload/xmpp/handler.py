@@ -17,6 +17,7 @@ from wokkel.iwokkel import IDisco
 from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
 from zope.interface import implementer
 
+from httpupload.direct import DirectUrls
 from httpupload.errors import SlotRequestError
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
@@ -86,6 +87,7 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         metadata: MetadataStore | None = None,
         free_space: Callable[[], Deferred[int | None]] | None = None,
         metrics: Metrics | None = None,
+        direct_urls: DirectUrls | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
@@ -97,6 +99,9 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         self.metadata = metadata
         self.free_space = free_space
         self.metrics = metrics
+        # S3 direct mode: the PUT goes to a presigned URL, the GET to a
+        # public base, neither through httpupload.
+        self.direct_urls = direct_urls
         self._disco_info: list[object] | None = None
 
     def connectionInitialized(self) -> None:
@@ -184,6 +189,11 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
             size=slot.size,
             purpose=request.purpose,
         )
+        if self.direct_urls is not None:
+            put_url, get_url = await self.direct_urls.urls(slot, self.slot_lifetime)
+            # The presigned URL binds Content-Length and Content-Type, which
+            # clients send anyway; XEP-0363 allows neither as a slot header.
+            return (element.uri, put_url, get_url, {})
         # The token rides in the PUT URL too, for clients (and namespaces)
         # that cannot send slot headers.
         return (
