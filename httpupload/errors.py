@@ -106,6 +106,10 @@ class StorageFull(UploadRefused):
     """The storage backend has no room for the file."""
 
 
+class StorageUnavailable(UploadRefused):
+    """The storage backend cannot be reached or failed (an object store's 5xx)."""
+
+
 class TooManyUploads(UploadRefused):
     """The client address has as many uploads in flight as it may."""
 

@@ -29,7 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from httpupload.errors import AlreadyStored, UploadRefused
+from httpupload.errors import AlreadyStored, StorageUnavailable, UploadRefused
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
 from httpupload.storage.s3 import S3Storage
@@ -37,6 +37,7 @@ from httpupload.storage.s3client import object_url, query_string, xml_children
 from httpupload.storage.s3meta import info_from_headers, info_headers
 from httpupload.storage.s3read import BodyRelay
 from httpupload.storage.s3settings import MiB, S3Settings
+from httpupload.web.responses import http_status
 
 reactor: Any = _reactor
 _prefixes = itertools.count(1)
@@ -548,15 +549,16 @@ async def test_missing_bucket_refuses(
 async def test_unreachable_store_refuses(
     make_storage: Callable[..., Any],
 ) -> None:
-    """A store that cannot be reached gives UploadRefused, not a crash."""
+    """A store that cannot be reached: StorageUnavailable (503), not a crash."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     storage = await make_storage(endpoint=f"http://127.0.0.1:{closed}")
-    with pytest.raises(UploadRefused, match="Storage error"):
+    with pytest.raises(StorageUnavailable, match="Storage unavailable"):
         await store(storage, new_file_id(), b"small")
+    assert http_status(StorageUnavailable("x")) == 503
 
 
 @pytest_twisted.ensureDeferred

@@ -27,7 +27,12 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from httpupload.errors import AlreadyStored, StorageFull, UploadRefused
+from httpupload.errors import (
+    AlreadyStored,
+    StorageFull,
+    StorageUnavailable,
+    UploadRefused,
+)
 from httpupload.storage import FileInfo
 from httpupload.storage.s3client import S3Client, S3Error, query_string, xml_children
 from httpupload.storage.s3meta import PARTIAL, info_headers
@@ -52,8 +57,11 @@ def refusal(error: BaseException) -> UploadRefused:
             return AlreadyStored("This slot has already been used")
         if error.code in _FULL_CODES or error.status == 507:
             return StorageFull("Insufficient storage")
+        if error.status >= 500:
+            return StorageUnavailable(f"Storage unavailable: {error.code}")
         return UploadRefused(f"Storage error: {error.code}")
-    return UploadRefused(f"Storage error: {type(error).__name__}")
+    # Not an answer at all: the store could not be reached (or timed out).
+    return StorageUnavailable(f"Storage unavailable: {type(error).__name__}")
 
 
 def _complete_body(etags: Mapping[int, str]) -> bytes:

@@ -13,6 +13,7 @@ from httpupload.errors import (
     LengthRequired,
     ShuttingDown,
     StorageFull,
+    StorageUnavailable,
     TooManyUploads,
     TypeMismatch,
 )
@@ -50,6 +51,7 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (IncompleteBody, 400),
     (AlreadyStored, 409),
     (StorageFull, 507),
+    (StorageUnavailable, 503),
     (TooManyUploads, 429),
     (ShuttingDown, 503),
 )
