@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 from wokkel import disco, generic
@@ -455,3 +456,13 @@ def test_requester_is_the_bare_jid() -> None:
     iq["from"] = "montague.tld/x@y"
     jid = requester_of(iq)
     assert jid is not None and (jid.user, jid.host) == (None, "montague.tld")
+
+
+def test_slot_log_keeps_the_file_id_out(service: Service) -> None:
+    """The granted slot's log event carries six characters of its id, in every field."""
+    with capturedLogs() as events:
+        reply = service.ask(request(filename="a.txt", size="3"))
+    file_id = urlsplit(reply.slot.get["url"]).path.split("/")[-2]
+    (event,) = [e for e in events if e.get("log_format", "").startswith("Slot ")]
+    assert formatEvent(event).startswith(f"Slot {file_id[:6]}… for romeo@montague.tld")
+    assert all(file_id not in str(value) for value in event.values())
