@@ -31,6 +31,8 @@ from httpupload.metadata import PURPOSES, Grant, Usage, UsageNeeds
 from httpupload.slots import media_type
 
 DEFAULT_TYPE = "application/octet-stream"
+# Every purpose, kept forever: when none is configured (a bare embedding).
+ANY_PURPOSE = PurposeConfig(True, 0, 0)
 
 
 def _size(n: int) -> str:
@@ -153,8 +155,7 @@ class SlotPolicy:
 
     def purpose_config(self, purpose: str) -> PurposeConfig:
         if not self.purposes:
-            # Nothing configured (a bare embedding): every purpose, no expiry.
-            return PurposeConfig(True, 0, 0)
+            return ANY_PURPOSE
         config = self.purposes.get(purpose)
         if config is None:
             raise PurposeNotAvailable(f"Unknown upload purpose: {purpose}")
