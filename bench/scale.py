@@ -286,7 +286,7 @@ def cluster(work: Path, users: list[str], processes: int) -> Iterator[Cluster]:
         (work / "nginx").mkdir()
         balancer.setup()
         stack.callback(balancer.stop)
-        s3 = {
+        s3: dict[str, dict[str, Any]] = {
             "storage": {"backend": "s3", "path": None},
             "storage.s3": {
                 "bucket": bucket,
@@ -641,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.large_mib:
         sizes = Sizes(**{**sizes.__dict__, "large_size": args.large_mib * MIB})
     work = Path(tempfile.mkdtemp(prefix="httpupload-scale-"))
+    revision = _rev()  # the code the nodes load now; HEAD may move while we run
     began = time.monotonic()
     started = datetime.datetime.now(datetime.UTC)
     log(f"work folder {work}")
@@ -666,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"date:     {started:%Y-%m-%d %H:%M} UTC",
             f"machine:  {report.machine()}",
-            f"software: httpupload {_rev()}",
+            f"software: httpupload {revision}",
             f"command:  bench/scale {' '.join(argv)}  (took {elapsed / 60:.1f} min)",
             f"sizes:    slot requests {slots}; {sizes.small_count} x 1 MiB files; "
             f"one {sizes.large_size // MIB} MiB file; median of {sizes.repeat} "
