@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench/scale", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="small counts (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="small counts (~1 min)")
     parser.add_argument("--repeat", type=int, default=0, help="rounds (median)")
     parser.add_argument("--large-mib", type=int, default=0, help="large file, MiB")
     parser.add_argument("--clients", type=int, default=2, help="slixmpp processes")
