@@ -137,14 +137,6 @@ def _direct_storage(config: Config, storage: Storage) -> DirectStorage | None:
     return cast(DirectStorage, storage)
 
 
-def _link_state(xmpp: ComponentService) -> str:
-    """online, standby (another node holds the component) or offline."""
-    state = getattr(xmpp, "state", None)
-    if isinstance(state, str):
-        return state
-    return "online" if xmpp.online else "offline"
-
-
 def _warn_plain_http(config: Config) -> None:
     urls = {"public_url": config.http.public_url, "get_url": config.http.get_url}
     for name, url in urls.items():
@@ -204,13 +196,13 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         metrics.uploads_in_flight.set_function(lambda: in_flight.in_flight)
     if xmpp is not None:
         component = xmpp
-        metrics.xmpp_connected.set_function(lambda: 1 if component.online else 0)
+        metrics.watch_component(lambda: component.state)
     if config.metrics.listen:
 
         def health() -> dict[str, object]:
             report: dict[str, object] = {"status": "ok", "node": config.node.name}
             if xmpp is not None:
-                state = _link_state(xmpp)
+                state = xmpp.state
                 report["xmpp"] = state
                 if state == "offline":
                     report["status"] = "degraded"

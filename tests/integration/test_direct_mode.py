@@ -77,3 +77,4 @@ def test_slixmpp_uploads_straight_to_the_bucket(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)  # noqa: S310
     assert refused.value.code == 403
+    refused.value.close()  # its open response would be a ResourceWarning later
