@@ -95,8 +95,9 @@ async def remove_due(
     """
     due = await metadata.claim_due(now, dead_slot_after, batch, lease)
     for record in due:
-        if record.completed:
-            await storage.delete(record.file_id)
+        # A dead slot may have a file too: stored, but never recorded (the
+        # metadata store failed after the commit, and no retry came).
+        await storage.delete(record.file_id)
         await metadata.delete(record.file_id)
     return due
 

@@ -268,3 +268,65 @@ async def test_reconcile_when_another_node_adopted_first(world: World) -> None:
     world.store.all_ids = lambda: succeed(set(stale))  # type: ignore[method-assign]
     assert await reconcile(world.store, world.storage, POLICY, world.clock) == (0, 0, 0)
     assert (await world.store.get(orphan)) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_outage_after_the_commit_loses_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording fails once after the file is stored: the client's retry of the
+    same bytes gets its 201 (other bytes a 409); a slot nobody retried has its
+    file removed with the dead slot, never left behind unrecorded."""
+    signer = SlotSigner(b"k" * 32, world.clock)
+    receiver = UploadReceiver(signer, world.storage, world.clock, metadata=world.store)
+    site = UploadSite(receiver, world.storage, reactor, metadata=world.store)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    base = f"http://127.0.0.1:{port.getHost().port}/"
+    real_complete = world.store.complete
+
+    def store_down(*args: object) -> Deferred[None]:
+        return fail(RuntimeError("the metadata store is down"))
+
+    async def put(slot_path: str, token: str, body: bytes) -> int:
+        response = await treq.put(
+            base + slot_path,
+            data=body,
+            pool=pool,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        await response.content()
+        return response.code
+
+    try:
+        slots = []
+        for _ in range(2):
+            slot, token = signer.mint("a.txt", 5, None, "a@x.org", 300)
+            now = world.clock.seconds()
+            record = FileRecord(
+                slot.file_id, "a@x.org", "a.txt", 5, None, "message",
+                now, slot.expires, None,
+            )  # fmt: skip
+            await world.store.reserve(record, DAY, lambda usage: None)
+            monkeypatch.setattr(world.store, "complete", store_down)
+            assert await put(slot.path, token, b"hello") == 500
+            monkeypatch.setattr(world.store, "complete", real_complete)
+            slots.append((slot, token))
+
+        retried, token = slots[0]
+        assert await put(retried.path, token, b"jello") == 409
+        assert await put(retried.path, token, b"hello") == 201
+        response = await treq.get(base + retried.path, pool=pool)
+        assert (response.code, await response.content()) == (200, b"hello")
+        assert await put(retried.path, token, b"hello") == 409  # now it is used
+
+        abandoned = slots[1][0]
+        assert await world.storage.stat(abandoned.file_id) is not None
+        maintenance = Maintenance(world.store, world.storage, POLICY, world.clock)
+        world.clock.advance(300 + DEAD_SLOT_AFTER + 1)
+        await maintenance.sweep_once()
+        assert await world.store.get(abandoned.file_id) is None
+        assert await world.storage.stat(abandoned.file_id) is None
+        assert await world.store.get(retried.file_id) is not None
+    finally:
+        await port.stopListening()

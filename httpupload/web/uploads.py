@@ -18,9 +18,11 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from httpupload.errors import (
+    AlreadyStored,
     BadSlotRequest,
     IncompleteBody,
     InvalidSlot,
@@ -107,11 +109,14 @@ class IncomingUpload:
         clock: IReactorTime,
         on_done: Callable[[IncomingUpload], None],
         on_stored: Callable[[Slot, FileInfo], Deferred[None]] | None = None,
+        adopt_stored: Callable[[Slot, FileInfo], Deferred[FileInfo | None]]
+        | None = None,
     ) -> None:
         self.slot = slot
         self.content_type = content_type
         self._pending = pending
         self._on_stored = on_stored
+        self._adopt_stored = adopt_stored
         self._clock = clock
         self._on_done: Callable[[IncomingUpload], None] | None = on_done
         self._sha256 = hashlib.sha256()
@@ -161,11 +166,29 @@ class IncomingUpload:
             sha256=self._sha256.hexdigest(),
             created=self._clock.seconds(),
         )
-        d = self._pending.commit(info)
+        committed = self._pending.commit(info)
         if self._on_stored is not None:
             on_stored = self._on_stored
-            d.addCallback(lambda _: on_stored(self.slot, info))
-        return d.addCallback(lambda _: info)
+            committed.addCallback(lambda _: on_stored(self.slot, info))
+        d: Deferred[FileInfo] = committed.addCallback(lambda _: info)
+        if self._adopt_stored is not None:
+            d.addErrback(self._maybe_adopt, self._adopt_stored, info)
+        return d
+
+    def _maybe_adopt(
+        self,
+        failure: Failure,
+        adopt: Callable[[Slot, FileInfo], Deferred[FileInfo | None]],
+        info: FileInfo,
+    ) -> Deferred[FileInfo] | Failure:
+        """The slot's file is there already: if these are its bytes, it is ours."""
+        if not failure.check(AlreadyStored):
+            return failure
+
+        def adopted(stored: FileInfo | None) -> FileInfo | Failure:
+            return failure if stored is None else stored
+
+        return adopt(self.slot, info).addCallback(adopted)
 
     def abort(self) -> Deferred[None]:
         self.finished = True
@@ -252,6 +275,7 @@ class UploadReceiver:
             self._clock,
             on_done=lambda u: self._forget(address, u),
             on_stored=self._record if self._metadata is not None else None,
+            adopt_stored=self._adopt if self._metadata is not None else None,
         )
         uploads.add(upload)
         return upload
@@ -270,6 +294,32 @@ class UploadReceiver:
 
     def _record(self, slot: Slot, info: FileInfo) -> Deferred[None]:
         return ensureDeferred(self._record_stored(slot, info))
+
+    async def _adopt_stored(self, slot: Slot, info: FileInfo) -> FileInfo | None:
+        """A retried PUT whose first try was stored but never recorded.
+
+        When recording failed after the commit (the metadata store was
+        down), the client got an error and PUTs again: the same bytes (same
+        digest) complete the record and get their 201; anything else stays
+        a 409.
+        """
+        assert self._metadata is not None
+        record = await self._metadata.get(slot.file_id)
+        if record is None or record.completed or record.owner != slot.owner:
+            return None
+        stored = await self._storage.stat(slot.file_id)
+        if stored is None or (stored.sha256, stored.size) != (info.sha256, info.size):
+            return None
+        done = await self._metadata.complete(
+            stored.file_id, stored.sha256, stored.content_type, stored.created
+        )
+        if done is None:
+            return None
+        log.info("Recorded {id:.6}…, stored by an earlier try", id=slot.file_id)
+        return stored
+
+    def _adopt(self, slot: Slot, info: FileInfo) -> Deferred[FileInfo | None]:
+        return ensureDeferred(self._adopt_stored(slot, info))
 
     def _forget(self, address: str, upload: IncomingUpload) -> None:
         uploads = self._in_flight.get(address)
