@@ -202,3 +202,36 @@ def test_trailer_round_trip(
     handle = io.BytesIO(data + trailer(file_info))
     assert read_trailer(handle) == file_info
     assert handle.read(len(data)) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_uploads_are_synced_as_they_arrive(
+    storage: FilesystemStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncs run in the background while bytes arrive; commit and abort wait
+    for them before closing the file."""
+    from httpupload.storage import filesystem
+
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(filesystem, "SYNC_EVERY", 10)
+    monkeypatch.setattr(filesystem.os, "fdatasync", fdatasync)
+    file_id = new_file_id()
+    upload = storage.begin_write(file_id)
+    for _ in range(5):
+        upload.write(b"0123456789")
+    await upload.commit(info(file_id, b"0123456789" * 5))
+    assert len(synced) >= 2  # at least one while arriving, and the last
+    assert synced[0] < 50 + len(trailer(info(file_id, b"0123456789" * 5)))
+    stored = await storage.open_read(file_id)
+    assert stored is not None and read_back(stored) == b"0123456789" * 5
+
+    aborted = storage.begin_write(new_file_id())
+    aborted.write(b"x" * 20)  # starts a sync
+    await aborted.abort()
+    assert list((storage.root / "tmp").iterdir()) == []

@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 
@@ -48,6 +49,8 @@ INFO = "info.json"
 MAGIC = b"HUPINFO1"
 _TRAILER = struct.Struct(">Q8s")  # length of the JSON, then MAGIC
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# A large upload is synced in the background every this many bytes.
+SYNC_EVERY = 32 * 1024 * 1024
 
 log = Logger()
 
@@ -99,16 +102,57 @@ class FilesystemUpload:
         self._file: BinaryIO | None = open(path, "xb")
         self._error: OSError | None = None
         self._done = False
+        self._unsynced = 0
+        # A sync of what is written so far, running in a thread.
+        self._syncing: Deferred[None] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
+        if self._file is None or self._error is not None:
             return None
         try:
             self._file.write(data)
         except OSError as e:
+            # Closed by commit or abort, once no sync uses the descriptor.
             self._error = e
-            self._close_quietly()
+            return None
+        self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY and self._syncing is None:
+            self._sync_so_far()
         return None
+
+    def _sync_so_far(self) -> None:
+        """Start writing a large upload to disk while it arrives.
+
+        The final sync then has little left to do, and the page cache never
+        fills with one upload's dirty pages (which would stall write() on
+        the reactor thread).
+        """
+        assert self._file is not None
+        self._unsynced = 0
+        try:
+            self._file.flush()
+        except OSError as e:
+            self._error = e
+            return
+        syncing = self._storage._in_thread(os.fdatasync, self._file.fileno())
+
+        def done(result: object) -> None:
+            self._syncing = None
+            if isinstance(result, Failure) and result.check(OSError):
+                self._error = self._error or result.value
+            elif isinstance(result, Failure):
+                log.failure("Syncing an upload in progress failed", result)
+
+        syncing.addBoth(done)
+        self._syncing = syncing
+
+    def _settled(self) -> Deferred[None]:
+        """Fires once no sync is running on the file (before it is closed)."""
+        if self._syncing is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._syncing.addBoth(lambda _: waiting.callback(None))
+        return waiting
 
     def _close_quietly(self) -> None:
         if self._file is not None:
@@ -122,7 +166,9 @@ class FilesystemUpload:
         if self._done:
             raise RuntimeError("upload already committed or aborted")
         self._done = True
-        return self._storage._in_thread(self._commit, info)
+        return self._settled().addCallback(
+            lambda _: self._storage._in_thread(self._commit, info)
+        )
 
     def _commit(self, info: FileInfo) -> None:
         try:
@@ -147,8 +193,12 @@ class FilesystemUpload:
         if self._done:
             return succeed(None)
         self._done = True
-        self._close_quietly()
-        return self._storage._in_thread(self._path.unlink, True)
+
+        def discard(_: object) -> Deferred[None]:
+            self._close_quietly()
+            return self._storage._in_thread(self._path.unlink, True)
+
+        return self._settled().addCallback(discard)
 
 
 class FilesystemFile:
