@@ -143,3 +143,40 @@ async def test_start_and_stop(tmp_path: Path) -> None:
     assert response.code == 503  # the XMPP server of this test does not exist
     assert (await response.json())["xmpp"] == "offline"
     await service.stopService()
+
+
+def test_the_storage_child_sweeps_stale_multipart_uploads() -> None:
+    """Started with the service, hourly, for uploads older than a dead slot."""
+    from twisted.internet.defer import succeed
+    from twisted.internet.task import Clock
+
+    from httpupload.backends import Backends
+    from httpupload.expiry import DEAD_SLOT_AFTER
+    from httpupload.service import STALE_UPLOAD_SWEEP, BackendsService
+
+    calls: list[str | float] = []
+
+    class Store:
+        def start(self):  # type: ignore[no-untyped-def]
+            calls.append("start")
+            return succeed(None)
+
+        def close(self):  # type: ignore[no-untyped-def]
+            calls.append("close")
+            return succeed(None)
+
+        def abort_stale_uploads(self, older_than: float):  # type: ignore[no-untyped-def]
+            calls.append(older_than)
+            return succeed(2)
+
+    clock = Clock()
+    service = BackendsService(Backends(Store(), None), clock)  # type: ignore[arg-type]
+    service.startService()
+    assert calls == ["start"]
+    clock.advance(STALE_UPLOAD_SWEEP)
+    clock.advance(STALE_UPLOAD_SWEEP)
+    assert calls == ["start", DEAD_SLOT_AFTER, DEAD_SLOT_AFTER]
+    service.stopService()
+    assert calls[-1] == "close"
+    clock.advance(STALE_UPLOAD_SWEEP)
+    assert calls.count(DEAD_SLOT_AFTER) == 2
