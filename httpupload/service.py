@@ -20,6 +20,7 @@ from httpupload.direct import DirectStorage, DirectUrls
 from httpupload.errors import ConfigError
 from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance
 from httpupload.metadata import MetadataStore
+from httpupload.metadata.cache import CachedRecords
 from httpupload.metrics import Metrics, MetricsResource
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
@@ -158,7 +159,9 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     here, before anything listens, and raise ``ConfigError`` naming the key.
     """
     backends = open_backends(config, reactor)
-    storage, metadata = backends.storage, backends.metadata
+    storage = backends.storage
+    # Downloads of files stored or fetched lately skip the record lookup.
+    metadata = CachedRecords(backends.metadata)
     signer = SlotSigner(signing_keys(config), reactor)
     policy = SlotPolicy.from_config(config)
     roles = config.node.roles

@@ -337,6 +337,24 @@ def test_expiry_removes_objects_from_the_bucket(cluster: Cluster, connect: Any) 
     assert file_id not in cluster.objects()
 
 
+def test_a_take_down_from_another_process_is_404_on_every_node(
+    cluster: Cluster, connect: Any
+) -> None:
+    """Nodes remember stored records for downloads; a file removed elsewhere
+    (operator command, another node's sweep) is still 404 everywhere at once,
+    because files go before their records."""
+    client = connect()
+    data = os.urandom(5000)
+    url = _upload(client, "taken.bin", data)
+    for _ in range(4):  # both nodes serve it, and remember its record
+        assert download(url)[2] == data
+    done = _run_admin(cluster, "take-down", url)
+    assert done.returncode == 0, done.stderr
+    assert url.split("/")[-2] not in cluster.objects()
+    for _ in range(4):
+        assert download(url)[0] == 404
+
+
 def _run_admin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     node = cluster.web[0]
     return subprocess.run(

@@ -1,0 +1,127 @@
+"""Stored files' records, remembered for downloads.
+
+Every GET looks up its file's record (is it stored, has it expired?), a hop
+to the store's thread or to PostgreSQL.  A stored file's record never
+changes until it is deleted, so the records of recently stored or fetched
+files are kept here and a download of one of them needs no lookup.
+
+A record deleted by another process or node stays here until evicted, and
+that is safe: files are always removed before their records, so the file
+itself is gone and the download is a 404 all the same.  Expiry is judged
+from the remembered time on every request.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+
+from httpupload.metadata import (
+    ALL_USAGE,
+    FileRecord,
+    MetadataStore,
+    Usage,
+    UsageNeeds,
+)
+
+DEFAULT_SIZE = 10_000
+
+
+class CachedRecords:
+    """A ``MetadataStore`` that remembers completed records; the rest passes."""
+
+    def __init__(self, store: MetadataStore, size: int = DEFAULT_SIZE) -> None:
+        self.store = store
+        self.size = size
+        self._records: OrderedDict[str, FileRecord] = OrderedDict()
+        self.ordered = store.ordered
+
+    def _remember(self, record: FileRecord | None) -> FileRecord | None:
+        if record is not None and record.completed:
+            self._records[record.file_id] = record
+            self._records.move_to_end(record.file_id)
+            while len(self._records) > self.size:
+                self._records.popitem(last=False)
+        return record
+
+    def _forget(self, file_ids: list[str]) -> None:
+        for file_id in file_ids:
+            self._records.pop(file_id, None)
+
+    def get(self, file_id: str) -> Deferred[FileRecord | None]:
+        record = self._records.get(file_id)
+        if record is not None:
+            self._records.move_to_end(file_id)
+            return succeed(record)
+        return self.store.get(file_id).addCallback(self._remember)
+
+    def complete(
+        self, file_id: str, sha256: str, content_type: str, at: float
+    ) -> Deferred[FileRecord | None]:
+        return self.store.complete(file_id, sha256, content_type, at).addCallback(
+            self._remember
+        )
+
+    def delete(self, file_id: str) -> Deferred[FileRecord | None]:
+        self._forget([file_id])
+        return self.store.delete(file_id)
+
+    def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
+        def forget(records: list[FileRecord]) -> list[FileRecord]:
+            self._forget([r.file_id for r in records])
+            return records
+
+        return self.store.delete_owner(owner).addCallback(forget)
+
+    def claim_due(
+        self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
+    ) -> Deferred[list[FileRecord]]:
+        def forget(records: list[FileRecord]) -> list[FileRecord]:
+            # About to be removed: not served from here meanwhile.
+            self._forget([r.file_id for r in records])
+            return records
+
+        return self.store.claim_due(
+            now, dead_slot_after, limit, lease_seconds
+        ).addCallback(forget)
+
+    # Everything not about one stored record goes straight to the store.
+    def start(self) -> Deferred[None]:
+        return self.store.start()
+
+    def stop(self) -> Deferred[None]:
+        return self.store.stop()
+
+    def reserve(
+        self,
+        record: FileRecord,
+        window_seconds: float,
+        check: Callable[[Usage], None],
+        needs: UsageNeeds = ALL_USAGE,
+    ) -> Deferred[None]:
+        return self.store.reserve(record, window_seconds, check, needs)
+
+    def list_owner(self, owner: str) -> Deferred[list[FileRecord]]:
+        return self.store.list_owner(owner)
+
+    def owner_records(self, owner: str) -> Deferred[list[FileRecord]]:
+        return self.store.owner_records(owner)
+
+    def due(
+        self, now: float, dead_slot_after: float, limit: int
+    ) -> Deferred[list[FileRecord]]:
+        return self.store.due(now, dead_slot_after, limit)
+
+    def all_ids(self) -> Deferred[set[str]]:
+        return self.store.all_ids()
+
+    def incomplete_ids(self) -> Deferred[set[str]]:
+        return self.store.incomplete_ids()
+
+    def usage(self, owner: str, now: float, window_seconds: float) -> Deferred[Usage]:
+        return self.store.usage(owner, now, window_seconds)
+
+    def usage_by_owner(self, now: float) -> Deferred[dict[str, tuple[int, int]]]:
+        return self.store.usage_by_owner(now)
