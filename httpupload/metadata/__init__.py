@@ -15,8 +15,8 @@ concurrent slot requests cannot overshoot a quota.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -60,12 +60,27 @@ class FileRecord:
             sha256=info.sha256,
         )
 
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> FileRecord:
+        """A record from a row of ``RECORD_COLUMNS`` (either store)."""
+        values = dict(zip(RECORD_COLUMNS, row, strict=True))
+        values["completed"] = bool(values["completed"])  # SQLite: 0 or 1
+        return cls(**values)
+
+    def row(self) -> tuple[Any, ...]:
+        """The record's values in ``RECORD_COLUMNS`` order, for an INSERT."""
+        return tuple(getattr(self, column) for column in RECORD_COLUMNS)
+
     def counts_at(self, now: float) -> bool:
         """Whether this record holds room now: a stored file or a live slot."""
         return self.completed or self.slot_expires > now
 
     def served_at(self, now: float) -> bool:
         return self.completed and (self.expires is None or self.expires > now)
+
+
+# The stores' columns: one per FileRecord field, in the same order.
+RECORD_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FileRecord))
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,7 @@ class MetadataStore(Protocol):
 __all__ = [
     "ALL_USAGE",
     "PURPOSES",
+    "RECORD_COLUMNS",
     "FileRecord",
     "Grant",
     "MetadataStore",

@@ -35,7 +35,14 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from httpupload.metadata import ALL_USAGE, FileRecord, Grant, Usage, UsageNeeds
+from httpupload.metadata import (
+    ALL_USAGE,
+    RECORD_COLUMNS,
+    FileRecord,
+    Grant,
+    Usage,
+    UsageNeeds,
+)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -77,22 +84,8 @@ _SCHEMA_LOCK = 0
 _GLOBAL_LOCK = 1
 _CONNECT_TIMEOUT = 10
 
-_FIELDS = (
-    "file_id",
-    "owner",
-    "filename",
-    "size",
-    "content_type",
-    "purpose",
-    "created",
-    "slot_expires",
-    "expires",
-    "completed",
-    "completed_at",
-    "sha256",
-)
-_COLUMNS = ", ".join(_FIELDS)
-_FILES_COLUMNS = ", ".join(f"files.{f}" for f in _FIELDS)
+_COLUMNS = ", ".join(RECORD_COLUMNS)
+_FILES_COLUMNS = ", ".join(f"files.{c}" for c in RECORD_COLUMNS)
 # Rows that hold room now: stored and not yet expired, or a live slot.
 _HELD = (
     "((completed AND (expires IS NULL OR expires > %(now)s)) OR "
@@ -130,23 +123,6 @@ _CLAIM = (
 
 class PostgresStoreError(RuntimeError):
     """The database cannot be used: unreachable, or a schema we cannot run on."""
-
-
-def _record(row: tuple[Any, ...]) -> FileRecord:
-    return FileRecord(
-        file_id=row[0],
-        owner=row[1],
-        filename=row[2],
-        size=row[3],
-        content_type=row[4],
-        purpose=row[5],
-        created=row[6],
-        slot_expires=row[7],
-        expires=row[8],
-        completed=bool(row[9]),
-        completed_at=row[10],
-        sha256=row[11],
-    )
 
 
 def owner_lock_key(owner: str) -> int:
@@ -413,23 +389,7 @@ class PostgresMetadataStore:
             check(
                 self._usage(conn, record.owner, record.created, window_seconds, needs)
             )
-            conn.execute(
-                _INSERT,
-                (
-                    record.file_id,
-                    record.owner,
-                    record.filename,
-                    record.size,
-                    record.content_type,
-                    record.purpose,
-                    record.created,
-                    record.slot_expires,
-                    record.expires,
-                    record.completed,
-                    record.completed_at,
-                    record.sha256,
-                ),
-            )
+            conn.execute(_INSERT, record.row())
 
         return self._run(work, transaction=True)
 
@@ -454,7 +414,7 @@ class PostgresMetadataStore:
     def get(self, file_id: str) -> Deferred[FileRecord | None]:
         def work(conn: Connection) -> FileRecord | None:
             row = conn.execute(_GET, (file_id,)).fetchone()
-            return _record(row) if row else None
+            return FileRecord.from_row(row) if row else None
 
         return self._run(work)
 
@@ -465,7 +425,7 @@ class PostgresMetadataStore:
 
         def work(conn: Connection) -> FileRecord | None:
             row = conn.execute(_COMPLETE, params).fetchone()
-            return _record(row) if row else None
+            return FileRecord.from_row(row) if row else None
 
         return self._run(work)
 
@@ -475,7 +435,7 @@ class PostgresMetadataStore:
                 f"DELETE FROM files WHERE file_id = %s RETURNING {_COLUMNS}",
                 (file_id,),
             ).fetchone()
-            return _record(row) if row else None
+            return FileRecord.from_row(row) if row else None
 
         return self._run(work)
 
@@ -483,7 +443,7 @@ class PostgresMetadataStore:
 
     def _records(self, query: str, *params: object) -> Deferred[list[FileRecord]]:
         def work(conn: Connection) -> list[FileRecord]:
-            return [_record(row) for row in conn.execute(query, params)]
+            return [FileRecord.from_row(row) for row in conn.execute(query, params)]
 
         return self._run(work)
 
@@ -518,7 +478,7 @@ class PostgresMetadataStore:
                 f"SELECT {_COLUMNS} FROM files WHERE " + _DUE + " LIMIT %(limit)s",
                 params,
             )
-            return [_record(row) for row in rows]
+            return [FileRecord.from_row(row) for row in rows]
 
         return self._run(work)
 
@@ -540,7 +500,7 @@ class PostgresMetadataStore:
         }
 
         def work(conn: Connection) -> list[FileRecord]:
-            return [_record(row) for row in conn.execute(_CLAIM, params)]
+            return [FileRecord.from_row(row) for row in conn.execute(_CLAIM, params)]
 
         return self._run(work)
 

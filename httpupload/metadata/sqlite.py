@@ -19,7 +19,14 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from httpupload.metadata import ALL_USAGE, FileRecord, Grant, Usage, UsageNeeds
+from httpupload.metadata import (
+    ALL_USAGE,
+    RECORD_COLUMNS,
+    FileRecord,
+    Grant,
+    Usage,
+    UsageNeeds,
+)
 
 FILE_NAME = "metadata.sqlite"
 T = TypeVar("T")
@@ -55,32 +62,12 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = (
-    "file_id, owner, filename, size, content_type, purpose, created, "
-    "slot_expires, expires, completed, completed_at, sha256"
-)
+_COLUMNS = ", ".join(RECORD_COLUMNS)
 # Rows that hold room now: stored and not yet expired, or a live slot.
 _HELD = (
     "((completed = 1 AND (expires IS NULL OR expires > :now)) OR "
     "(completed = 0 AND slot_expires > :now))"
 )
-
-
-def _record(row: tuple[Any, ...]) -> FileRecord:
-    return FileRecord(
-        file_id=row[0],
-        owner=row[1],
-        filename=row[2],
-        size=row[3],
-        content_type=row[4],
-        purpose=row[5],
-        created=row[6],
-        slot_expires=row[7],
-        expires=row[8],
-        completed=bool(row[9]),
-        completed_at=row[10],
-        sha256=row[11],
-    )
 
 
 def connect(
@@ -232,20 +219,7 @@ class SQLiteMetadataStore:
             db.execute(
                 f"INSERT INTO files ({_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.file_id,
-                    record.owner,
-                    record.filename,
-                    record.size,
-                    record.content_type,
-                    record.purpose,
-                    record.created,
-                    record.slot_expires,
-                    record.expires,
-                    int(record.completed),
-                    record.completed_at,
-                    record.sha256,
-                ),
+                record.row(),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -265,7 +239,7 @@ class SQLiteMetadataStore:
         row = self.db.execute(
             f"SELECT {_COLUMNS} FROM files WHERE file_id = ?", (file_id,)
         ).fetchone()
-        return _record(row) if row else None
+        return FileRecord.from_row(row) if row else None
 
     def get(self, file_id: str) -> Deferred[FileRecord | None]:
         return self._run(self._get, file_id)
@@ -291,7 +265,7 @@ class SQLiteMetadataStore:
             "ORDER BY completed_at DESC",
             (owner,),
         )
-        return [_record(r) for r in rows]
+        return [FileRecord.from_row(r) for r in rows]
 
     def list_owner(self, owner: str) -> Deferred[list[FileRecord]]:
         return self._run(self._list_owner, owner)
@@ -309,7 +283,7 @@ class SQLiteMetadataStore:
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM files WHERE owner = ?", (owner,)
         ).fetchall()
-        return [_record(r) for r in rows]
+        return [FileRecord.from_row(r) for r in rows]
 
     def owner_records(self, owner: str) -> Deferred[list[FileRecord]]:
         return self._run(self._owner_records, owner)
@@ -326,7 +300,7 @@ class SQLiteMetadataStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return [_record(r) for r in rows]
+        return [FileRecord.from_row(r) for r in rows]
 
     def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
         return self._run(self._delete_owner, owner)
@@ -338,7 +312,7 @@ class SQLiteMetadataStore:
             "(completed = 0 AND slot_expires <= :dead) LIMIT :limit",
             {"now": now, "dead": now - dead_slot_after, "limit": limit},
         )
-        return [_record(r) for r in rows]
+        return [FileRecord.from_row(r) for r in rows]
 
     def due(
         self, now: float, dead_slot_after: float, limit: int
@@ -366,7 +340,7 @@ class SQLiteMetadataStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return [_record(r) for r in rows]
+        return [FileRecord.from_row(r) for r in rows]
 
     def claim_due(
         self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
