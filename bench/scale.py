@@ -61,11 +61,9 @@ from benchmark import (  # noqa: E402
     round_user,
 )
 from pgserver import PostgresServer  # noqa: E402
-from prosody import die_with_parent  # noqa: E402
 from s3server import SeaweedFS, find_weed  # noqa: E402
 from servers import REPO, BenchProsody, HttpUpload, free_port  # noqa: E402
 from transfer import Transfer, TransferError, run_batch  # noqa: E402
-from twistd import ONLINE_PATTERN  # noqa: E402
 
 CLUSTER_JID = "upload.localhost"
 FS_JID = "fs.localhost"
@@ -163,22 +161,8 @@ class Node(HttpUpload):
     roles: list[str] = field(default_factory=lambda: ["component", "http"])
 
     def start(self, wait_online: bool = True, timeout: float = 30.0) -> None:
-        if "http" in self.roles:
-            super().start(wait_online=wait_online and "component" in self.roles)
-            return
-        # No HTTP port to wait for: a component node is up when it is online.
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=str(self.base_dir),
-                env=self.environment(),
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        self.wait_for_log(ONLINE_PATTERN, timeout=timeout)
+        # A component node has no HTTP port: it is up when it is online.
+        super().start(wait_online=wait_online and "component" in self.roles)
 
     @property
     def url(self) -> str:

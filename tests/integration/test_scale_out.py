@@ -41,7 +41,7 @@ from conftest import (
     SPARE_COMPONENT_SECRET,
     register_service,
 )
-from prosody import Prosody, die_with_parent, free_port
+from prosody import Prosody, free_port
 from twistd import ONLINE_PATTERN, HttpUpload
 
 pytestmark = pytest.mark.integration
@@ -109,26 +109,8 @@ def _node(
 
 
 def _start(node: HttpUpload, *, online: bool = True) -> None:
-    """Start a node; an HTTP node is up when its port is, a component when online."""
-    if "http" in node.overrides["node"]["roles"]:
-        node.start(wait_online=False)
-        return
-    log = open(node.log_path, "ab")
-    try:
-        node.process = subprocess.Popen(
-            node.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=str(node.base_dir),
-            env=node.environment(),
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-    finally:
-        log.close()
-    if online:
-        node.wait_for_log(ONLINE_PATTERN, timeout=30)
+    """An HTTP node is up when its port is, a component node when online."""
+    node.start(wait_online=online and not node.serves_http)
 
 
 def _kill(node: HttpUpload) -> None:

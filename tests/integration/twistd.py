@@ -209,8 +209,15 @@ class HttpUpload(ChildProcess):
         env.pop("PYTHONWARNINGS", None)
         return env
 
+    @property
+    def serves_http(self) -> bool:
+        """Whether the node listens for HTTP (``[node] roles`` has "http")."""
+        roles = self.config().get("node", {}).get("roles", ["component", "http"])
+        return "http" in roles
+
     def start(self, wait_online: bool = True, timeout: float = 30.0) -> None:
-        """Start twistd; wait for the HTTP port and, if asked, `component online`."""
+        """Start twistd; wait for the HTTP port (if it has one) and, if asked,
+        `component online`."""
         if self.running:
             return
         log = open(self.log_path, "ab")
@@ -228,7 +235,8 @@ class HttpUpload(ChildProcess):
         finally:
             log.close()
         try:
-            wait_for_port(self.http_port, timeout=timeout, process=self.process)
+            if self.serves_http:
+                wait_for_port(self.http_port, timeout=timeout, process=self.process)
             if wait_online:
                 self.wait_for_log(ONLINE_PATTERN, timeout=timeout)
         except Exception as exc:
