@@ -16,49 +16,32 @@ they fail, so CI never passes by skipping them.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# The child-process helpers of the integration runners (tests/integration is a
+# plain folder of modules, as its conftest makes it importable).
+_INTEGRATION = str(Path(__file__).resolve().parent / "integration")
+if _INTEGRATION not in sys.path:
+    sys.path.insert(0, _INTEGRATION)
+
+from prosody import die_with_parent, free_port  # noqa: E402
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "postgres"
 
 __all__ = ["PostgresServer", "postgresql"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _find_prctl() -> Callable[..., int] | None:
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Looked up here, in the parent: the child of a fork must not dlopen anything.
-_PRCTL = _find_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the test process dies."""
-    if _PRCTL is not None:
-        _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 class PostgresServer:
@@ -102,7 +85,7 @@ class PostgresServer:
             user=self._user,
             group=self._user,
         )  # fmt: skip
-        self.port = _free_port()
+        self.port = free_port()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -113,7 +96,7 @@ class PostgresServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 start_new_session=True,
                 user=self._user,
                 group=self._user,
