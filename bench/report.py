@@ -56,19 +56,24 @@ def machine() -> str:
     )
 
 
-def versions(rev: str | None) -> str:
-    import twisted
-
+def commit(rev: str | None) -> str:
+    """The short commit benchmarked; the working tree's, marked if edited."""
     repo = Path(__file__).resolve().parents[1]
-    commit = _run("git", "-C", str(repo), "rev-parse", "--short", rev or "HEAD")
+    found = _run("git", "-C", str(repo), "rev-parse", "--short", rev or "HEAD")
     if rev is None:
         dirty = _run(
             "git", "-C", str(repo), "status", "--porcelain", "--", "httpupload"
         )
         if dirty != "?":
-            commit += " + uncommitted changes"
+            found += " + uncommitted changes"
+    return found
+
+
+def versions(rev: str | None) -> str:
+    import twisted
+
     return (
-        f"httpupload {commit} (Python {platform.python_version()}, "
+        f"httpupload {commit(rev)} (Python {platform.python_version()}, "
         f"Twisted {twisted.__version__}); Prosody {_package('prosody')}; "
         f"ejabberd {_package('ejabberd')}; nginx {_package('nginx')}; "
         f"curl {_package('curl')}"
@@ -368,14 +373,16 @@ def profile_summary(
 # ---------------------------------------------------------------- docs
 
 
-def write_docs(path: Path, text: str, profile: str) -> None:
-    """Replace the text between the bench markers of docs/benchmarks.md."""
+def write_docs(
+    path: Path, text: str, profile: str = "", begin: str = BEGIN, end: str = END
+) -> None:
+    """Replace the text between a doc's markers (docs/benchmarks.md's by default)."""
     block = "```\n" + text + ("\n\n" + profile if profile else "") + "\n```"
     doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in doc and END in doc:
-        before, rest = doc.split(BEGIN, 1)
-        _, after = rest.split(END, 1)
-        doc = f"{before}{BEGIN}\n{block}\n{END}{after}"
+    if begin in doc and end in doc:
+        before, rest = doc.split(begin, 1)
+        _, after = rest.split(end, 1)
+        doc = f"{before}{begin}\n{block}\n{end}{after}"
     else:
-        doc += f"\n{BEGIN}\n{block}\n{END}\n"
+        doc += f"\n{begin}\n{block}\n{end}\n"
     path.write_text(doc, encoding="utf-8")

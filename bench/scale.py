@@ -570,37 +570,7 @@ def costs(run: Run) -> str:
     return "\n".join(out)
 
 
-def write_docs(text: str) -> None:
-    block = "```\n" + text + "\n```"
-    doc = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
-    if BEGIN in doc and END in doc:
-        before, rest = doc.split(BEGIN, 1)
-        _, after = rest.split(END, 1)
-        doc = f"{before}{BEGIN}\n{block}\n{END}{after}"
-    else:
-        doc += f"\n{BEGIN}\n{block}\n{END}\n"
-    DOC.write_text(doc, encoding="utf-8")
-
-
 # ---------------------------------------------------------------- main
-
-
-def _rev() -> str:
-    done = subprocess.run(  # noqa: S603
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    dirty = subprocess.run(  # noqa: S603
-        ["git", "-C", str(REPO), "status", "--porcelain", "--", "httpupload"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() + (
-        " + uncommitted edits" if dirty.stdout.strip() else ""
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.large_mib:
         sizes = Sizes(**{**sizes.__dict__, "large_size": args.large_mib * MIB})
     work = Path(tempfile.mkdtemp(prefix="httpupload-scale-"))
-    revision = _rev()  # the code the nodes load now; HEAD may move while we run
+    revision = report.commit(
+        None
+    )  # the code the nodes load now; HEAD may move while we run
     began = time.monotonic()
     started = datetime.datetime.now(datetime.UTC)
     log(f"work folder {work}")
@@ -681,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if args.write_docs:
-        write_docs(text)
+        report.write_docs(DOC, text, begin=BEGIN, end=END)
         log(f"wrote {DOC.relative_to(REPO)}")
     return 0
 
