@@ -98,6 +98,8 @@ class HttpUpload(ChildProcess):
     http_port: int = 0
     base_dir: Path | None = None
     keep: bool = False
+    #: Log JSON lines (``--logger httpupload.logs.json_observer``) instead of text.
+    json_log: bool = False
     #: Tables/keys merged over the generated config (None as a value drops the key).
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(
@@ -193,6 +195,7 @@ class HttpUpload(ChildProcess):
             "-n",
             "--pidfile",
             str(self.pid_path),
+            *(["--logger", "httpupload.logs.json_observer"] if self.json_log else []),
             "httpupload",
             "--config",
             str(self.config_path),
