@@ -29,6 +29,7 @@ from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
 from httpupload.storage.s3client import S3Client, query_string, xml_children
 from httpupload.storage.s3meta import info_from_headers
+from httpupload.storage.s3probe import StoreCapabilities, check_store
 from httpupload.storage.s3read import S3StoredFile
 from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
 from httpupload.storage.s3upload import S3Upload
@@ -68,6 +69,17 @@ class S3Storage:
         shows only when the first upload fails, and presign_put needs it.
         """
         return self.client.start()
+
+    def check_at_start(self, *, largest_file: int | None = None) -> StoreCapabilities:
+        """Resolve credentials and probe the store, blocking (``s3probe``).
+
+        For start-up, before the reactor runs: a store that would lose
+        uploads (one that drops user metadata, say) raises ``ConfigError``
+        naming what it lacks, so the service stops with one line before it
+        listens; one that ignores conditional writes is logged as a warning.
+        ``largest_file``: the largest upload the service grants, if known.
+        """
+        return check_store(self.client, largest_file=largest_file)
 
     def close(self) -> Deferred[None]:
         """Release pooled connections (at shutdown)."""

@@ -6,11 +6,16 @@ the usual AWS credential chain, resolved in a thread at start.  Requests go
 out through a ``twisted.web.client.Agent`` with a persistent connection
 pool.  Credentials are kept *frozen* and refreshed in a thread every minute,
 so signing never stalls on an expiring role's refresh; a large body's
-payload hash is computed in a thread too.
+payload hash is computed in a thread too.  The one exception is start-up:
+``start_blocking`` and ``call_blocking`` run before the reactor does (the
+store's probe, ``s3probe``), so that a store that cannot work stops the
+service before it listens.
 """
 
 from __future__ import annotations
 
+import http.client
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -51,6 +56,8 @@ THREAD_SIGN_BYTES = 256 * 1024
 # SigV4 presigned URLs live at most a week.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 CREDENTIALS_REFRESH_SECONDS = 60.0
+# Each blocking request of the start-up probe gets this long.
+BLOCKING_TIMEOUT = 30.0
 
 
 class S3Error(Exception):
@@ -209,7 +216,25 @@ class S3Client:
     async def _start(self) -> None:
         self._credentials = await self._in_thread(_resolve_credentials, self.settings)
         await self._refresh()
-        if isinstance(self._credentials, RefreshableCredentials):
+        self._start_refresher()
+
+    def start_blocking(self) -> None:
+        """Resolve the credentials in this thread, blocking.
+
+        For start-up, before the reactor runs (as the PostgreSQL store opens):
+        missing credentials then stop the service before it listens, and
+        start() has nothing left to do.
+        """
+        if self._frozen is not None:
+            return
+        self._credentials = _resolve_credentials(self.settings)
+        self._frozen = self._credentials.get_frozen_credentials()
+        self._start_refresher()
+
+    def _start_refresher(self) -> None:
+        if isinstance(self._credentials, RefreshableCredentials) and (
+            self._refresher is None or not self._refresher.running
+        ):
             self._refresher = LoopingCall(self._refresh_quietly)
             self._refresher.clock = self._reactor
             self._refresher.start(CREDENTIALS_REFRESH_SECONDS, now=False)
@@ -321,3 +346,51 @@ class S3Client:
         if response.code not in ok:
             raise error_of(response.code, data)
         return response, data
+
+    def call_blocking(
+        self,
+        method: str,
+        key: str,
+        *,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = BLOCKING_TIMEOUT,
+    ) -> tuple[int, Headers, bytes]:
+        """One signed request, blocking: status, headers and body.
+
+        Only for start-up, before the reactor runs (the store's probe): it
+        goes out through ``http.client``, not the agent, and trusts the
+        system's CAs as the default agent does.  ``OSError`` when the store
+        cannot be reached.
+        """
+        self.start_blocking()
+        url = object_url(self.settings, key, query)
+        aws = AWSRequest(method=method, url=url, headers=dict(headers or {}), data=body)
+        self._sign(aws)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host,
+                parts.port,
+                timeout=timeout,
+                context=ssl.create_default_context(),
+            )
+        else:
+            connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            sent = body if body or method in ("PUT", "POST") else None
+            connection.request(method, target, body=sent, headers=dict(aws.headers))
+            response = connection.getresponse()
+            data = response.read()
+        except http.client.HTTPException as e:
+            raise OSError(f"{type(e).__name__}: {e}") from None
+        finally:
+            connection.close()
+        raw = Headers()
+        for name, value in response.getheaders():
+            raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        return response.status, raw, data
