@@ -8,6 +8,11 @@ slow it pauses the S3 response's transport, so nothing piles up in memory.
 If S3 fails midway (or sends fewer bytes than promised) the client's
 connection is cut, never ended as if the file were whole; if the client
 goes away the S3 connection is dropped.
+
+A ``WriteWatchdog`` (see ``sending``) cuts the client off when no byte has
+moved to it for the site's idle timeout: a client that stopped reading (its
+connection paused us, and nothing resumes it), or an S3 body that stopped
+arriving.  Both would otherwise hold the two connections for ever.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from zope.interface import implementer
 
 from httpupload.storage import FileInfo
 from httpupload.storage.s3client import S3Client
+from httpupload.storage.sending import WriteWatchdog, abort_connection, log_stall
 
 log = Logger()
 _DONE = Failure(ResponseDone())
@@ -37,12 +43,16 @@ class BodyRelay(Protocol):
 
     def __init__(self, request: IRequest, length: int) -> None:
         self.request: Any = request
+        self.length = length
         self.remaining = length
         self._paused = False
         self._stopped = False
         self._source: Any = None
+        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
 
     def start(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.start()
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
 
@@ -53,7 +63,10 @@ class BodyRelay(Protocol):
             self._source.pauseProducing()
 
     def resumeProducing(self) -> None:
+        # The client's socket took what was buffered for it.
         self._paused = False
+        if self._watchdog is not None:
+            self._watchdog.progress()
         if self._source is not None:
             self._source.resumeProducing()
 
@@ -61,8 +74,21 @@ class BodyRelay(Protocol):
         """The client went away: drop the S3 connection (it is mid-body)."""
         self._stopped = True
         self.request = None
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self._source is not None:
             self._source.stopProducing()
+
+    def _stalled(self) -> None:
+        """Nothing moved for the idle timeout: cut the client off (S3 follows)."""
+        request = self.request
+        if request is None:
+            return
+        assert self._watchdog is not None
+        log_stall(self._watchdog.timeout, self.length - self.remaining, self.length)
+        self.stopProducing()
+        request.unregisterProducer()
+        abort_connection(request)
 
     # IProtocol, driven by the S3 response.
     def makeConnection(self, transport: Any) -> None:
@@ -79,6 +105,8 @@ class BodyRelay(Protocol):
             data = data[: self.remaining]
         self.remaining -= len(data)
         if data:
+            if self._watchdog is not None and not self._paused:
+                self._watchdog.progress()
             self.request.write(data)
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
@@ -93,6 +121,8 @@ class BodyRelay(Protocol):
         self._end(reason)
 
     def _end(self, problem: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         request, self.request = self.request, None
         if request is None:
             return

@@ -4,16 +4,32 @@ Over plain TCP the kernel moves the bytes itself (``sendfile``: no copy
 through Python, which is what bounds a large download otherwise); over TLS,
 or on a transport we do not know, the bytes go through the request a chunk
 at a time.  Both honour the client's pace and stop when it goes away.
+
+A client that stops reading is cut off: twisted.web suspends a connection's
+idle timeout while a response is being written, so without a timeout of our
+own such a client would hold its connection and the file for ever.  Every
+download path (sendfile, the chunked sender, the S3 relay in ``s3read``)
+runs a ``WriteWatchdog``: when the socket has taken no byte for the site's
+idle timeout (``Site.timeOut``, ``[http] idle_timeout``, 60 s by default),
+the connection is aborted and one info line logged.  A slow reader that
+keeps taking bytes is never cut off.  The watchdog runs on the channel's
+``callLater`` (the site's reactor), so tests drive it with a ``Clock``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPullProducer, IPushProducer, IWriteDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPullProducer,
+    IPushProducer,
+    IWriteDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -25,6 +41,81 @@ log = Logger()
 CHUNK_SIZE = 256 * 1024
 # One sendfile call moves at most this much (the socket takes less anyway).
 SENDFILE_MAX = 16 * 1024 * 1024
+
+
+class WriteWatchdog:
+    """Calls ``stalled`` once no ``progress`` was seen for ``timeout`` seconds."""
+
+    def __init__(
+        self,
+        call_later: Callable[[float, Callable[[], None]], IDelayedCall],
+        timeout: float,
+        stalled: Callable[[], None],
+    ) -> None:
+        self.timeout = timeout
+        self._call_later = call_later
+        self._stalled = stalled
+        self._call: IDelayedCall | None = None
+
+    @classmethod
+    def for_request(
+        cls, request: Any, stalled: Callable[[], None]
+    ) -> WriteWatchdog | None:
+        """A watchdog on the request's channel clock and its site's idle timeout.
+
+        None when the request has no such channel (gone already, or a host
+        site whose timeout is off): nothing is watched then.
+        """
+        channel = getattr(request, "channel", None)
+        call_later = getattr(channel, "callLater", None)
+        # Site.timeOut (twisted.web's spelling): the idle timeout it was given.
+        # The channel's own copy is None while a request is being answered.
+        timeout = getattr(getattr(channel, "site", None), "timeOut", None)
+        if call_later is None or not isinstance(timeout, int | float) or timeout <= 0:
+            return None
+        return cls(call_later, float(timeout), stalled)
+
+    def start(self) -> None:
+        if self._call is None:
+            self._call = self._call_later(self.timeout, self._fire)
+
+    def progress(self) -> None:
+        """The socket took bytes: the time starts again."""
+        if self._call is not None and self._call.active():
+            self._call.reset(self.timeout)
+
+    def stop(self) -> None:
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _fire(self) -> None:
+        self._call = None
+        self._stalled()
+
+
+def abort_connection(request: Any) -> None:
+    """Drop the request's connection now, unsent bytes and all.
+
+    ``loseConnection`` would wait for the buffers to drain, which a client
+    that does not read never lets happen.
+    """
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        request.loseConnection()
+
+
+def log_stall(timeout: float, sent: int, length: int) -> None:
+    log.info(
+        "Cutting off a download whose client took no byte for {timeout:g} s "
+        "({sent} of {length} bytes sent)",
+        timeout=timeout,
+        sent=sent,
+        length=length,
+    )
 
 
 def send_file(request: Request, handle: BinaryIO, offset: int, length: int) -> None:
@@ -60,36 +151,70 @@ class FileSender:
     ) -> None:
         self.request: Request | None = request
         self.handle: BinaryIO | None = handle
-        if offset:
-            handle.seek(offset)
+        self.offset = offset
+        self.length = length
         self.remaining = length
+        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
 
     def start(self) -> None:
         assert self.request is not None
+        if self._watchdog is not None:
+            self._watchdog.start()
         self.request.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
+        # Called whenever the transport wants more: the client is reading.
         if self.request is None or self.handle is None:
             return
-        data = (
-            self.handle.read(min(CHUNK_SIZE, self.remaining)) if self.remaining else b""
-        )
+        if self._watchdog is not None:
+            self._watchdog.progress()
+        try:
+            if self.offset:
+                self.handle.seek(self.offset)
+                self.offset = 0
+            data = (
+                self.handle.read(min(CHUNK_SIZE, self.remaining))
+                if self.remaining
+                else b""
+            )
+        except OSError:
+            log.failure("Reading a stored file failed midway")
+            self._cut()
+            return
         if data:
             self.remaining -= len(data)
             # May re-enter resumeProducing through the transport.
             self.request.write(data)
             return
-        request = self.request
-        self.stopProducing()
-        request.unregisterProducer()
         if self.remaining:
             # The file is shorter than recorded: cut the response rather
             # than end it as if it were whole.
-            request.loseConnection()  # type: ignore[attr-defined]
-        else:
-            request.finish()
+            self._cut()
+            return
+        request = self.request
+        self.stopProducing()
+        request.unregisterProducer()
+        request.finish()
+
+    def _stalled(self) -> None:
+        assert self._watchdog is not None
+        log_stall(self._watchdog.timeout, self.sent, self.length)
+        self._cut()
+
+    @property
+    def sent(self) -> int:
+        return self.length - self.remaining
+
+    def _cut(self) -> None:
+        request = self.request
+        self.stopProducing()
+        if request is not None:
+            request.unregisterProducer()
+            abort_connection(request)
 
     def stopProducing(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self.handle is not None:
             self.handle.close()
         self.handle = None
@@ -117,10 +242,12 @@ class SendfileSender:
         self.transport = transport
         self.handle: BinaryIO | None = handle
         self.offset = offset
+        self.length = length
         self.remaining = length
         self._fd = -1
         self._watching = False
         self._paused = False
+        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
 
     # IWriteDescriptor, for the reactor.
     def fileno(self) -> int:
@@ -131,6 +258,8 @@ class SendfileSender:
 
     def start(self) -> None:
         assert self.request is not None
+        if self._watchdog is not None:
+            self._watchdog.start()
         self.request.registerProducer(self, True)
         # The response head goes through the transport, as for any response.
         self.request.write(b"")
@@ -180,6 +309,8 @@ class SendfileSender:
             # than end it as if it were whole.
             self._fail()
             return
+        if self._watchdog is not None:
+            self._watchdog.progress()
         self.offset += sent
         self.remaining -= sent
         self.request.sentLength += sent  # type: ignore[attr-defined]
@@ -193,6 +324,11 @@ class SendfileSender:
         self._watching = False  # the reactor has dropped us already
         self._fail()
 
+    def _stalled(self) -> None:
+        assert self._watchdog is not None
+        log_stall(self._watchdog.timeout, self.length - self.remaining, self.length)
+        self._fail()
+
     def _fail(self) -> None:
         request = self.request
         self._release()
@@ -201,6 +337,8 @@ class SendfileSender:
             self.transport.abortConnection()
 
     def _release(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._unwatch()
         if self._fd >= 0:
             os.close(self._fd)
