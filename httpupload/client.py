@@ -29,7 +29,6 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -57,6 +56,7 @@ from twisted.words.xish import domish
 from wokkel import disco, generic
 from zope.interface import implementer
 
+from httpupload.dates import InvalidDateTime, parse_datetime
 from httpupload.errors import HttpUploadError
 
 __all__ = [
@@ -290,24 +290,29 @@ def _strip_newlines(text: str) -> str:
     return text.replace("\r", "").replace("\n", "")
 
 
+#: Decimal digits of a number read from a stanza (``max-file-size``): every
+#: 64-bit value; longer is refused before ``int()``, whose limit on digits
+#: would otherwise raise.
+MAX_NUMBER_DIGITS = 20
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _positive_int(text: str | None) -> int | None:
-    if text is None:
+    """Decimal ASCII digits (no sign, no space, bounded) above zero; else None."""
+    if text is None or len(text) > MAX_NUMBER_DIGITS or not _DIGITS.fullmatch(text):
         return None
-    value = text.strip()
-    if not value.isascii() or not value.isdigit():
-        return None
-    number = int(value)
+    number = int(text)
     return number if number > 0 else None
 
 
 def _parse_stamp(value: str | None) -> float | None:
-    if not value:
+    """An XEP-0082 date-time (a ``<retry stamp>``) as Unix time; else None."""
+    if value is None:
         return None
     try:
-        stamp = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return parse_datetime(value)
+    except InvalidDateTime:
         return None
-    return stamp.timestamp() if stamp.tzinfo is not None else None
 
 
 _HIDDEN_HTML = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.I | re.S)

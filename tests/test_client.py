@@ -59,6 +59,7 @@ from httpupload.client import (
     UploadError,
     UploadService,
     XmppError,
+    _max_file_size,
     parse_slot,
     slot_headers,
     upload_file,
@@ -375,6 +376,76 @@ def test_a_slot_without_http_urls_is_a_protocol_error(
 ) -> None:
     with pytest.raises(ProtocolError):
         parse_slot(_slot_element(put, get), "a", 1, None)
+
+
+def _refusal(app_condition: domish.Element) -> SlotRefused:
+    return SlotRefused(
+        "slot request", "upload.example.org", "not-acceptable", "modify", None,
+        app_condition,
+    )  # fmt: skip
+
+
+def _too_large(max_file_size: str) -> SlotRefused:
+    element = domish.Element((NS_UPLOAD, "file-too-large"))
+    element.addElement("max-file-size", content=max_file_size)
+    return _refusal(element)
+
+
+@pytest.mark.parametrize(
+    "text", ["1" * 5000, "1" * 21, "+5", " 5", "5 ", "-5", "0", "١٢٣", "5.0", ""]
+)
+def test_a_max_file_size_other_than_plain_digits_is_unknown(text: str) -> None:
+    """A limit with a sign, spaces, other digits or thousands of them reads as None."""
+    assert _too_large(text).max_file_size is None
+
+
+def test_a_max_file_size_of_digits_is_read() -> None:
+    """Plain decimal digits are the limit."""
+    assert _too_large("20000").max_file_size == 20000
+
+
+def _advertised(value: str) -> int | None:
+    form = data_form.Form("result", formNamespace=NS_UPLOAD)
+    form.addField(data_form.Field(var="max-file-size", value=value))
+    query = domish.Element((disco.NS_DISCO_INFO, "query"))
+    query.addElement("feature")["var"] = NS_UPLOAD
+    query.addChild(form.toElement())
+    return _max_file_size(disco.DiscoInfo.fromElement(query))
+
+
+def test_an_advertised_limit_of_thousands_of_digits_is_unknown() -> None:
+    """disco#info's max-file-size of 5,000 digits is no limit known, not a crash."""
+    assert _advertised("9" * 5000) is None
+    assert _advertised("5242880") == 5242880
+
+
+def _retry(stamp: str) -> SlotRefused:
+    element = domish.Element((NS_UPLOAD, "retry"))
+    element["stamp"] = stamp
+    return _refusal(element)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2030-W01-2T03:04:05Z",
+        "20300102T030405Z",
+        "2030-01-02 03:04:05Z",
+        "2030-01-02T03:04Z",
+        "2030-01-02T04:04:05+0100",
+        "2030-01-02T03:04:05",
+        "",
+    ],
+)
+def test_a_retry_stamp_other_than_xep_0082_is_unknown(stamp: str) -> None:
+    """A retry stamp in ISO 8601's other forms reads as no stamp."""
+    assert _retry(stamp).retry_at is None
+
+
+@pytest.mark.parametrize("stamp", ["2030-01-02T03:04:05Z", "2030-01-02T04:04:05+01:00"])
+def test_an_xep_0082_retry_stamp_is_read(stamp: str) -> None:
+    """An XEP-0082 stamp, in UTC or with an offset, is the retry time."""
+    assert _retry(stamp).retry_at == 1893553445.0
 
 
 def test_every_error_is_an_upload_error() -> None:
