@@ -35,12 +35,27 @@ FILE_ID_BYTES = 24
 FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 MAX_FILENAME_BYTES = 255
 
+# RFC 9110 §8.3.1 media-type, ASCII only (no obs-text): what can be stored,
+# signed and written back as a Content-Type header by every backend.
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED_STRING = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
 _MEDIA_TYPE_RE = re.compile(
     rf"{_TCHARS}/{_TCHARS}"
-    rf'(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[^"\\\x00-\x1f\x7f]*"))*[ \t]*'
+    rf"(?:[ \t]*;[ \t]*(?:{_TCHARS}=(?:{_TCHARS}|{_QUOTED_STRING}))?)*"
 )
 MAX_CONTENT_TYPE_LENGTH = 255
+# Characters a new file name may not hold, by Unicode general category: they
+# are invisible, reorder what is displayed (U+202E makes "invoice\u202efdp.exe"
+# show as "invoiceexe.pdf"), break lines, or mean nothing yet.
+REFUSED_NAME_CATEGORIES = {
+    "Cc": "control",
+    "Cf": "format (invisible)",
+    "Cs": "surrogate",
+    "Co": "private-use",
+    "Cn": "unassigned",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,11 @@ def _is_control(char: str) -> bool:
 
 
 def check_filename(name: str) -> str:
-    """Return ``name`` if it can be a single URL segment and a file name."""
+    """Return ``name`` if it can be a single URL segment and a file name.
+
+    The rule for names in URL paths, which may be names stored by earlier
+    versions; a name asked for in a slot request meets ``check_new_filename``.
+    """
     if not name:
         raise BadSlotRequest("The filename attribute is empty")
     if name in (".", ".."):
@@ -91,13 +110,53 @@ def check_filename(name: str) -> str:
     return name
 
 
+def check_new_filename(name: str) -> str:
+    """Return ``name`` if a slot may be granted for it (``check_filename``, and more).
+
+    Refuses any character of ``REFUSED_NAME_CATEGORIES``, naming the first,
+    so that what a listing shows is what the file is called.
+    """
+    for char in name:
+        kind = REFUSED_NAME_CATEGORIES.get(unicodedata.category(char))
+        if kind is not None:
+            raise BadSlotRequest(
+                f"The filename attribute contains U+{ord(char):04X}, a {kind} "
+                "character, which file names may not hold"
+            )
+    return check_filename(name)
+
+
 def check_content_type(value: str | None) -> str | None:
-    """A media type, or None where none was given (an empty one counts as none)."""
-    if value is None or not value.strip():
+    """A media type that can be served as a header; None if none was given.
+
+    An empty value (or spaces only) counts as none. Otherwise the value,
+    without surrounding spaces, must be ASCII, free of control characters
+    but HTAB, at most ``MAX_CONTENT_TYPE_LENGTH`` characters and an RFC 9110
+    media type: ``type/subtype``, then ``; name=value`` parameters whose
+    values are tokens or quoted strings. BadSlotRequest says which rule failed.
+    """
+    if value is None:
         return None
-    value = value.strip()
-    if len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE_RE.fullmatch(value):
-        raise BadSlotRequest("The content-type attribute is not a valid media type")
+    value = value.strip(" \t")
+    if not value:
+        return None
+    if len(value) > MAX_CONTENT_TYPE_LENGTH:
+        raise BadSlotRequest(
+            f"The content-type attribute is longer than {MAX_CONTENT_TYPE_LENGTH} "
+            "characters"
+        )
+    if not value.isascii():
+        raise BadSlotRequest(
+            "The content-type attribute must be ASCII: it is sent back as an "
+            "HTTP header"
+        )
+    if any(c != "\t" and (c < " " or c == "\x7f") for c in value):
+        raise BadSlotRequest("The content-type attribute contains control characters")
+    if not _MEDIA_TYPE_RE.fullmatch(value):
+        raise BadSlotRequest(
+            "The content-type attribute is not a valid media type "
+            "(type/subtype, then ; name=value parameters)"
+        )
     return value
 
 

@@ -297,9 +297,10 @@ def test_forbidden(service: Service, sender: str) -> None:
     assert reply.request is not None
 
 
-def test_size_with_plus_sign(service: Service) -> None:
-    """xs:positiveInteger allows a leading '+'."""
-    assert service.ask(request(filename="a", size="+12"))["type"] == "result"
+def test_size_with_plus_sign_is_refused(service: Service) -> None:
+    """A size is decimal digits only: a leading '+' gets bad-request."""
+    reply = service.ask(request(filename="a", size="+12"))
+    assert error_of(reply)[:2] == ("modify", "bad-request")
 
 
 def test_request_as_set(service: Service) -> None:
@@ -440,7 +441,9 @@ def test_iq_with_two_payloads_takes_the_xpath_path() -> None:
     assert route_of(domish.Element((None, "iq"))) is None
 
 
-@pytest.mark.parametrize("sender", ["", "@montague.tld/x", "romeo@/x"])
+@pytest.mark.parametrize(
+    "sender", ["", "@montague.tld/x", "romeo@/x", "/garden", "romeo@montague..tld/x"]
+)
 def test_invalid_sender_is_forbidden(service: Service, sender: str) -> None:
     """A request without a usable sender JID is refused as forbidden."""
     reply = service.ask(request(filename="a.txt", size="3"), sender=sender)

@@ -54,7 +54,8 @@ log = Logger()
 def _bare_jid(bare: str) -> JID | None:
     try:
         return JID(bare)
-    except InvalidFormat:
+    except (InvalidFormat, IndexError):
+        # twisted's parser raises IndexError for an empty domain label ("a@x..y").
         return None
 
 
@@ -66,9 +67,10 @@ def requester_of(iq: domish.Element) -> JID | None:
     cost more than the rest of the request's parsing, so it is cached.
     """
     sender = iq.getAttribute("from")
-    if not sender:
+    bare = sender.partition("/")[0] if sender else ""
+    if not bare:  # (JID("") raises RuntimeError)
         return None
-    return _bare_jid(sender.partition("/")[0])
+    return _bare_jid(bare)
 
 
 @implementer(IDisco)

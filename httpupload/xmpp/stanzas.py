@@ -13,13 +13,14 @@ Three namespaces are in use by clients:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from httpupload.dates import InvalidDateTime, format_datetime, parse_datetime
 from httpupload.errors import (
     BadSlotRequest,
     FileTooLarge,
@@ -32,7 +33,7 @@ from httpupload.errors import (
     TypeNotAllowed,
 )
 from httpupload.metadata import PURPOSES
-from httpupload.slots import check_content_type, check_filename
+from httpupload.slots import check_content_type, check_new_filename
 
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 NS_UPLOAD_LEGACY = "urn:xmpp:http:upload"
@@ -52,22 +53,11 @@ class SlotRequest:
     expire_before: float | None = None
 
 
-def parse_datetime(value: str | None) -> float | None:
-    """An XEP-0082 date-time (with its zone) as Unix time; None if invalid."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
-
-
-def format_datetime(when: float) -> str:
-    """Unix time as an XEP-0082 date-time in UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+# The longest upload purpose name echoed in an error text.
+MAX_ECHOED_PURPOSE = 32
+# Decimal digits of a size: every 64-bit size, and leading zeros to spare.
+MAX_SIZE_DIGITS = 20
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_purpose(request: domish.Element, now: float) -> tuple[str, float | None]:
@@ -79,29 +69,42 @@ def parse_purpose(request: domish.Element, now: float) -> tuple[str, float | Non
         raise BadSlotRequest("Give at most one upload purpose")
     purpose = found[0].name
     if purpose not in PURPOSES:
+        if len(purpose) > MAX_ECHOED_PURPOSE:
+            raise PurposeNotAvailable("Unknown upload purpose")
         raise PurposeNotAvailable(f"Unknown upload purpose: {purpose}")
     if purpose != "ephemeral":
         return purpose, None
-    deadline = parse_datetime(found[0].getAttribute("expire-before"))
-    if deadline is None:
+    stamp = found[0].getAttribute("expire-before")
+    if stamp is None:
         raise BadSlotRequest(
-            "The ephemeral purpose needs an expire-before date-time "
-            "(XEP-0082, with a time zone)"
+            "The ephemeral purpose needs an expire-before date-time (XEP-0082)"
         )
+    try:
+        deadline = parse_datetime(stamp)
+    except InvalidDateTime as e:
+        raise BadSlotRequest(
+            f"The expire-before attribute is not an XEP-0082 date-time: {e}"
+        ) from None
     if deadline <= now:
         raise BadSlotRequest("The expire-before date-time is already past")
     return purpose, deadline
 
 
 def parse_size(value: str | None) -> int:
-    """An xs:positiveInteger, as the XEP's schema gives the ``size`` attribute."""
+    """The ``size`` attribute: decimal ASCII digits only, bounded, above zero.
+
+    Stricter than the lexical space of the schema's ``xs:positiveInteger``
+    (no sign, no surrounding space), and bounded before ``int()``: a number
+    of thousands of digits would meet Python's limit on converting them.
+    """
     if value is None:
         raise BadSlotRequest("The size attribute is missing")
-    text = value.strip()
-    digits = text[1:] if text.startswith("+") else text
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 30:
-        raise BadSlotRequest("The size attribute must be a positive integer")
-    size = int(digits)
+    if len(value) > MAX_SIZE_DIGITS or not _DIGITS.fullmatch(value):
+        raise BadSlotRequest(
+            "The size attribute must be a positive integer: "
+            f"decimal digits only, at most {MAX_SIZE_DIGITS}"
+        )
+    size = int(value)
     if size <= 0:
         raise BadSlotRequest("The size attribute must be a positive integer")
     return size
@@ -135,7 +138,7 @@ def parse_request(request: domish.Element, now: float | None = None) -> SlotRequ
         raise BadSlotRequest("The filename attribute is missing")
     purpose, expire_before = parse_purpose(request, time.time() if now is None else now)
     return SlotRequest(
-        filename=check_filename(filename),
+        filename=check_new_filename(filename),
         size=parse_size(size),
         content_type=check_content_type(content_type),
         purpose=purpose,
