@@ -51,6 +51,10 @@ S3_DEFAULTS: dict[str, Any] = {
 SIGNING_KEY_KEYS = ("id", "key", "key_file")
 MAX_PART_SIZE = 5 * 1024**3  # S3's largest part
 MAX_PARTS_IN_FLIGHT = 64
+# The stale multipart sweep runs hourly: a shorter age would only cut live
+# uploads; past a month, a crashed node's parts cost storage for nothing.
+MIN_STALE_MULTIPART_AFTER = 3600
+MAX_STALE_MULTIPART_AFTER = 30 * 86400
 MAX_METADATA_THREADS = 64
 _BUCKET_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _NODE_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -143,6 +147,11 @@ def parse_s3(values: Any, base_dir: Path) -> S3Settings:
         ),
         parts_in_flight=s.positive_int("parts_in_flight", maximum=MAX_PARTS_IN_FLIGHT),
         public_base_url=base_url(s, "public_base_url", public) if public else None,
+        stale_multipart_after=s.positive_int(
+            "stale_multipart_after",
+            minimum=MIN_STALE_MULTIPART_AFTER,
+            maximum=MAX_STALE_MULTIPART_AFTER,
+        ),
     )
 
 

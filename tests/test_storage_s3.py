@@ -425,6 +425,60 @@ async def test_abort_stale_uploads(make_storage: Callable[..., Any]) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_stale_sweep_age_is_the_setting(
+    make_storage: Callable[..., Any],
+) -> None:
+    """Without an age, the sweep aborts uploads older than stale_multipart_after."""
+    kept = await make_storage()
+    assert kept.settings.stale_multipart_after == 86400
+    await kept.client.call(
+        "POST",
+        kept.settings.prefix + new_file_id(),
+        query=query_string({"uploads": None}),
+    )
+    assert await kept.abort_stale_uploads() == 0
+    # An age a minute below zero makes every upload stale.
+    swept = await make_storage(prefix=kept.settings.prefix, stale_multipart_after=-60)
+    assert await swept.abort_stale_uploads() == 1
+    assert await multipart_uploads(kept) == []
+
+
+def test_stale_multipart_after_is_read_from_the_config(tmp_path: Any) -> None:
+    """[storage.s3] stale_multipart_after is seconds, 86400 unless given."""
+    from httpupload.config_deploy import parse_s3
+
+    assert parse_s3({"bucket": "b"}, tmp_path).stale_multipart_after == 86400
+    given = parse_s3({"bucket": "b", "stale_multipart_after": 7200}, tmp_path)
+    assert given.stale_multipart_after == 7200
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (0, "positive integer"),
+        (-5, "positive integer"),
+        ("1h", "positive integer"),
+        (True, "positive integer"),
+        (86400.5, "positive integer"),
+        (3599, "at least 3600"),
+        (31 * 86400, "at most 2592000"),
+    ],
+)
+def test_bad_stale_multipart_after_names_the_key(
+    tmp_path: Any, value: object, problem: str
+) -> None:
+    """A bad age is refused in one line naming [storage.s3] stale_multipart_after."""
+    from httpupload.config_deploy import parse_s3
+    from httpupload.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        parse_s3({"bucket": "b", "stale_multipart_after": value}, tmp_path)
+    assert refused.value.key == "[storage.s3] stale_multipart_after"
+    assert problem in refused.value.problem
+    assert "\n" not in str(refused.value)
+
+
+@pytest_twisted.ensureDeferred
 async def test_list_ids_pages(make_storage: Callable[..., Any]) -> None:
     """list_ids follows continuation tokens and keeps only ids under the prefix."""
     storage = await make_storage(page_size=2)

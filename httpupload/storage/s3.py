@@ -221,12 +221,16 @@ class S3Storage:
             log.info("Aborted {count} stale multipart uploads", count=aborted)
         return aborted
 
-    def abort_stale_uploads(self, older_than: float) -> Deferred[int]:
+    def abort_stale_uploads(self, older_than: float | None = None) -> Deferred[int]:
         """Abort multipart uploads under the prefix started over ``older_than`` s ago.
 
         What a crashed node leaves behind: its parts cost storage, and no
-        object, until aborted.  Pick ``older_than`` above the longest upload.
+        object, until aborted.  ``older_than`` defaults to the setting
+        ``stale_multipart_after``, which must be above the longest upload
+        (a live upload aborted fails at its commit).
         """
+        if older_than is None:
+            older_than = self.settings.stale_multipart_after
         return ensureDeferred(self._abort_stale(older_than))
 
     # -- direct mode -----------------------------------------------------------

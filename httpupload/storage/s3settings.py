@@ -12,6 +12,7 @@ from typing import Literal
 MiB = 1024 * 1024
 # S3 refuses multipart parts under 5 MiB (all but the last).
 MIN_PART_SIZE = 5 * MiB
+DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,7 @@ class S3Settings:
     parts_in_flight: int = 2
     # direct mode: where GETs go (a bucket website or a CDN in front of it).
     public_base_url: str | None = None
+    # The hourly sweep aborts multipart uploads started longer ago than this
+    # (seconds): what a crashed node left.  Above the longest upload, or the
+    # sweep cuts a live one.
+    stale_multipart_after: int = DAY
