@@ -4,6 +4,10 @@ The registry is per service (not prometheus_client's global one), so tests
 and embedders can run several.  Everything is counted at one place per
 protocol: slot answers in the XMPP handler, HTTP answers in the site's
 access-log hook.
+
+Label values come only from sets the service defines, never from a client:
+a method it does not serve is ``other``, and so is a status outside the
+registered HTTP codes, so no request can add a series.
 """
 
 from __future__ import annotations
@@ -19,10 +23,28 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from twisted.web.http import Request
+from twisted.web.http import RESPONSES, Request
 from twisted.web.resource import Resource
 
 from httpupload.errors import SlotRequestError
+from httpupload.web.wire import content_length
+
+# The methods UploadResource serves (everything else gets 405).
+SERVED_METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS"})
+
+
+def method_label(method: bytes) -> str:
+    """The method as a label: one the service serves, else ``other``."""
+    try:
+        text = method.decode("ascii")
+    except UnicodeDecodeError:
+        return "other"
+    return text if text in SERVED_METHODS else "other"
+
+
+def status_label(code: object) -> str:
+    """The status as a label: a registered HTTP status, else ``other``."""
+    return str(code) if isinstance(code, int) and code in RESPONSES else "other"
 
 
 def refusal_reason(error: SlotRequestError) -> str:
@@ -93,12 +115,12 @@ class Metrics:
         self.slots.labels(result=refusal_reason(error)).inc()
 
     def http_response(self, request: Request) -> None:
-        method = request.method.decode("latin-1", "replace")
+        method = method_label(request.method or b"")
         status = request.code
-        self.http.labels(method=method, status=str(status)).inc()
+        self.http.labels(method=method, status=status_label(status)).inc()
         if method == "PUT" and status == 201:
             length = request.requestHeaders.getRawHeaders(b"Content-Length") or [b"0"]
-            self.received.inc(int(length[0]))
+            self.received.inc(content_length(length[0]) or 0)
         elif method == "GET" and status in (200, 206):
             self.sent.inc(request.sentLength or 0)
 

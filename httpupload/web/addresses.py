@@ -15,6 +15,29 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
 
 
+# The longest textual IP address (IPv6 with an embedded IPv4) is 45 characters.
+_MAX_ADDRESS = 45
+
+
+def canonical_address(text: str) -> str | None:
+    """An IP address in its one canonical form, None if ``text`` is not one.
+
+    Zone ids (``fe80::1%eth0``) are refused: they are free text, so a client
+    could put anything in them (terminal escapes into the log, or a new
+    address for each upload to dodge the per-address bound).  IPv4-mapped
+    IPv6 addresses count as the IPv4 address they map.
+    """
+    if len(text) > _MAX_ADDRESS or "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 def _in(host: str, networks: tuple[Network, ...]) -> bool:
     try:
         address = ipaddress.ip_address(host)
@@ -28,6 +51,7 @@ def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
 
     Only a peer in ``trusted`` may speak for others; hops are read from the
     right, skipping trusted proxies, so a client cannot forge its own entry.
+    A hop that is not a plain IP address counts as no answer: the peer is used.
     """
     host = getattr(request.getClientAddress(), "host", None) or "unknown"
     if not trusted or not _in(host, trusted):
@@ -36,12 +60,11 @@ def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
     for value in request.requestHeaders.getRawHeaders(b"X-Forwarded-For") or []:
         hops.extend(h.strip() for h in value.decode("latin-1").split(","))
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        address = canonical_address(hop)
+        if address is None:
             return host
-        if not _in(hop, trusted):
-            return hop
+        if not _in(address, trusted):
+            return address
     return host
 
 

@@ -2,6 +2,13 @@
 
 Several ranges are answered with the whole file (200), which RFC 9110
 allows; it keeps responses simple and no upload client asks for more than one.
+
+Numbers of any length are read as RFC 9110 says, without converting more
+than ``MAX_DIGITS`` digits (Python refuses to convert more than 4,300): a
+number longer than that is larger than any file.  So ``bytes=<huge>-`` starts
+past the end (416), ``bytes=0-<huge>`` runs to the last byte (206), and
+``bytes=-<huge>`` is the whole file (206); a last position below the first
+makes the range invalid, and the header is ignored (200).
 """
 
 from __future__ import annotations
@@ -9,7 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SPEC = re.compile(r"(\d*)-(\d*)")
+from httpupload.web.wire import MAX_DIGITS
+
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 
 
 class Unsatisfiable(Exception):
@@ -29,6 +38,18 @@ class ByteRange:
 
     def content_range(self, size: int) -> bytes:
         return f"bytes {self.start}-{self.end}/{size}".encode("ascii")
+
+
+def _number(digits: str) -> int | None:
+    """The value of a digit string, None if it is larger than any file."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_DIGITS else None
+
+
+def _below(a: str, b: str) -> bool:
+    """Whether digit string ``a`` is a smaller number than ``b`` (any length)."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
 
 
 def parse_range(header: bytes | None, size: int) -> ByteRange | None:
@@ -54,16 +75,16 @@ def parse_range(header: bytes | None, size: int) -> ByteRange | None:
         return None
     first, last = match.groups()
     if first:
-        start = int(first)
-        if last and int(last) < start:
+        if last and _below(last, first):
             return None  # invalid spec: ignore the header
-        if start >= size:
+        start = _number(first)
+        if start is None or start >= size:
             raise Unsatisfiable
-        end = min(int(last), size - 1) if last else size - 1
-        return ByteRange(start, end)
+        end = _number(last) if last else None
+        return ByteRange(start, size - 1 if end is None else min(end, size - 1))
     if not last:
         return None  # "bytes=-" is not a range
-    suffix = int(last)
+    suffix = _number(last)
     if suffix == 0:
         raise Unsatisfiable
-    return ByteRange(max(0, size - suffix), size - 1)
+    return ByteRange(0 if suffix is None else max(0, size - suffix), size - 1)

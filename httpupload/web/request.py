@@ -12,6 +12,21 @@ A refused PUT is answered from its headers.  If the client waits for
 out at once, without a ``100``, and the connection closes; a small body
 without ``Expect`` is read and dropped first, so the client is sure to see
 the answer instead of a reset connection.
+
+The channel also checks the head before twisted.web or the resource sees it
+(``httpupload.web.wire``), answering 400 with a short reason, and closing:
+a ``Content-Length`` that is not 1 to 19 digits, given twice or beside
+``Transfer-Encoding`` (twisted.web would answer a bare 400, or drop the
+connection on a number too long for Python to read), a missing or repeated
+``Host`` in HTTP/1.1 (RFC 9112 §3.2), a ``PUT`` with ``Content-Range``
+(RFC 9110 §14.5).  An absolute-form target (``PUT http://host/<id>/<name>``,
+RFC 9112 §3.2.2) is used as its path and query, for judging the PUT, for the
+resource and for the log alike.  Bodies of other methods are never kept:
+nothing here reads them, so a small one is read and dropped and a large or
+chunked one is answered at once, like a refused PUT.
+
+Responses carry no ``Server`` header: the software and its version are
+nothing a client needs (RFC 9110 §10.2.4 makes the header optional).
 """
 
 from __future__ import annotations
@@ -23,13 +38,16 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from httpupload.errors import UploadRefused
 from httpupload.storage import FileInfo
 from httpupload.web.addresses import client_address
+from httpupload.web.responses import answer_failure, apply_common_headers, plain
 from httpupload.web.uploads import IncomingUpload
+from httpupload.web.wire import content_length, head_problem, origin_form
 
 # A refused body up to this size is read and dropped rather than cut off.
 DISCARD_LIMIT = 1024 * 1024
@@ -46,6 +64,64 @@ class UploadRequest(Request):
     _rate_timer: IDelayedCall | None = None
     _window_start = 0
     _held_back = False
+    # Why the head is refused with a 400 before anything else sees it.
+    _bad: str | None = None
+    # Content-Length and Transfer-Encoding headers seen so far.
+    _framing: tuple[bytes, ...] = ()
+
+    def reject(self, reason: str) -> None:
+        """Answer 400 with ``reason`` (the first one given), whatever was asked."""
+        if self._bad is None:
+            self._bad = reason
+
+    @property
+    def bad(self) -> str | None:
+        return self._bad
+
+    def framing_header(self, name: bytes, value: bytes) -> bool:
+        """Check a Content-Length or Transfer-Encoding; False if it is refused.
+
+        Only one of them, once: several lengths, or a length beside a
+        transfer coding, are how requests are smuggled past proxies.
+        """
+        seen, self._framing = self._framing, (*self._framing, name)
+        if self._bad is not None:
+            return False
+        if name == b"content-length" and content_length(value) is None:
+            self.reject("Content-Length must be one number of at most 19 digits")
+        elif name == b"transfer-encoding" and value.strip(b" \t").lower() not in (
+            b"chunked",
+            b"identity",
+        ):
+            self.reject("Transfer-Encoding must be chunked")
+        elif name in seen:
+            self.reject(f"{name.decode().title()} must be given once")
+        elif seen:
+            self.reject("Content-Length and Transfer-Encoding must not both be given")
+        return self._bad is None
+
+    def process(self) -> None:
+        """Render, unless the head was refused: then a 400 and nothing else."""
+        if self._bad is None:
+            super().process()
+            return
+        self.site = self.channel.site  # type: ignore[union-attr,attr-defined]
+        try:
+            self.setHeader(b"Date", datetimeToString())
+            apply_common_headers(self)
+            self.write(plain(self, 400, self._bad))
+            self.finish()
+        except Exception:
+            answer_failure(self, Failure())
+
+    def processingFailed(self, reason: Failure) -> Failure:  # type: ignore[override]
+        """An exception while rendering: a plain 500, or a cut connection.
+
+        twisted.web's own version writes an HTML page even into a response
+        whose head is already out, and raises again if finishing fails.
+        """
+        answer_failure(self, reason)
+        return reason
 
     def headers_received(self, method: bytes, path: bytes, length: int | None) -> None:
         """Judge a PUT from its headers; called before ``gotLength``."""
@@ -124,20 +200,17 @@ class UploadRequest(Request):
         self._schedule_rate_check()
 
     def gotLength(self, length: int | None) -> None:
-        if not self._is_upload:
-            super().gotLength(length)
-            return
+        # No body is kept (twisted.web would spool a large one to disk):
+        # a PUT's goes to storage, any other is read and dropped.
         # requestReceived() still calls tell() and seek() on content.
         self.content = io.BytesIO()  # type: ignore[assignment]
 
     def handleContentChunk(self, data: bytes) -> None:
-        if not self._is_upload:
-            super().handleContentChunk(data)
-        elif self._upload is not None:
+        if self._is_upload and self._upload is not None:
             ready = self._upload.write(data)
             if ready is not None:
                 self._hold_body(ready)
-        # A refused PUT's body is read and dropped.
+        # A refused PUT's body, and any other method's, is read and dropped.
 
     def _hold_body(self, ready: Deferred[None]) -> None:
         """Stop reading the body until storage has caught up (an object store).
@@ -231,20 +304,63 @@ class UploadChannel(HTTPChannel):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
+    def headerReceived(self, line: bytes) -> bool:
+        """Check the framing headers before twisted.web parses them.
+
+        A refused one is kept from twisted.web (which would answer a bare
+        400, or drop the connection on a number too long to read): the
+        request is then answered 400 with the reason, at once.
+        """
+        name, sep, value = line.partition(b":")
+        name = name.lower()
+        request = self.requests[-1] if self.requests else None
+        if (
+            sep
+            and name in (b"content-length", b"transfer-encoding")
+            and isinstance(request, UploadRequest)
+            and not request.framing_header(name, value)
+        ):
+            return True
+        return bool(super().headerReceived(line))
+
     def allHeadersReceived(self) -> None:
         self._cancel_header_timer()
         request = self.requests[-1]
-        if isinstance(request, UploadRequest):
+        if not isinstance(request, UploadRequest):
+            super().allHeadersReceived()
+            return
+        self._path = origin_form(self._path)
+        problem = head_problem(self._command, self._version, request.requestHeaders)
+        if problem is not None:
+            request.reject(problem)
+        if request.bad is None:
             request.headers_received(self._command, self._path, self.length)
-            if request.refused and self._answer_at_once(request):
-                request.requestHeaders.removeHeader(b"Expect")
-                super().allHeadersReceived()
-                # No body follows as far as twisted.web is concerned: the
-                # request is processed (and refused) now, then we close.
-                self.persistent = False
-                self.length = 0
-                return
+        # What is answered without its body: a refusal, or a method that
+        # takes none (a body it announces is read and dropped, if small).
+        unwanted = (
+            request.bad is not None
+            or request.refused
+            or (self._command != b"PUT" and self.length != 0)
+        )
+        if unwanted and self._answer_at_once(request):
+            request.requestHeaders.removeHeader(b"Expect")
+            super().allHeadersReceived()
+            # No body follows as far as twisted.web is concerned: the
+            # request is processed (and refused) now, then we close.
+            self.persistent = False
+            self.length = 0
+            return
         super().allHeadersReceived()
+        if request.bad is not None:
+            self.persistent = False
+
+    def writeHeaders(  # type: ignore[override]
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        """Send the head without twisted.web's ``Server: TwistedWeb/<version>``."""
+        if isinstance(headers, Headers):
+            headers.removeHeader(b"Server")
+        super().writeHeaders(version, code, reason, headers)
 
     def _answer_at_once(self, request: UploadRequest) -> bool:
         expect = request.requestHeaders.getRawHeaders(b"Expect") or []

@@ -1,7 +1,17 @@
-"""Headers every response carries, and the one place errors become statuses."""
+"""Headers every response carries, and the one place errors become statuses.
+
+Also the last resort of every response: ``answer_failure`` turns an
+exception met while answering into a 500 (or, once the head is out, a cut
+connection), so no failure leaves a request unanswered.
+"""
 
 from __future__ import annotations
 
+import re
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from httpupload.errors import (
@@ -59,6 +69,11 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
 
 HSTS = b"max-age=31536000"
 
+log = Logger()
+
+# Field values are visible characters, spaces and tabs (RFC 9110 §5.5).
+_NOT_IN_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 
 def apply_common_headers(request: Request) -> None:
     for name, value in COMMON_HEADERS:
@@ -76,13 +91,58 @@ def http_status(error: HttpUploadError) -> int:
     return 500
 
 
+def header_value(text: str) -> bytes:
+    """Any text as bytes that can go in a header: never raises.
+
+    Latin-1 where the text fits it (what clients read header bytes as),
+    else UTF-8 (opaque octets to HTTP, RFC 9110 §5.5); control characters
+    become spaces and lone surrogates ``\\udcxx`` escapes.
+    """
+    text = _NOT_IN_FIELD.sub(" ", text)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
 def plain(request: Request, status: int, text: str) -> bytes:
     """A short text/plain response body, with the status set."""
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    body = (text + "\n").encode("utf-8")
+    body = (text + "\n").encode("utf-8", "backslashreplace")
     request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
     return body
+
+
+def answer_failure(request: Request, reason: Failure) -> None:
+    """Answer a request whose handling raised: a 500, or a cut connection.
+
+    Before the response head is out, every header set so far is dropped
+    (one of them may be what failed) and a plain 500 goes out with the
+    common headers; after it, the status cannot change, so the connection
+    is aborted and the client sees a cut-off response rather than a hang.
+    Never raises: use it as the last errback of any response's Deferred.
+    """
+    log.failure("Answering {method} failed", reason, method=_method(request))
+    if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
+        return
+    try:
+        if not request.startedWriting:
+            request.responseHeaders = Headers()
+            apply_common_headers(request)
+            request.write(plain(request, 500, "Internal server error"))
+            request.finish()
+            return
+    except Exception:
+        log.failure("Sending a 500 failed")
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is not None:
+        transport.abortConnection()
+
+
+def _method(request: Request) -> str:
+    method = getattr(request, "method", b"") or b""
+    return method.decode("ascii", "backslashreplace")[:16]
 
 
 def refuse(request: Request, error: HttpUploadError) -> bytes:

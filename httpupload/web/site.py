@@ -1,10 +1,20 @@
-"""The twisted.web ``Site`` of the upload service."""
+"""The twisted.web ``Site`` of the upload service, and its access log.
+
+The access log is the combined log format with every value a client chose
+escaped as Apache does (``\\xhh`` for anything but printable ASCII, ``\\"``
+and ``\\\\``), so no control character, terminal escape or bidirectional
+override reaches a terminal, and cut to a bounded length; the path is never
+shown beyond a short prefix of the file id (file URLs, and any ``?token=``,
+are capabilities), whatever form the request target took.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.server import Request, Site
 
@@ -16,15 +26,51 @@ from httpupload.web.addresses import client_address, parse_networks
 from httpupload.web.request import UploadChannel, UploadRequest
 from httpupload.web.resource import UploadResource
 from httpupload.web.uploads import UploadReceiver
+from httpupload.web.wire import origin_form
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_MIN_UPLOAD_RATE = 1024
 
+# Client-chosen fields are cut to this many characters before escaping.
+MAX_LOGGED_AGENT = 256
+MAX_LOGGED_TOKEN = 32
+
+log = Logger()
+
+# Printable ASCII only, and neither quote nor backslash (RFC 9110 tokens and
+# user agents are ASCII; anything else is shown as its bytes).
+_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in '"\\':
+        return "\\" + char
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return "".join(f"\\x{b:02x}" for b in char.encode("utf-8", "surrogatepass"))
+
+
+def log_safe(value: bytes | str, limit: int) -> str:
+    """A client-chosen value fit for a log line, at most ``limit`` characters.
+
+    Each character outside printable ASCII is escaped as ``\\xhh`` (C0, DEL,
+    C1, bidi and format characters included); ``"`` and ``\\`` are escaped.
+    """
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    cut = text[:limit]
+    escaped = _UNSAFE.sub(_escape_char, cut)
+    return escaped + "…" if len(text) > limit else escaped
+
 
 def redacted_path(path: bytes) -> str:
-    """A request path fit for logs: file URLs are capabilities, so keep a hint only."""
-    parsed = parse_url_path(path)
+    """A request path fit for logs: file URLs are capabilities, so keep a hint only.
+
+    Absolute-form targets are judged by their path; a query is never shown.
+    """
+    parsed = parse_url_path(origin_form(path))
     if parsed is None:
         return "/<other>"
     return f"/{parsed[0][:6]}…/<name>"
@@ -37,16 +83,16 @@ def access_log_line(timestamp: str, request: Request) -> str:
     """
     site = getattr(getattr(request, "channel", None), "site", None)
     host = client_address(request, getattr(site, "trusted_proxies", ()))
-    agent = (request.getHeader(b"user-agent") or b"-").decode("latin-1", "replace")
+    agent = request.getHeader(b"user-agent") or b"-"
     return '{} - - {} "{} {} {}" {} {} "{}"'.format(
-        host,
+        log_safe(host, MAX_LOGGED_TOKEN * 2),
         timestamp,
-        request.method.decode("latin-1", "replace"),
-        redacted_path(request.uri),
-        request.clientproto.decode("latin-1", "replace"),
-        request.code,
-        request.sentLength or "-",
-        agent.replace('"', "'"),
+        log_safe(request.method or b"-", MAX_LOGGED_TOKEN),
+        redacted_path(request.uri or b""),
+        log_safe(request.clientproto or b"-", MAX_LOGGED_TOKEN),
+        int(request.code),
+        int(request.sentLength or 0) or "-",
+        log_safe(agent, MAX_LOGGED_AGENT),
     )
 
 
@@ -93,10 +139,18 @@ class UploadSite(Site):
         self.noisy = False
 
     def log(self, request: HTTPRequest) -> None:
-        """Every finished request passes here: count it, then log it."""
-        if self.metrics is not None:
-            self.metrics.http_response(request)
-        super().log(request)
+        """Every finished request passes here: count it, then log it.
+
+        Never raises: twisted.web calls this from ``Request.finish`` before
+        the request is done, so an exception here would leave it unfinished
+        and the connection hanging.
+        """
+        try:
+            if self.metrics is not None:
+                self.metrics.http_response(request)
+            super().log(request)
+        except Exception:
+            log.failure("Counting or logging a response failed")
 
     def buildProtocol(self, addr):  # type: ignore[no-untyped-def]
         channel = super().buildProtocol(addr)
@@ -104,4 +158,4 @@ class UploadSite(Site):
         return channel
 
 
-__all__ = ["UploadSite", "access_log_line", "redacted_path"]
+__all__ = ["UploadSite", "access_log_line", "log_safe", "redacted_path"]
