@@ -56,6 +56,10 @@ REFUSED_NAME_CATEGORIES = {
     "Zl": "line separator",
     "Zp": "paragraph separator",
 }
+# Two format characters that names need and that reorder nothing: the zero
+# width non-joiner and joiner, which Persian and Indic words and emoji
+# sequences (👨‍👩‍👧) are written with.
+ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def check_new_filename(name: str) -> str:
     """
     for char in name:
         kind = REFUSED_NAME_CATEGORIES.get(unicodedata.category(char))
-        if kind is not None:
+        if kind is not None and char not in ALLOWED_FORMAT_CHARACTERS:
             raise BadSlotRequest(
                 f"The filename attribute contains U+{ord(char):04X}, a {kind} "
                 "character, which file names may not hold"

@@ -20,6 +20,7 @@ from twisted.words.xish import domish
 from httpupload.errors import BadSlotRequest, SlotRequestError
 from httpupload.slots import (
     _MEDIA_TYPE_RE,
+    ALLOWED_FORMAT_CHARACTERS,
     MAX_CONTENT_TYPE_LENGTH,
     MAX_FILENAME_BYTES,
     REFUSED_NAME_CATEGORIES,
@@ -260,6 +261,19 @@ def test_names_with_invisible_or_reordering_characters_are_refused(
     assert f"U+{ord(char):04X}" in text and kind in text
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",  # Persian, with ZWNJ
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467.jpg",  # an emoji ZWJ sequence
+    ],
+)
+def test_names_written_with_joiners_are_granted(service: Service, name: str) -> None:
+    """ZWNJ and ZWJ reorder nothing and words need them: such names get a slot."""
+    reply = service.ask(request(filename=name, size="3"))
+    assert reply.getAttribute("type") == "result", reply.toXml()
+
+
 def test_stored_names_with_format_characters_are_still_served() -> None:
     """A name an earlier version granted still parses from its URL (nothing is lost)."""
     file_id = new_file_id()
@@ -280,7 +294,11 @@ def test_accepted_names_round_trip_and_hold_nothing_refused(name: str) -> None:
         assert "filename" in e.text
         return
     assert checked == name
-    assert not any(unicodedata.category(c) in REFUSED_NAME_CATEGORIES for c in name)
+    assert not any(
+        unicodedata.category(c) in REFUSED_NAME_CATEGORIES
+        and c not in ALLOWED_FORMAT_CHARACTERS
+        for c in name
+    )
     assert len(name.encode("utf-8")) <= MAX_FILENAME_BYTES
     file_id = new_file_id()
     path = f"/{url_path(file_id, name)}".encode("ascii")
