@@ -23,6 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.words.xish import domish
+from webserver import raw_exchange
 from wokkel import disco, generic
 from wokkel.test import helpers
 
@@ -188,6 +189,17 @@ def exchange(port: int, payload: bytes) -> bytes:
 header_value = st.binary(max_size=80).map(
     lambda b: b.replace(b"\r", b"").replace(b"\n", b"").strip()
 )
+hostile_numbers = st.sampled_from(
+    [b"9" * 5000, b"-1", b"+5", b"1,2", b"5, 5", b"0x10", b"1" * 20, b"\xd9\xa3"]
+)
+hostile_ranges = st.sampled_from(
+    [
+        b"bytes=0-" + b"9" * 5000,
+        b"bytes=" + b"9" * 5000 + b"-",
+        b"bytes=-" + b"9" * 5000,
+        b"bytes=" + b"0" * 5000 + b"1-2",
+    ]
+)
 path_bytes = st.binary(min_size=0, max_size=120).map(
     lambda b: b"/" + b.replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"")
 )
@@ -196,14 +208,18 @@ path_bytes = st.binary(min_size=0, max_size=120).map(
 @given(data=st.data())
 @FUZZ
 def test_http_requests(fuzz_site: FuzzSite, data: st.DataObject) -> None:
-    """Arbitrary paths, headers and bodies: a documented status, never a crash."""
+    """Arbitrary paths, methods, headers, numbers and bodies: a documented status."""
     path, token = fuzz_site.mint(
         data.draw(st.sampled_from(["a.txt", "très.png", "x"])),
         data.draw(st.integers(1, 2000)),
         data.draw(st.sampled_from([None, "image/png", "text/plain"])),
     )
     method = data.draw(
-        st.sampled_from([b"PUT", b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"POST"])
+        st.one_of(
+            st.sampled_from([b"PUT", b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"POST"]),
+            # Methods nobody defined: 405.
+            st.from_regex(rb"[A-Z0-9]{1,40}", fullmatch=True),
+        )
     )
     target = data.draw(
         st.one_of(
@@ -218,14 +234,18 @@ def test_http_requests(fuzz_site: FuzzSite, data: st.DataObject) -> None:
     for name, values in (
         (b"Authorization", authorization),
         (b"Content-Type", st.one_of(header_value, st.just(b"image/png"))),
-        (b"Range", header_value),
+        (b"Range", st.one_of(header_value, hostile_ranges)),
         (b"Expect", st.just(b"100-continue")),
     ):
         if data.draw(st.booleans()):
             head.append(name + b": " + data.draw(values))
     length = data.draw(st.one_of(st.just(len(body)), st.integers(0, 3000)))
-    head.append(b"Content-Length: %d" % length)
-    body = body[:length]
+    if data.draw(st.booleans()):
+        head.append(b"Content-Length: %d" % length)
+        body = body[:length]
+    else:
+        # Numbers no length is: a 400 naming Content-Length, never a drop.
+        head.append(b"Content-Length: " + data.draw(hostile_numbers))
     outside = fuzz_site.storage.parent
     before = set(outside.rglob("*"))
     answer = exchange(fuzz_site.port, b"\r\n".join(head) + b"\r\n\r\n" + body)
@@ -239,3 +259,38 @@ def test_http_requests(fuzz_site: FuzzSite, data: st.DataObject) -> None:
     assert all(fuzz_site.storage in p.parents for p in created), created
     for stored in (fuzz_site.storage / "files").glob("*/*"):
         assert FILE_ID_RE.fullmatch(stored.name)
+
+
+def test_hostile_numbers_and_methods_over_sockets(fuzz_site: FuzzSite) -> None:
+    """Huge Range and Content-Length numbers and invented methods: each answered."""
+
+    def answer(payload: bytes) -> bytes:
+        return raw_exchange(fuzz_site.port, payload, False)
+
+    path, token = fuzz_site.mint("n.txt", 5, None)
+    stored = answer(
+        f"PUT /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: 5\r\n\r\nhello".encode()
+    )
+    assert stored.startswith(b"HTTP/1.1 201 "), stored[:300]
+    get = f"GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+    huge = b"9" * 5000
+    for value, expected in (
+        (b"bytes=" + huge + b"-", b"416"),
+        (b"bytes=0-" + huge, b"206"),
+        (b"bytes=-" + huge, b"206"),
+    ):
+        got = answer(get + b"Range: " + value + b"\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 " + expected + b" "), got[:300]
+    got = answer(
+        b"PUT /" + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: " + huge + b"\r\n\r\nhello"
+    )
+    assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+    assert b"Content-Length" in got
+    flood = b"".join(
+        b"ZZ%dQ%s / HTTP/1.1\r\nHost: x\r\n\r\n" % (i, b"Q" * 100) for i in range(300)
+    )
+    got = answer(flood + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.count(b"HTTP/1.1 405 ") == 300
+    assert got.count(b"HTTP/1.1 404 ") == 1

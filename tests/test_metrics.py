@@ -14,7 +14,7 @@ from wokkel import disco, generic
 from wokkel.test import helpers
 
 from httpupload.errors import QuotaExceeded
-from httpupload.metrics import Metrics, refusal_reason
+from httpupload.metrics import Metrics, method_label, refusal_reason, status_label
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.xmpp.handler import UploadHandler
@@ -29,6 +29,22 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 def test_refusal_reasons() -> None:
     """Labels come from the error class: QuotaExceeded -> quota_exceeded."""
     assert refusal_reason(QuotaExceeded("x", 1.0)) == "quota_exceeded"
+
+
+def test_labels_are_only_the_services_own() -> None:
+    """Methods not served and statuses not registered are all labelled other."""
+    assert [method_label(m) for m in (b"GET", b"HEAD", b"PUT", b"OPTIONS")] == [
+        "GET",
+        "HEAD",
+        "PUT",
+        "OPTIONS",
+    ]
+    for invented in (b"get", b"DELETE", b"ZZ" * 2000, b"\xff", b""):
+        assert method_label(invented) == "other"
+    assert status_label(201) == "201"
+    assert status_label(416) == "416"
+    for odd in (0, 99, 600, 10**20, "200", None):
+        assert status_label(odd) == "other"
 
 
 def test_slots_counted_by_result() -> None:

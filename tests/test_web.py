@@ -232,6 +232,9 @@ def test_access_log_hides_file_urls() -> None:
     path = b"/abcdefghijklmnopqrstuvwxyz0123/secret%20name.txt"
     assert redacted_path(path) == "/abcdef…/<name>"
     assert redacted_path(b"/robots.txt") == "/<other>"
+    # Absolute-form targets and queries (a ?token=) are redacted the same way.
+    assert redacted_path(b"http://h:80" + path + b"?token=xyz") == "/abcdef…/<name>"
+    assert redacted_path(b"https://user:pw@h/x?token=xyz") == "/<other>"
 
     class FakeRequest:
         method = b"GET"
@@ -247,13 +250,14 @@ def test_access_log_hides_file_urls() -> None:
             return Address()
 
         def getHeader(self, name: bytes) -> bytes:
-            return b"Conversations"
+            return b'Conversations "2" \x1b[31m'
 
     line = access_log_line("[ts]", FakeRequest())  # type: ignore[arg-type]
     assert "secret" not in line
     assert "xyz" not in line
     assert "qrstuv" not in line
     assert line.startswith('192.0.2.1 - - [ts] "GET /abcdef…/<name> HTTP/1.1" 200 10')
+    assert line.endswith(' "Conversations \\"2\\" \\x1b[31m"')
 
 
 class _FullDisk:
