@@ -328,6 +328,19 @@ def test_put_without_host_is_refused_before_storing(wire: Wire) -> None:
     assert status(wire.put(path.encode(), token, b"hello")) == 201
 
 
+def test_a_refused_head_sends_no_100_continue(wire: Wire) -> None:
+    """A client waiting for 100 Continue on a refused head gets the 400 instead."""
+    path, token = wire.mint(size=5)
+    client = wire.send(
+        b"PUT " + path.encode() + b" HTTP/1.1\r\nExpect: 100-continue\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\n"
+        b"Content-Length: 5\r\n\r\n"
+    )
+    assert status(client) == 400, client.data
+    assert b"100 Continue" not in client.data
+    assert client.closed
+
+
 def test_no_server_version_is_sent(wire: Wire) -> None:
     """No response names the server software or its version."""
     path, token = wire.mint(size=5)
