@@ -32,10 +32,18 @@ def _ascii_fallback(filename: str) -> str:
     return "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in filename)
 
 
+def _valid_unicode(filename: str) -> str:
+    """The name with any lone surrogate (a damaged record's) as U+FFFD."""
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in filename)
+
+
 def content_disposition(filename: str, inline: bool) -> bytes:
-    """``inline``/``attachment``, an ASCII ``filename``, the exact ``filename*``."""
+    """``inline``/``attachment``, an ASCII ``filename``, the exact ``filename*``.
+
+    Plain ASCII for any name at all, so it can always be sent.
+    """
     kind = "inline" if inline else "attachment"
-    encoded = quote(filename, safe=_ATTR_CHARS)
+    encoded = quote(_valid_unicode(filename), safe=_ATTR_CHARS)
     value = (
         f"{kind}; filename=\"{_ascii_fallback(filename)}\"; filename*=UTF-8''{encoded}"
     )

@@ -1,4 +1,20 @@
-"""The one resource of the upload site: PUT, GET, HEAD and OPTIONS on file URLs."""
+"""The one resource of the upload site: PUT, GET, HEAD and OPTIONS on file URLs.
+
+Cache-Control: caches may keep a file as long as it is served and no longer
+(XEP-0363: a file MUST NOT be served after its ``expire-before``).  A file
+that never expires gets a year and ``immutable``; one that expires gets
+``max-age`` of the whole seconds left (never more) and ``must-revalidate``,
+so no cache serves it stale.  Without a metadata store (some embeddings)
+nothing says when a file stops being served: ``public, no-cache``, so caches
+keep it but ask first each time (a 304 for its ETag).  304 and 416 carry the
+same header.
+
+Stored values written into headers (type, name, digest, time) are checked
+as they go out: a type that is not printable ASCII is served as
+``application/octet-stream`` (an attachment), and an unusable validator is
+left out.  Anything unforeseen while answering ends in a 500, or a cut
+connection once the response has begun: never a request left unanswered.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +23,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -14,7 +32,14 @@ from httpupload.errors import HttpUploadError
 from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage, StoredFile
-from httpupload.web.conditional import etag, last_modified, not_modified, range_applies
+from httpupload.storage.sending import abort_connection
+from httpupload.web.conditional import (
+    etag,
+    has_digest,
+    last_modified,
+    not_modified,
+    range_applies,
+)
 from httpupload.web.disposition import content_disposition, is_inline
 from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
@@ -27,25 +52,55 @@ from httpupload.web.uploads import UploadReceiver, repr_digest
 
 log = Logger()
 
-CACHE_CONTROL = b"public, max-age=31536000, immutable"
+YEAR = 31536000
+CACHE_FOREVER = b"public, max-age=31536000, immutable"
+CACHE_REVALIDATE = b"public, no-cache"
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
 # Copying a body that twisted.web spooled (the embedding case).
 CHUNK_SIZE = 256 * 1024
 
 
-def _validators(request: Request, info: FileInfo) -> None:
-    request.setHeader(b"ETag", etag(info))
-    request.setHeader(b"Last-Modified", last_modified(info))
-    request.setHeader(b"Cache-Control", CACHE_CONTROL)
+def cache_control(expires: float | None, now: float) -> bytes:
+    """Cache-Control for a file served until ``expires`` (None: never expires)."""
+    if expires is None:
+        return CACHE_FOREVER
+    left = expires - now
+    seconds = int(min(left, YEAR)) if left > 0 else 0  # NaN: 0 as well
+    return b"public, max-age=%d, immutable, must-revalidate" % seconds
 
 
-def _representation(request: Request, info: FileInfo) -> None:
-    _validators(request, info)
-    request.setHeader(b"Content-Type", info.content_type.encode("latin-1"))
-    request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+def served_type(content_type: str) -> str:
+    """The stored type if it can be a header value, else octet-stream."""
+    if content_type.isascii() and content_type.isprintable() and content_type:
+        return content_type
+    return FALLBACK_CONTENT_TYPE
+
+
+def _validators(request: Request, info: FileInfo, caching: bytes) -> None:
+    tag = etag(info)
+    if tag is not None:
+        request.setHeader(b"ETag", tag)
+    modified = last_modified(info)
+    if modified is not None:
+        request.setHeader(b"Last-Modified", modified)
+    request.setHeader(b"Cache-Control", caching)
+
+
+def _representation(request: Request, info: FileInfo, caching: bytes) -> None:
+    _validators(request, info, caching)
+    content_type = served_type(info.content_type)
+    if content_type != info.content_type:
+        log.warn(
+            "Serving a file whose stored type cannot be a header as {fallback}",
+            fallback=FALLBACK_CONTENT_TYPE,
+        )
+    request.setHeader(b"Content-Type", content_type.encode("ascii"))
+    if has_digest(info):
+        request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
     request.setHeader(b"Accept-Ranges", b"bytes")
     request.setHeader(
         b"Content-Disposition",
-        content_disposition(info.filename, is_inline(info.content_type)),
+        content_disposition(info.filename, is_inline(content_type)),
     )
 
 
@@ -66,9 +121,27 @@ class _Response:
         self.gone = True
 
     def send(self, body: bytes) -> None:
-        if not self.gone:
+        if not self.gone and not self.request.finished:
             self.request.write(body)
             self.request.finish()
+
+    def failed(self, failure: Failure) -> None:
+        """Anything unforeseen: a 500 if nothing was sent yet, else a cut."""
+        log.failure("Answering a request failed", failure)
+        request = self.request
+        if self.gone or request.finished:
+            return
+        try:
+            if request.startedWriting or request.producer is not None:
+                abort_connection(request)
+                return
+            # Drop whatever half-set representation headers there are.
+            request.responseHeaders = Headers()
+            apply_common_headers(request)
+            self.send(plain(request, 500, "Answering the request failed"))
+        except Exception:
+            log.failure("Answering a failed request failed too")
+            abort_connection(request)
 
 
 class UploadResource(Resource):
@@ -103,7 +176,10 @@ class UploadResource(Resource):
         if method == b"PUT":
             return self.render_PUT(request)
         if method in (b"GET", b"HEAD"):
-            ensureDeferred(self._download(request, _Response(request)))
+            response = _Response(request)
+            ensureDeferred(self._download(request, response)).addErrback(
+                response.failed
+            )
             return NOT_DONE_YET
         request.setHeader(b"Allow", ALLOWED_METHODS)
         return plain(request, 405, "Method not allowed")
@@ -119,7 +195,10 @@ class UploadResource(Resource):
             def finish_upload() -> Deferred[FileInfo]:
                 return ensureDeferred(self._spooled_upload(request, receiver))
 
-        ensureDeferred(self._upload(request, _Response(request), finish_upload))
+        response = _Response(request)
+        ensureDeferred(self._upload(request, response, finish_upload)).addErrback(
+            response.failed
+        )
         return NOT_DONE_YET
 
     async def _spooled_upload(
@@ -166,11 +245,14 @@ class UploadResource(Resource):
         log.info(
             "Stored {size} bytes as {file_id:.6}…", size=info.size, file_id=info.file_id
         )
-        request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
-        request.setHeader(b"ETag", etag(info))
+        tag = etag(info)
+        if tag is not None:
+            request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
+            request.setHeader(b"ETag", tag)
         response.send(plain(request, 201, "Created"))
 
-    async def _open(self, request: Request) -> StoredFile | None:
+    async def _open(self, request: Request) -> tuple[StoredFile, bytes] | None:
+        """The file to serve and its Cache-Control, or None for a 404."""
         parsed = parse_url_path(request.path)
         if parsed is None:
             return None
@@ -183,32 +265,47 @@ class UploadResource(Resource):
                 opening.addCallback(_close_quietly)
                 opening.addErrback(lambda f: None)
                 raise
-            served = record is not None and record.served_at(self._clock.seconds())
+            now = self._clock.seconds()
+            served = record is not None and record.served_at(now)
+            caching = cache_control(record.expires if record else None, now)
         else:
-            served = True
+            served, caching = True, CACHE_REVALIDATE
         opened = await opening
-        if opened is not None and (not served or opened.info.filename != parsed[1]):
+        if opened is None:
+            return None
+        if not served or opened.info.filename != parsed[1]:
             opened.close()
             return None
-        return opened
+        return opened, caching
 
     async def _download(self, request: Request, response: _Response) -> None:
         try:
-            opened = await self._open(request)
+            found = await self._open(request)
         except Exception:
             log.failure("Opening a stored file failed")
             response.send(plain(request, 500, "Reading the file failed"))
             return
-        if opened is None:
+        if found is None:
             response.send(plain(request, 404, "Not found"))
             return
+        opened, caching = found
+        try:
+            self._answer(request, response, opened, caching)
+        except BaseException:
+            # Closing a file already handed to its sender does nothing.
+            opened.close()
+            raise
+
+    def _answer(
+        self, request: Request, response: _Response, opened: StoredFile, caching: bytes
+    ) -> None:
         info = opened.info
         if response.gone:
             opened.close()
             return
         if not_modified(request.requestHeaders, info):
             opened.close()
-            _validators(request, info)
+            _validators(request, info, caching)
             request.setResponseCode(304)
             request.finish()
             return
@@ -218,11 +315,11 @@ class UploadResource(Resource):
                 wanted = parse_range(request.getHeader(b"Range"), info.size)
             except Unsatisfiable:
                 opened.close()
-                _validators(request, info)
+                _validators(request, info, caching)
                 request.setHeader(b"Content-Range", f"bytes */{info.size}".encode())
                 response.send(plain(request, 416, "Range not satisfiable"))
                 return
-        _representation(request, info)
+        _representation(request, info, caching)
         offset, length = 0, info.size
         if wanted is not None:
             request.setResponseCode(206)
