@@ -27,7 +27,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from webserver import Server
+from webserver import Server, start_server
 
 from httpupload.storage import sending
 from httpupload.storage.s3read import BodyRelay
@@ -482,3 +482,25 @@ async def test_tls_keeps_a_slow_reader_that_keeps_reading(
         assert advanced > 3 * TIMEOUT
     finally:
         sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_site_on_the_real_reactor_cuts_off_a_reader_that_never_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end, real time: idle_timeout=0.5 s ends a stuck download soon after."""
+    started = _spy(monkeypatch, sending.SendfileSender)
+    server = start_server(tmp_path, idle_timeout=0.5)
+    try:
+        _, path = await store_file(server, DATA)
+        sock = _client(server.port)
+        try:
+            sock.sendall(_request(path))
+            await _until(lambda: bool(started))
+            await _until(lambda: started[0].request is None, within=5.0)
+            got, cut = await deferToThread(_drain, sock)
+            assert cut or len(got) < SIZE
+        finally:
+            sock.close()
+    finally:
+        await server.listening.stopListening()
