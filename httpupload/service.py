@@ -25,7 +25,7 @@ from httpupload.metrics import Metrics, MetricsResource
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.storage import Storage
-from httpupload.web.site import UploadSite
+from httpupload.web.site import MetricsSite, UploadSite
 from httpupload.web.uploads import UploadReceiver
 from httpupload.xmpp.adhoc import AdHocHandler
 from httpupload.xmpp.component import ComponentService
@@ -213,8 +213,11 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                 report["uploads_in_flight"] = receiver.in_flight
             return report
 
-        metrics_site = Site(MetricsResource(metrics, health), reactor=reactor)
-        metrics_site.noisy = False
+        metrics_site = MetricsSite(
+            MetricsResource(metrics, health),
+            reactor,
+            idle_timeout=config.http.idle_timeout,
+        )
         _listener(
             "[metrics] listen", config.metrics.listen, metrics_site, reactor
         ).setServiceParent(root)
