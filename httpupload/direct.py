@@ -2,7 +2,8 @@
 
 No byte passes through httpupload, so two things it normally learns from the
 PUT are learnt otherwise: the slot's URLs are a presigned PUT (binding the
-length, and the type when the request named one, valid for the slot's
+length and the type: the slot's, else ``application/octet-stream``, so the
+uploader never picks what the bucket serves; valid for the slot's
 lifetime) and a public GET URL; and a slot's record is completed by looking
 for its object once the slot has expired, so that quotas go on counting the
 file and expiry deletes it from the bucket when its time comes.
@@ -43,7 +44,13 @@ class DirectUrls:
         self.storage = storage
 
     async def urls(self, slot: Slot, lifetime: int) -> tuple[str, str]:
-        """(PUT URL, GET URL); the store's client is started first if need be."""
+        """(PUT URL, GET URL); the store's client is started first if need be.
+
+        The PUT must carry exactly the bound ``Content-Type`` (the slot's,
+        else ``application/octet-stream``): XEP-0363 slot headers cannot
+        carry it, so a client that sends another type, or none, gets the
+        store's ``403 SignatureDoesNotMatch`` (docs/s3.md).
+        """
         await self.storage.start()
         put_url, _bound = self.storage.presign_put(
             slot.file_id, slot.size, slot.content_type, lifetime

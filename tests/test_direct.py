@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_twisted
+import treq
+from s3server import SeaweedFS
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -17,8 +21,10 @@ from httpupload.direct import DirectUrls, complete_direct_uploads
 from httpupload.metadata import FileRecord
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
-from httpupload.slots import SlotSigner, new_file_id
+from httpupload.slots import Slot, SlotSigner, new_file_id
 from httpupload.storage import FileInfo
+from httpupload.storage.s3 import S3Storage
+from httpupload.storage.s3settings import S3Settings
 from httpupload.xmpp.handler import UploadHandler
 from httpupload.xmpp.stanzas import NS_UPLOAD, NS_UPLOAD_LEGACY
 
@@ -150,3 +156,95 @@ async def test_expired_slots_with_objects_are_recorded_stored(
         assert other_record is not None and not other_record.completed
     # Nothing more to find the second time.
     assert await complete_direct_uploads(store, bucket, now, 100) == 0
+
+
+# -- against SeaweedFS: what the presigned PUT takes ----------------------------
+
+HTML = b"<html><script>alert(document.domain)</script></html>"
+
+
+@pytest_twisted.async_yield_fixture
+async def bucket_urls(
+    seaweedfs: SeaweedFS,
+) -> AsyncIterator[tuple[DirectUrls, Any]]:
+    """DirectUrls over a real SeaweedFS bucket anyone may read, and an HTTP client."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    bucket = seaweedfs.make_bucket()
+    settings = S3Settings(
+        bucket=bucket,
+        prefix="direct/",
+        endpoint=seaweedfs.endpoint,
+        access_key_id=seaweedfs.access_key,
+        secret_access_key=seaweedfs.secret_key,
+        mode="direct",
+        public_base_url=f"{seaweedfs.endpoint}/{bucket}/",
+    )
+    storage = S3Storage(settings, reactor)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    yield DirectUrls(storage), treq.client.HTTPClient(Agent(reactor, pool=pool))
+    await pool.closeCachedConnections()
+    await storage.close()
+
+
+def direct_slot(content_type: str | None, size: int = len(HTML)) -> Slot:
+    return Slot(new_file_id(), "page.html", size, content_type, 0, "romeo@montague.tld")
+
+
+async def put(client: Any, url: str, body: bytes, content_type: str | None) -> Any:
+    """A client's PUT with this Content-Type (None: no such header); the response."""
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    response = await client.put(url, data=body, headers=headers)
+    response.text = (await response.content()).decode("utf-8", "replace")
+    return response
+
+
+@pytest.mark.parametrize("sent", ["text/html", None, "", "Application/Octet-Stream"])
+@pytest_twisted.ensureDeferred
+async def test_an_untyped_slot_refuses_a_put_of_any_other_type(
+    bucket_urls: tuple[DirectUrls, Any], sent: str | None
+) -> None:
+    """No type in the slot: a PUT naming another type, or none, is refused (403)."""
+    urls, client = bucket_urls
+    slot = direct_slot(None)
+    put_url, get_url = await urls.urls(slot, 300)
+    response = await put(client, put_url, HTML, sent)
+    assert response.code == 403
+    # What docs/s3.md tells operators a client sees.
+    assert "SignatureDoesNotMatch" in response.text
+    assert await urls.storage.stat(slot.file_id) is None
+    missing = await client.get(get_url)
+    await missing.content()
+    assert missing.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_untyped_slot_stores_octet_stream(
+    bucket_urls: tuple[DirectUrls, Any],
+) -> None:
+    """No type in the slot: the bucket serves the upload as application/octet-stream."""
+    urls, client = bucket_urls
+    slot = direct_slot(None)
+    put_url, get_url = await urls.urls(slot, 300)
+    response = await put(client, put_url, HTML, "application/octet-stream")
+    assert response.code == 200
+    served = await client.get(get_url)
+    assert await served.content() == HTML
+    assert served.headers.getRawHeaders("Content-Type") == ["application/octet-stream"]
+
+
+@pytest.mark.parametrize(("sent", "code"), [("image/png", 200), (None, 403)])
+@pytest_twisted.ensureDeferred
+async def test_a_typed_slot_takes_its_type_only(
+    bucket_urls: tuple[DirectUrls, Any], sent: str | None, code: int
+) -> None:
+    """A slot naming a type: a PUT with that type is stored, one without refused."""
+    urls, client = bucket_urls
+    slot = direct_slot("image/png", size=5)
+    put_url, get_url = await urls.urls(slot, 300)
+    assert (await put(client, put_url, b"\x89PNG\r", sent)).code == code
+    served = await client.get(get_url)
+    await served.content()
+    assert served.code == (200 if code == 200 else 404)
+    if code == 200:
+        assert served.headers.getRawHeaders("Content-Type") == ["image/png"]

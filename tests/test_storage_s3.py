@@ -506,7 +506,10 @@ async def test_delete(storage: S3Storage) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_presigned_put(storage: S3Storage) -> None:
-    """A presigned PUT takes the right length and type, and refuses anything else."""
+    """A presigned PUT takes the right length and type, and refuses anything else.
+
+    The type is the slot's, else application/octet-stream: never the uploader's.
+    """
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = treq.client.HTTPClient(Agent(reactor, pool=pool))
 
@@ -527,14 +530,23 @@ async def test_presigned_put(storage: S3Storage) -> None:
     assert stat is not None and (stat.size, stat.content_type) == (5, "image/png")
     assert stat.sha256 == ""
 
-    untyped, headers = storage.presign_put(new_file_id(), 3, None, 60)
-    assert headers == {"Content-Length": "3"}
-    assert await put(untyped, b"1234", "text/plain") == 403
-    assert await put(untyped, b"123", "text/plain") == 200
+    # No type from the slot: the uploader may not choose one (text/html).
+    untyped_id = new_file_id()
+    untyped, headers = storage.presign_put(untyped_id, 3, None, 60)
+    assert headers == {
+        "Content-Length": "3",
+        "Content-Type": "application/octet-stream",
+    }
+    assert await put(untyped, b"123", "text/html") == 403
+    assert await put(untyped, b"123", None) == 403
+    assert await put(untyped, b"1234", "application/octet-stream") == 403
+    assert await put(untyped, b"123", "application/octet-stream") == 200
+    stat = await storage.stat(untyped_id)
+    assert stat is not None and stat.content_type == "application/octet-stream"
 
     expiring, _ = storage.presign_put(new_file_id(), 3, None, 1)
     await deferLater(reactor, 2.1, lambda: None)
-    assert await put(expiring, b"123", None) == 403
+    assert await put(expiring, b"123", "application/octet-stream") == 403
     await pool.closeCachedConnections()
 
 

@@ -28,7 +28,7 @@ from twisted.web.iweb import IAgent
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
 from httpupload.storage.s3client import S3Client, query_string, xml_children
-from httpupload.storage.s3meta import info_from_headers
+from httpupload.storage.s3meta import DEFAULT_CONTENT_TYPE, info_from_headers
 from httpupload.storage.s3probe import StoreCapabilities, check_store
 from httpupload.storage.s3read import S3StoredFile
 from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
@@ -240,15 +240,21 @@ class S3Storage:
     ) -> tuple[str, dict[str, str]]:
         """A presigned PUT URL and the headers its request must carry.
 
-        The signature binds Content-Length always and Content-Type when
-        given: the store refuses another length or type (and an expired URL).
+        The signature binds Content-Length and Content-Type: the store
+        refuses another length or type, a PUT without the type, and an
+        expired URL.  Without a type from the slot it binds
+        ``application/octet-stream``: were the type left free, the uploader
+        would choose what the bucket serves (``text/html``, shown inline
+        with none of our CSP, ``nosniff`` or disposition headers), and some
+        stores (SeaweedFS) sniff one from the bytes when the PUT names none.
         """
         key = self._key(file_id)
         if key is None:
             raise ValueError(f"not a file id: {file_id!r}")
-        headers = {"Content-Length": str(size)}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = {
+            "Content-Length": str(size),
+            "Content-Type": content_type or DEFAULT_CONTENT_TYPE,
+        }
         return self.client.presign("PUT", key, headers, expires_in), headers
 
     def public_url(self, file_id: str, filename: str) -> str:
