@@ -691,10 +691,11 @@ class UploadClient:
     ) -> None:
         """PUT ``slot.size`` bytes of ``file`` (from its position) to the slot.
 
-        Sends the slot's allowed headers, ``Content-Length`` and, if the slot
-        has one, ``Content-Type``. HttpError for a non-2xx answer,
-        TransferFailed when no answer came or the transfer stalled for
-        ``idle_timeout`` seconds; a read error of the file is raised as is.
+        Sends the slot's allowed headers, ``Content-Length`` and
+        ``Content-Type`` (the slot's, else ``application/octet-stream``).
+        HttpError for a non-2xx answer, TransferFailed when no answer came or
+        the transfer stalled for ``idle_timeout`` seconds; a read error of the
+        file is raised as is.
         """
         watchdog = _Watchdog(self.reactor, self.idle_timeout)
         total = slot.size
@@ -711,8 +712,11 @@ class UploadClient:
         headers = Headers()
         for name, value in slot.headers:
             headers.addRawHeader(name, value)
-        if slot.content_type:
-            headers.addRawHeader("Content-Type", slot.content_type)
+        # A slot without a type still gets one: a direct-mode (presigned S3)
+        # slot binds application/octet-stream and refuses any other or none.
+        headers.addRawHeader(
+            "Content-Type", slot.content_type or "application/octet-stream"
+        )
         if progress is not None:
             progress(0, total)
         shown_url = _without_query(slot.put_url)

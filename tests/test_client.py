@@ -851,6 +851,24 @@ async def test_put_sends_exactly_the_allowed_headers(
     assert b"X-Evil" not in sent
 
 
+@pytest_twisted.ensureDeferred
+async def test_put_of_an_untyped_slot_says_octet_stream(
+    server: Server, tmp_path: Path, recording: tuple[Recording, str]
+) -> None:
+    """A file of no known type: the PUT names application/octet-stream, the type a
+    direct-mode (presigned S3) slot without a type binds, so it is not refused."""
+    resource, base = recording
+    world = make_world(
+        server,
+        items=(SCRIPTED,),
+        answer=slot_answer(base + "put/n.qqq", base + "get/n.qqq", []),
+    )
+    path = write_file(tmp_path, "n.qqq", b"no type")
+    await world.client.upload(path, domain=DOMAIN)
+    [(received, _body)] = resource.requests
+    assert dict(received)[b"Content-Type"] == [b"application/octet-stream"]
+
+
 @pytest.mark.parametrize("size", [5, 3 * 1024 * 1024], ids=["small", "3MiB"])
 @pytest_twisted.ensureDeferred
 async def test_http_error_carries_status_and_body(
