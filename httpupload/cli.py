@@ -32,19 +32,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import react
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
 from httpupload.backends import Backends, open_backends
+from httpupload.cli_args import ArgumentParser
 from httpupload.config import Config, load_config
 from httpupload.errors import ConfigError
 from httpupload.metadata import FileRecord
-from httpupload.owners import Uploads
+from httpupload.owners import Uploads, display, uploaded_at
 from httpupload.policy import SlotPolicy
-from httpupload.slots import parse_url_path
+from httpupload.urls import BadFileUrl
 
 EXIT_OK = 0
 EXIT_NOTHING = 1  # take-down: no file matched the URL
@@ -104,7 +104,12 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _owner(owner: str) -> str:
-    return owner or NO_OWNER
+    return display(owner) if owner else NO_OWNER
+
+
+def _json(report: object) -> str:
+    """Indented JSON, every non-ASCII character escaped (``\\u202e``)."""
+    return json.dumps(report, indent=2, ensure_ascii=True)
 
 
 def _plural(n: int, word: str) -> str:
@@ -222,6 +227,7 @@ def open_uploads(config: Config, reactor: Any) -> tuple[Uploads, Backends]:
         SlotPolicy.from_config(config),
         config.http.get_url,
         reactor,
+        put_base_url=config.http.public_url,
     )
     return uploads, backends
 
@@ -298,7 +304,7 @@ async def cmd_usage(ctx: Context) -> int:
             ],
             "total": {"owners": len(owners), "files": files, "bytes": size},
         }
-        ctx.print(json.dumps(report, indent=2))
+        ctx.print(_json(report))
         return EXIT_OK
     if not owners:
         ctx.print("No files are held.")
@@ -322,7 +328,7 @@ def _listed_json(record: FileRecord, url: str) -> dict[str, Any]:
         "size": record.size,
         "content_type": record.content_type,
         "purpose": record.purpose,
-        "uploaded": _iso(record.completed_at or record.created),
+        "uploaded": _iso(uploaded_at(record)),
         "expires": _iso(record.expires),
         "sha256": record.sha256,
         "url": url,
@@ -334,16 +340,16 @@ async def cmd_list(ctx: Context) -> int:
     listed = await ctx.uploads.list(owner)
     if ctx.args.json:
         files = [_listed_json(item.record, item.url) for item in listed]
-        ctx.print(json.dumps({"owner": owner, "files": files}, indent=2))
+        ctx.print(_json({"owner": owner, "files": files}))
         return EXIT_OK
     if not listed:
-        ctx.print(f"{owner} has no files.")
+        ctx.print(f"{_owner(owner)} has no files.")
         return EXIT_OK
     rows = [
         [
-            item.record.filename,
+            display(item.record.filename),
             human_size(item.record.size),
-            _date(item.record.completed_at or item.record.created),
+            _date(uploaded_at(item.record)),
             _date(item.record.expires),
             item.url,
         ]
@@ -410,13 +416,14 @@ async def cmd_delete_user(ctx: Context) -> int:
     if held is not None and not ctx.args.yes:
         count, size = held
         question = (
-            f"Delete all {_plural(count, 'file')} ({human_size(size)}) of {owner}, "
+            f"Delete all {_plural(count, 'file')} ({human_size(size)}) of "
+            f"{_owner(owner)}, "
             "and their upload slots? This cannot be undone."
         )
         if not _confirm(ctx, question):
             ctx.note("Nothing deleted.")
             return EXIT_DECLINED
-    progress = Progress(f"Deleting files of {owner}", "files", ctx.err)
+    progress = Progress(f"Deleting files of {_owner(owner)}", "files", ctx.err)
     # The records go first, in one transaction (Uploads.delete_all), then
     # the files one by one: stopping half-way would leave files without
     # records, which the service adopts at its next start.
@@ -428,27 +435,28 @@ async def cmd_delete_user(ctx: Context) -> int:
         deleted = await ctx.uploads.delete_all(owner, progress.update)
     progress.finish()
     if deleted:
-        ctx.print(f"Deleted {_plural(deleted, 'file')} and slots of {owner}.")
+        ctx.print(f"Deleted {_plural(deleted, 'file')} and slots of {_owner(owner)}.")
     else:
-        ctx.print(f"{owner} has no files or slots.")
+        ctx.print(f"{_owner(owner)} has no files or slots.")
     return EXIT_OK
 
 
 async def cmd_take_down(ctx: Context) -> int:
     url: str = ctx.args.url.strip()
-    path = urlsplit(url).path
-    if parse_url_path(path.encode("utf-8")) is None:
-        raise Failed(f"not a file URL (…/<file id>/<file name>): {url!r}", EXIT_USAGE)
-    record = await ctx.uploads.take_down(url)
+    try:
+        record = await ctx.uploads.take_down(url)
+    except BadFileUrl as e:
+        raise Failed(f"not a file URL: {e.text}", EXIT_USAGE) from None
     if record is None:
-        ctx.print(f"Nothing matched {url}")
+        ctx.print(f"Nothing matched {display(url)}")
         return EXIT_NOTHING
+    name = display(record.filename)
     what = (
-        f"{record.filename} ({human_size(record.size)})"
+        f"{name} ({human_size(record.size)})"
         if record.completed
-        else f"the unused slot for {record.filename} ({human_size(record.size)})"
+        else f"the unused slot for {name} ({human_size(record.size)})"
     )
-    when = _date(record.completed_at or record.created)
+    when = _date(uploaded_at(record))
     ctx.print(f"Removed {what} of {_owner(record.owner)}, from {when} UTC.")
     return EXIT_OK
 
@@ -490,7 +498,7 @@ def _positive(text: str) -> int:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     # --config is accepted before or after the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
@@ -498,7 +506,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="the service's TOML configuration file (required)",
     )
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         parents=[common],
         description="Operator commands for the httpupload service's stored files.",

@@ -8,6 +8,7 @@ deleted file answers 404 at once: downloads check the record first.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +17,51 @@ from twisted.internet.interfaces import IReactorTime
 from httpupload.expiry import DEAD_SLOT_AFTER, remove_due
 from httpupload.metadata import FileRecord, MetadataStore, Usage
 from httpupload.policy import SlotPolicy
-from httpupload.slots import parse_url_path, url_path
+from httpupload.slots import url_path
 from httpupload.storage import Storage
+from httpupload.urls import parse_file_url
+
+# Characters shown as escapes wherever stored text is displayed: they are
+# invisible, reorder the text around them (U+202E RIGHT-TO-LEFT OVERRIDE
+# shows "invoice\u202efdp.exe" as "invoiceexe.pdf"), break lines, are
+# terminal escapes, or mean nothing yet.
+ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def display(text: str) -> str:
+    """``text`` safe to show to people: each character of ``ESCAPED_CATEGORIES``
+    becomes a visible escape as Python writes it (``\\u202e``, ``\\x1b``).
+
+    For names, owners and any other client-chosen text in listings (ad-hoc
+    commands, ``httpupload-admin``): what is shown is then what is stored,
+    in order, with nothing hidden.  Display only: a backslash is left as it
+    is, so the result is not a reversible encoding (JSON output carries the
+    exact value instead).
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        _escape(c) if unicodedata.category(c) in ESCAPED_CATEGORIES else c for c in text
+    )
+
+
+def uploaded_at(record: FileRecord) -> float:
+    """When the file was stored (the slot's grant, for records without it)."""
+    return record.completed_at if record.completed_at is not None else record.created
+
+
+def listing_key(record: FileRecord) -> tuple[float, str]:
+    """Newest first, then by file id: a total order, so pages never overlap."""
+    return (-uploaded_at(record), record.file_id)
 
 
 @dataclass(frozen=True)
@@ -51,21 +95,30 @@ class Uploads:
         policy: SlotPolicy,
         get_base_url: str,
         clock: IReactorTime,
+        put_base_url: str | None = None,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
         self.policy = policy
         self.get_base_url = get_base_url
         self.clock = clock
+        # Where GET and PUT URLs start: a take-down URL must be under one.
+        bases = [get_base_url] if put_base_url is None else [put_base_url, get_base_url]
+        self.base_urls = tuple(dict.fromkeys(bases))
 
     def url(self, record: FileRecord) -> str:
         return self.get_base_url + url_path(record.file_id, record.filename)
 
     async def list(self, owner: str) -> list[Listed]:
-        """The owner's files still served, newest first, with their GET URLs."""
+        """The owner's files still served, newest first, with their GET URLs.
+
+        In ``listing_key`` order, so that a listing shown in pages can go on
+        after the last file shown (``after``) and show each file once.
+        """
         now = self.clock.seconds()
         records = await self.metadata.list_owner(owner)
-        return [Listed(r, self.url(r)) for r in records if r.served_at(now)]
+        served = sorted((r for r in records if r.served_at(now)), key=listing_key)
+        return [Listed(r, self.url(r)) for r in served]
 
     async def _remove(self, record: FileRecord) -> None:
         await self.storage.delete(record.file_id)
@@ -113,14 +166,15 @@ class Uploads:
     async def take_down(self, url: str) -> FileRecord | None:
         """Remove the file a GET (or PUT) URL points at, whoever owns it.
 
-        None if the URL names no stored file (its id and name must match).
+        The URL is read by ``urls.parse_file_url`` against the service's base
+        URLs (``BadFileUrl`` if it is not a file URL of this service); None
+        if it names no stored file (its id and name must both match).
         """
-        path = url.split("://", 1)[-1]
-        path = "/" + path.split("/", 1)[1] if "/" in path else "/"
-        parsed = parse_url_path(path.encode("utf-8"))
-        if parsed is None:
-            return None
-        file_id, filename = parsed
+        parsed = parse_file_url(url, self.base_urls)
+        return await self.take_down_file(parsed.file_id, parsed.filename)
+
+    async def take_down_file(self, file_id: str, filename: str) -> FileRecord | None:
+        """Remove the file of that id and name, whoever owns it; None if none."""
         record = await self.metadata.get(file_id)
         if record is not None:
             if record.filename != filename:

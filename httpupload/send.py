@@ -42,7 +42,9 @@ from twisted.words.xish import domish
 from wokkel.subprotocols import StreamManager
 from zope.interface import implementer
 
+from httpupload.cli_args import ArgumentParser
 from httpupload.client import UploadClient, UploadError
+from httpupload.owners import display
 
 __all__ = [
     "EXIT_CONNECT",
@@ -105,10 +107,18 @@ def parse_server(text: str) -> tuple[str, int]:
 
 
 def read_password(path: str) -> str:
-    """The first line of the password file, without its line break."""
+    """The first line of the password file, without its line break.
+
+    A path that names nothing is not repeated in the error: it may be the
+    password itself, given by mistake.
+    """
     try:
         with open(path, encoding="utf-8") as file:
             line = file.readline()
+    except FileNotFoundError as e:
+        raise UsageError(
+            f"cannot read the password file given to --password-file: {_reason(e)}"
+        ) from e
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read the password file {path}: {_reason(e)}") from e
     password = line.rstrip("\r\n")
@@ -140,9 +150,15 @@ def _jid(option: str, text: str, need_user: bool) -> JID:
     return jid
 
 
+#: Options whose values never appear in an error message.
+SECRET_OPTIONS = ("--password-file",)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The options; no abbreviations, secrets kept out of errors (``cli_args``)."""
+    parser = ArgumentParser(
         prog=PROG,
+        secret_options=SECRET_OPTIONS,
         description="Upload a file over XMPP (XEP-0363 HTTP File Upload) and "
         "print its URL.",
         epilog="Exit status: 0 uploaded, 1 upload failed, 2 bad usage, "
@@ -464,7 +480,8 @@ def oob_message(to: JID, url: str) -> domish.Element:
 
 
 def _say(text: str) -> None:
-    line = " ".join(text.split())
+    """One line on stderr; text from the server (error texts) shown escaped."""
+    line = display(" ".join(text.split()))
     sys.stderr.write(f"{PROG}: {line}\n")
     sys.stderr.flush()
 
@@ -509,7 +526,7 @@ async def run(reactor: Any, options: Options) -> tuple[int, str | None]:
         if bar is not None:
             bar.finish()
     if failed[0] == EXIT_OK:
-        print(url, flush=True)
+        print(display(url), flush=True)
         if options.to is not None:
             session.send(oob_message(options.to, url))
     await session.close()

@@ -31,7 +31,7 @@ from httpupload.cli import (
 )
 from httpupload.metadata import FileRecord
 from httpupload.metadata.sqlite import FILE_NAME, SQLiteMetadataStore
-from httpupload.slots import new_file_id
+from httpupload.slots import new_file_id, url_path
 from httpupload.storage import FileInfo
 from httpupload.storage.filesystem import FilesystemStorage
 
@@ -128,7 +128,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def url(record: FileRecord) -> str:
-    return f"{BASE}{record.file_id}/{record.filename.replace(' ', '%20')}"
+    return BASE + url_path(record.file_id, record.filename)
 
 
 @pytest_twisted.ensureDeferred
@@ -256,8 +256,8 @@ async def test_take_down(store: Store) -> None:
         f"Nothing matched {url(first)}\n",
     )
 
-    # A PUT URL, token and another host included: only the path counts.
-    put_url = f"http://elsewhere:5050/{second.file_id}/b.txt?token=v1.abc.def"
+    # A PUT URL (under public_url), its token ignored.
+    put_url = f"{BASE}{second.file_id}/b.txt?token=v1.abc.def"
     result = cli("take-down", put_url, config=store.config)
     assert result.returncode == EXIT_OK, result.stderr
     assert await store.present(second) == (False, False)
@@ -266,6 +266,56 @@ async def test_take_down(store: Store) -> None:
     result = cli("take-down", "https://upload.localhost/../etc", config=store.config)
     assert result.returncode == EXIT_USAGE
     assert "not a file URL" in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_down_reads_the_whole_url(store: Store) -> None:
+    """A fragment or query is never searched for a path, and a URL of another
+    host is not this service's: exit 2 with the reason, nothing removed."""
+    a = await store.put("alice@localhost", "a.png")
+    b = await store.put("bob@localhost", "b.png")
+    for text, reason in (
+        (f"{url(a)}#/{b.file_id}/b.png", "has a fragment"),
+        (f"{url(a)}?next=/{b.file_id}/b.png", "has a query"),
+        (f"http://elsewhere:5050/{b.file_id}/b.png", "not under"),
+        (f"{BASE}x/{b.file_id}/b.png", "not a base path"),
+    ):
+        result = cli("take-down", text, config=store.config)
+        assert result.returncode == EXIT_USAGE, text
+        assert result.stderr.startswith("httpupload: not a file URL: "), text
+        assert reason in result.stderr, (text, result.stderr)
+        assert result.stdout == ""
+    assert await store.present(a) == (True, True)
+    assert await store.present(b) == (True, True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_and_owners_are_shown_escaped(store: Store) -> None:
+    """U+202E and control characters in stored names and owners show as
+    escapes in text output; JSON escapes them as \\u202e."""
+    name = "invoice\u202efdp.exe"
+    shown = "invoice\\u202efdp.exe"
+    record = await store.put("alice@localhost", name)
+    await store.put("eve\x1b[2J@localhost", "e.txt")
+
+    result = cli("list", "alice@localhost", config=store.config)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.splitlines()[1].startswith(shown + " ")
+    assert "\u202e" not in result.stdout
+
+    result = cli("list", "alice@localhost", "--json", config=store.config)
+    assert "\\u202e" in result.stdout and "\u202e" not in result.stdout
+    assert json.loads(result.stdout)["files"][0]["name"] == name
+
+    result = cli("usage", config=store.config)
+    assert "eve\\x1b[2J@localhost" in result.stdout
+    assert "\x1b" not in result.stdout
+    result = cli("usage", "--json", config=store.config)
+    assert "\x1b" not in result.stdout and "\\u001b" in result.stdout
+
+    result = cli("take-down", url(record), config=store.config)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.startswith(f"Removed {shown} (1 B) of alice@localhost")
 
 
 @pytest_twisted.ensureDeferred
