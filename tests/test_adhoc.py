@@ -25,7 +25,14 @@ from httpupload.policy import SlotPolicy
 from httpupload.slots import new_file_id, url_path
 from httpupload.storage import FileInfo
 from httpupload.storage.filesystem import FilesystemStorage
-from httpupload.xmpp.adhoc import NS_COMMANDS, AdHocHandler, Sessions, size_text
+from httpupload.xmpp.adhoc import (
+    MAX_FORM_BYTES,
+    NS_COMMANDS,
+    AdHocHandler,
+    Sessions,
+    size_text,
+    xml_size,
+)
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DATA = "jabber:x:data"
@@ -188,6 +195,10 @@ def form_of(command: domish.Element) -> domish.Element:
     return next(command.elements(NS_DATA, "x"))
 
 
+def names_in(form: domish.Element) -> list[str]:
+    return [fields_of(i)["name"] for i in form.elements(NS_DATA, "item")]
+
+
 def fields_of(parent: domish.Element) -> dict[str, str]:
     return {
         f["var"]: str(next(f.elements(NS_DATA, "value")))
@@ -325,17 +336,140 @@ async def test_list_without_files_completes_with_a_note(service: Service) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_list_is_bounded(
+async def test_list_is_paged_by_count(
     store: SQLiteMetadataStore, storage: FilesystemStorage
 ) -> None:
-    """Only the newest max_files go into one stanza; the title says so."""
+    """At most max_files per page; next shows the rest, then the command completes."""
     service = Service(store, storage, max_files=2)
     for n in range(3):
         await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
+    command = command_of(await service.run("list"))
+    assert command["status"] == "executing"
+    actions = next(command.elements(NS_COMMANDS, "actions"))
+    assert actions["execute"] == "next"
+    assert [a.name for a in actions.elements()] == ["next", "complete"]
+    form = form_of(command)
+    assert str(next(form.elements(NS_DATA, "title"))) == "Your uploads, 1-2 of 3"
+    assert names_in(form) == ["2.txt", "1.txt"]
+    command = command_of(
+        await service.run("list", action="next", sessionid=command["sessionid"])
+    )
+    assert command["status"] == "completed"
+    form = form_of(command)
+    assert str(next(form.elements(NS_DATA, "title"))) == "Your uploads, 3-3 of 3"
+    assert names_in(form) == ["0.txt"]
+    assert list(command.elements(NS_COMMANDS, "actions")) == []
+    assert len(service.handler.sessions) == 0
+
+
+def long_name(n: int) -> str:
+    """A 255-byte name (UTF-8) that also doubles in XML (& is &amp;)."""
+    name = f"{n:03d}-" + "é&" * 82 + "x.txt"
+    assert len(name.encode("utf-8")) == 255, len(name.encode("utf-8"))
+    return name
+
+
+async def page_through(
+    service: Service, node: str, action: str = "next"
+) -> list[domish.Element]:
+    """Every reply of a paged command, from the first to the completed one."""
+    replies = [await service.run(node)]
+    while command_of(replies[-1])["status"] == "executing":
+        assert len(replies) < 100
+        replies.append(
+            await service.run(
+                node, action=action, sessionid=command_of(replies[-1])["sessionid"]
+            )
+        )
+    return replies
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_list_of_100_long_names_stays_under_the_byte_bound(
+    service: Service,
+) -> None:
+    """100 files of 255-byte names: every page's form is at most MAX_FORM_BYTES,
+    and paging through (next, or execute) shows every file exactly once."""
+    names = [long_name(n) for n in range(100)]
+    for n, name in enumerate(names):
+        await service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
+    for action in ("next", "execute"):
+        replies = await page_through(service, "list", action)
+        assert len(replies) > 1
+        shown: list[str] = []
+        for reply in replies:
+            form = form_of(command_of(reply))
+            assert xml_size(form) <= MAX_FORM_BYTES
+            assert xml_size(reply) <= MAX_FORM_BYTES + 1024
+            shown += names_in(form)
+        assert shown == names[::-1]
+        assert len({command_of(r)["sessionid"] for r in replies}) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_paging_shows_each_file_once_while_files_come_and_go(
+    store: SQLiteMetadataStore, storage: FilesystemStorage
+) -> None:
+    """A file uploaded or deleted between pages neither repeats nor hides another."""
+    service = Service(store, storage, max_files=2)
+    records = [
+        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 100 + n)
+        for n in range(5)
+    ]
+    command = command_of(await service.run("list"))
+    assert names_in(form_of(command)) == ["4.txt", "3.txt"]
+    await service.store_file("romeo@montague.tld", "new.txt", b"x", NOW)
+    await service.uploads.delete("romeo@montague.tld", records[4].file_id)
+    command = command_of(
+        await service.run("list", action="next", sessionid=command["sessionid"])
+    )
+    assert names_in(form_of(command)) == ["2.txt", "1.txt"]
+    command = command_of(await service.run("list", sessionid=command["sessionid"]))
+    assert names_in(form_of(command)) == ["0.txt"]
+    assert command["status"] == "completed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_paged_list_can_be_completed_or_canceled_early(
+    store: SQLiteMetadataStore, storage: FilesystemStorage
+) -> None:
+    """complete and cancel end the session; prev is not offered."""
+    service = Service(store, storage, max_files=1)
+    for n in range(3):
+        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
+    for action, status in (("complete", "completed"), ("cancel", "canceled")):
+        sessionid = command_of(await service.run("list"))["sessionid"]
+        reply = await service.run("list", action="prev", sessionid=sessionid)
+        assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
+        command = command_of(
+            await service.run("list", action=action, sessionid=sessionid)
+        )
+        assert command["status"] == status
+        reply = await service.run("list", action="next", sessionid=sessionid)
+        assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_are_shown_escaped(service: Service) -> None:
+    """U+202E and control characters in stored names show as escapes in the
+    list, the delete form and the note."""
+    record = await service.store_file(
+        "romeo@montague.tld", "invoice\u202efdp\x1b.exe", b"x", NOW - 5
+    )
+    shown = "invoice\\u202efdp\\x1b.exe"
     form = form_of(command_of(await service.run("list")))
-    assert str(next(form.elements(NS_DATA, "title"))) == "Your newest 2 of 3 uploads"
-    names = [fields_of(i)["name"] for i in form.elements(NS_DATA, "item")]
-    assert names == ["2.txt", "1.txt"]
+    assert names_in(form) == [shown]
+    sessionid, command = await delete_form(service)
+    (option,) = next(form_of(command).elements(NS_DATA, "field")).elements(
+        NS_DATA, "option"
+    )
+    assert option["label"].startswith(shown + " (")
+    command = command_of(
+        await service.run(
+            "delete", sessionid=sessionid, payload=submit(file=record.file_id)
+        )
+    )
+    assert notes_of(command) == [("info", f"Deleted {shown}.")]
 
 
 # -- delete ------------------------------------------------------------------------
@@ -389,6 +523,56 @@ async def test_delete_offers_my_files_then_deletes_the_chosen_one(
     )
     assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
     assert await service.store.get(kept.file_id) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_delete_form_is_paged_under_the_byte_bound(
+    service: Service,
+) -> None:
+    """100 long names: each form is at most MAX_FORM_BYTES, next offers the
+    following files (each once), and a file of a later page can be deleted."""
+    names = [long_name(n) for n in range(100)]
+    records = [
+        await service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
+        for n, name in enumerate(names)
+    ]
+    replies = [await service.run("delete")]
+    offered: list[str] = []
+    while True:
+        command = command_of(replies[-1])
+        form = form_of(command)
+        assert xml_size(form) <= MAX_FORM_BYTES
+        (field,) = form.elements(NS_DATA, "field")
+        page = [
+            str(next(o.elements(NS_DATA, "value")))
+            for o in field.elements(NS_DATA, "option")
+        ]
+        offered += page
+        actions = next(command.elements(NS_COMMANDS, "actions"))
+        assert actions["execute"] == "complete"
+        more = [a.name for a in actions.elements()] == ["next", "complete"]
+        # Required only on the last page, where next is not offered.
+        assert bool(list(field.elements(NS_DATA, "required"))) is not more
+        if not more:
+            break
+        replies.append(
+            await service.run("delete", action="next", sessionid=command["sessionid"])
+        )
+    assert len(replies) > 1
+    assert offered == [r.file_id for r in records[::-1]]
+    # The last page's files can be deleted; the first page's are no longer offered.
+    sessionid = command_of(replies[-1])["sessionid"]
+    reply = await service.run(
+        "delete", sessionid=sessionid, payload=submit(file=records[-1].file_id)
+    )
+    assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
+    command = command_of(
+        await service.run(
+            "delete", sessionid=sessionid, payload=submit(file=records[0].file_id)
+        )
+    )
+    assert command["status"] == "completed"
+    assert await service.store.get(records[0].file_id) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -607,6 +791,13 @@ async def test_malformed_commands(service: Service) -> None:
     # A cancel before anything started is simply canceled.
     command = command_of(await service.run("delete", action="cancel"))
     assert command["status"] == "canceled"
+    # A client's long or odd value is echoed short and escaped.
+    reply = await service.run("list", action="\u202e" + "x" * 5000)
+    text = str(next(reply.error.elements(NS_STANZAS, "text")))
+    assert text.startswith("Unknown action: '\\u202exxx") and len(text) < 80
+    reply = await service.run("n" * 5000)
+    text = str(next(reply.error.elements(NS_STANZAS, "text")))
+    assert len(text) < 80
     # The error echoes the command (XEP-0050's examples do).
     reply = await service.run("nope")
     assert next(reply.elements(NS_COMMANDS, "command"))["node"] == "nope"

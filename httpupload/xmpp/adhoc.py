@@ -11,17 +11,22 @@ wokkel has no ad-hoc module, so this is a small one for three commands:
 - ``usage``: bytes held and the sliding window's files and bytes, beside the
   quotas that apply (0: no limit).
 
-Every step is answered in one IQ result.  Only users the ``SlotPolicy``
-lets upload may run them (others get ``cancel``/``forbidden``).  Sessions
-(only ``delete`` needs one) live in memory, bound to the requester's full JID
-and node, and end after ``session_timeout`` seconds of the injected clock.
+Every step is answered in one IQ result.  A form holds at most ``max_files``
+files and ``MAX_FORM_BYTES`` of XML (servers drop larger stanzas); the rest
+follow in pages, XEP-0050's ``next`` action, each page going on after the
+last file shown (``owners.listing_key``), so paging shows each file once.
+Names and other stored text are shown through ``owners.display``.  Only
+users the ``SlotPolicy`` lets upload may run them (others get
+``cancel``/``forbidden``).  Sessions (a paged list, and delete) live in
+memory, bound to the requester's full JID and node, and end after
+``session_timeout`` seconds of the injected clock without a step.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -37,7 +42,14 @@ from zope.interface import implementer
 
 from httpupload.errors import NotAllowed
 from httpupload.metadata import FileRecord, MetadataStore
-from httpupload.owners import Listed, Uploads, UsageReport
+from httpupload.owners import (
+    Listed,
+    Uploads,
+    UsageReport,
+    display,
+    listing_key,
+    uploaded_at,
+)
 from httpupload.policy import SlotPolicy
 from httpupload.storage import Storage
 from httpupload.xmpp.stanzas import format_datetime
@@ -58,6 +70,15 @@ COMMANDS = {
 }
 ACTIONS = ("execute", "cancel", "prev", "next", "complete")
 FILE_FIELD = "file"
+#: The most XML one form may take.  Prosody's default c2s stanza limit is
+#: 256 KiB, ejabberd's max_stanza_size is often 64 KiB, and a server may
+#: relay the stanza to a client with less: 100 names of 255 bytes would be
+#: 200 KB.  The command and IQ around the form add a few hundred bytes.
+MAX_FORM_BYTES = 16 * 1024
+#: Room kept in each form for its title and instructions, which name the page.
+_PAGE_TEXT_BYTES = 512
+#: At most this much of an attribute a client sent goes into an error text.
+MAX_ECHO = 40
 
 log = Logger()
 
@@ -77,6 +98,12 @@ def size_text(n: int) -> str:
 def _against(used: str, limit: str | None, unit: str = "") -> str:
     """``2 of 5 files``, or ``2 files (no limit)``."""
     return f"{used} of {limit}{unit}" if limit else f"{used}{unit} (no limit)"
+
+
+def _echo(value: str) -> str:
+    """A client's value for an error text: shortened and shown escaped."""
+    short = value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + "…"
+    return f"'{display(short)}'"
 
 
 def command_error(
@@ -100,6 +127,8 @@ class Session:
     owner: str  # its bare JID, as the policy gave it
     expires: float
     offered: frozenset[str] = frozenset()  # file ids the form offered
+    # listing_key of the last file shown; None: that was the last page.
+    cursor: tuple[float, str] | None = None
 
 
 class Sessions:
@@ -138,7 +167,12 @@ class Sessions:
             del self._open[oldest.id]
 
     def start(
-        self, node: str, requester: str, owner: str, offered: Iterable[str] = ()
+        self,
+        node: str,
+        requester: str,
+        owner: str,
+        offered: Iterable[str] = (),
+        cursor: tuple[float, str] | None = None,
     ) -> Session:
         self._expire()
         mine = [s.id for s in self._open.values() if s.owner == owner]
@@ -153,9 +187,16 @@ class Sessions:
             owner,
             self.clock.seconds() + self.timeout,
             frozenset(offered),
+            cursor,
         )
         self._open[session.id] = session
         return session
+
+    def touch(self, session: Session) -> None:
+        """A step was taken: the timeout starts again (and the order holds)."""
+        session.expires = self.clock.seconds() + self.timeout
+        self._open.pop(session.id, None)
+        self._open[session.id] = session
 
     def get(self, session_id: str, node: str, requester: str) -> Session | None:
         """The live session of that id, node and requester; None otherwise."""
@@ -171,6 +212,9 @@ class Sessions:
 
 # -- building replies ----------------------------------------------------------
 
+# XEP-0050's schema: <actions/> holds these children in this order.
+ACTION_ORDER = ("prev", "next", "complete")
+
 
 def command_element(
     node: str,
@@ -178,17 +222,20 @@ def command_element(
     status: str,
     *,
     actions: tuple[str, ...] = (),
+    execute: str | None = None,
     notes: Iterable[tuple[str, str]] = (),
     payload: domish.Element | None = None,
 ) -> domish.Element:
+    """A ``<command/>``; ``execute`` (default: the first of ``actions``) is
+    the action a bare ``execute`` means."""
     command = domish.Element((NS_COMMANDS, "command"))
     command["node"] = node
     command["sessionid"] = session_id
     command["status"] = status
     if actions:
         element = command.addElement("actions")
-        element["execute"] = actions[0]
-        for action in actions:
+        element["execute"] = execute or actions[0]
+        for action in sorted(actions, key=ACTION_ORDER.index):
             element.addElement(action)
     for note_type, text in notes:
         command.addElement("note", content=text)["type"] = note_type
@@ -209,6 +256,61 @@ def _field(
     return field
 
 
+def xml_size(element: domish.Element) -> int:
+    """Bytes of ``element`` serialized (UTF-8), as a server counts them."""
+    return len(element.toXml().encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its files, and where it stands in the whole."""
+
+    files: list[Listed]
+    offset: int  # files before this page
+    total: int
+    more: bool  # files after it
+
+    @property
+    def whole(self) -> bool:
+        return self.offset == 0 and not self.more
+
+    @property
+    def cursor(self) -> tuple[float, str] | None:
+        """Where the next page starts; None if this is the last."""
+        return listing_key(self.files[-1].record) if self.more else None
+
+    def span(self) -> str:
+        return f"{self.offset + 1}-{self.offset + len(self.files)} of {self.total}"
+
+
+def page_of(
+    files: list[Listed],
+    cursor: tuple[float, str] | None,
+    size: Callable[[Listed], int],
+    budget: int,
+    max_files: int,
+) -> Page:
+    """The files after ``cursor`` (all: None) that fit in ``budget`` bytes.
+
+    ``files`` are in ``listing_key`` order; a page holds at least one file
+    (one file's entry is a few KiB at most) and at most ``max_files``.
+    """
+    after = (
+        files
+        if cursor is None
+        else [f for f in files if listing_key(f.record) > cursor]
+    )
+    shown: list[Listed] = []
+    used = 0
+    for listed in after:
+        cost = size(listed)
+        if shown and (used + cost > budget or len(shown) >= max_files):
+            break
+        shown.append(listed)
+        used += cost
+    return Page(shown, len(files) - len(after), len(files), len(shown) < len(after))
+
+
 LIST_COLUMNS = (
     ("name", "Name"),
     ("size", "Size (bytes)"),
@@ -218,48 +320,52 @@ LIST_COLUMNS = (
 )
 
 
-def _uploaded_at(record: FileRecord) -> float:
-    return record.completed_at if record.completed_at is not None else record.created
+def list_item(listed: Listed) -> domish.Element:
+    record = listed.record
+    values = {
+        "name": display(record.filename),
+        "size": str(record.size),
+        "date": format_datetime(uploaded_at(record)),
+        "expires": "never"
+        if record.expires is None
+        else format_datetime(record.expires),
+        "url": listed.url,
+    }
+    item = domish.Element((NS_DATA, "item"))
+    for var, _ in LIST_COLUMNS:
+        item.addChild(_field(var, values[var]))
+    return item
 
 
-def list_form(files: list[Listed], total: int) -> domish.Element:
-    title = (
-        "Your uploads"
-        if len(files) == total
-        else f"Your newest {len(files)} of {total} uploads"
-    )
+def list_form(page: Page) -> domish.Element:
+    title = "Your uploads" if page.whole else f"Your uploads, {page.span()}"
     form = data_form.Form("result", title=title).toElement()
     reported = form.addElement("reported")
     for var, label in LIST_COLUMNS:
         reported.addChild(_field(var, label=label))
-    for listed in files:
-        record = listed.record
-        values = {
-            "name": record.filename,
-            "size": str(record.size),
-            "date": format_datetime(_uploaded_at(record)),
-            "expires": "never"
-            if record.expires is None
-            else format_datetime(record.expires),
-            "url": listed.url,
-        }
-        item = form.addElement("item")
-        for var, _ in LIST_COLUMNS:
-            item.addChild(_field(var, values[var]))
+    for listed in page.files:
+        form.addChild(list_item(listed))
     return form
 
 
 def option_label(record: FileRecord) -> str:
-    when = format_datetime(_uploaded_at(record)).replace("T", " ").replace("Z", " UTC")
-    return f"{record.filename} ({size_text(record.size)}, {when})"
+    when = format_datetime(uploaded_at(record)).replace("T", " ").replace("Z", " UTC")
+    return f"{display(record.filename)} ({size_text(record.size)}, {when})"
 
 
-def delete_form(files: list[Listed], total: int) -> domish.Element:
+def _option(listed: Listed) -> data_form.Option:
+    return data_form.Option(listed.record.file_id, option_label(listed.record))
+
+
+def option_size(listed: Listed) -> int:
+    return xml_size(_option(listed).toElement())
+
+
+def delete_form(page: Page) -> domish.Element:
     instructions = ["Choose the file to delete. Its URL stops working at once."]
-    if len(files) < total:
-        instructions.append(
-            f"Only your newest {len(files)} of {total} files are listed."
-        )
+    if not page.whole:
+        more = " Next shows the files after these." if page.more else ""
+        instructions.append(f"Your files {page.span()}, newest first.{more}")
     form = data_form.Form(
         "form",
         title="Delete an upload",
@@ -269,11 +375,9 @@ def delete_form(files: list[Listed], total: int) -> domish.Element:
                 "list-single",
                 var=FILE_FIELD,
                 label="File",
-                required=True,
-                options=[
-                    data_form.Option(f.record.file_id, option_label(f.record))
-                    for f in files
-                ],
+                # Not required while Next may be chosen without a file.
+                required=not page.more,
+                options=[_option(f) for f in page.files],
             )
         ],
     )
@@ -285,6 +389,27 @@ def delete_form(files: list[Listed], total: int) -> domish.Element:
             field.children.remove(child)
             field.children.insert(0, child)
     return element
+
+
+def _budget(empty_form: domish.Element) -> int:
+    """Bytes left for entries in a form whose fixed part is ``empty_form``."""
+    return MAX_FORM_BYTES - xml_size(empty_form) - _PAGE_TEXT_BYTES
+
+
+def list_page(
+    files: list[Listed], cursor: tuple[float, str] | None, max_files: int
+) -> Page:
+    empty = list_form(Page([], 0, 0, False))
+    return page_of(
+        files, cursor, lambda f: xml_size(list_item(f)), _budget(empty), max_files
+    )
+
+
+def delete_page(
+    files: list[Listed], cursor: tuple[float, str] | None, max_files: int
+) -> Page:
+    empty = delete_form(Page([], 0, 0, True))
+    return page_of(files, cursor, option_size, _budget(empty), max_files)
 
 
 USAGE_FIELDS = (
@@ -365,8 +490,8 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
         self.uploads = uploads
         self.policy: SlotPolicy = uploads.policy
         self.sessions = Sessions(clock or uploads.clock, session_timeout)
-        # At most this many files in one list or form (the newest): a stanza
-        # must stay well under the servers' size limits.
+        # At most this many files in one page of a list or form (and at most
+        # MAX_FORM_BYTES of XML): a stanza must stay under servers' limits.
         self.max_files = max_files
 
     @classmethod
@@ -417,11 +542,16 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
             raise command_error("bad-request", "modify", "The command has no node")
         if action not in ACTIONS:
             raise command_error(
-                "bad-request", "modify", f"Unknown action: {action}", "malformed-action"
+                "bad-request",
+                "modify",
+                f"Unknown action: {_echo(action)}",
+                "malformed-action",
             )
         owner = self._owner(requester)
         if node not in COMMANDS:
-            raise command_error("item-not-found", "cancel", f"No command {node!r} here")
+            raise command_error(
+                "item-not-found", "cancel", f"No command {_echo(node)} here"
+            )
         assert requester is not None  # the policy refuses None
         if session_id:
             session = self.sessions.get(session_id, node, requester.full())
@@ -441,24 +571,43 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
                 "bad-request", "modify", "There is no previous stage", "bad-action"
             )
         if node == NODE_LIST:
-            return await self._list(owner)
+            return await self._list(requester.full(), owner)
         if node == NODE_USAGE:
             return await self._usage(owner)
         return await self._delete_form(requester.full(), owner)
 
-    async def _list(self, owner: str) -> domish.Element:
+    async def _list(
+        self, requester: str, owner: str, session: Session | None = None
+    ) -> domish.Element:
+        """The first page of the owner's files, or the one after ``session``'s."""
         files = await self.uploads.list(owner)
-        session_id = secrets.token_urlsafe(12)
-        if not files:
+        cursor = session.cursor if session is not None else None
+        page = list_page(files, cursor, self.max_files)
+        if session is None and page.more:
+            session = self.sessions.start(NODE_LIST, requester, owner)
+        session_id = session.id if session is not None else secrets.token_urlsafe(12)
+        if not page.files:
+            text = "You have no uploads." if cursor is None else "No more uploads."
+            if session is not None:
+                self.sessions.end(session)
             return command_element(
-                NODE_LIST,
-                session_id,
-                "completed",
-                notes=[("info", "You have no uploads.")],
+                NODE_LIST, session_id, "completed", notes=[("info", text)]
             )
-        shown = files[: self.max_files]
+        form = list_form(page)
+        if session is None:
+            return command_element(NODE_LIST, session_id, "completed", payload=form)
+        if not page.more:
+            self.sessions.end(session)
+            return command_element(NODE_LIST, session.id, "completed", payload=form)
+        session.cursor = page.cursor
+        self.sessions.touch(session)
         return command_element(
-            NODE_LIST, session_id, "completed", payload=list_form(shown, len(files))
+            NODE_LIST,
+            session.id,
+            "executing",
+            actions=("next", "complete"),
+            execute="next",
+            payload=form,
         )
 
     async def _usage(self, owner: str) -> domish.Element:
@@ -471,25 +620,40 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
             payload=usage_form(report),
         )
 
-    async def _delete_form(self, requester: str, owner: str) -> domish.Element:
+    async def _delete_form(
+        self, requester: str, owner: str, session: Session | None = None
+    ) -> domish.Element:
+        """The form with the first page of files, or the one after ``session``'s."""
         files = await self.uploads.list(owner)
-        if not files:
-            return command_element(
-                NODE_DELETE,
-                secrets.token_urlsafe(12),
-                "completed",
-                notes=[("info", "You have no uploads to delete.")],
+        cursor = session.cursor if session is not None else None
+        page = delete_page(files, cursor, self.max_files)
+        if not page.files:
+            text = (
+                "You have no uploads to delete."
+                if cursor is None
+                else "No more uploads; nothing was deleted."
             )
-        shown = files[: self.max_files]
-        session = self.sessions.start(
-            NODE_DELETE, requester, owner, (f.record.file_id for f in shown)
-        )
+            if session is not None:
+                self.sessions.end(session)
+            session_id = session.id if session else secrets.token_urlsafe(12)
+            return command_element(
+                NODE_DELETE, session_id, "completed", notes=[("info", text)]
+            )
+        offered = frozenset(f.record.file_id for f in page.files)
+        if session is None:
+            session = self.sessions.start(
+                NODE_DELETE, requester, owner, offered, page.cursor
+            )
+        else:
+            session.offered, session.cursor = offered, page.cursor
+            self.sessions.touch(session)
         return command_element(
             NODE_DELETE,
             session.id,
             "executing",
-            actions=("complete",),
-            payload=delete_form(shown, len(files)),
+            actions=("next", "complete") if page.more else ("complete",),
+            execute="complete",
+            payload=delete_form(page),
         )
 
     async def _continue(
@@ -502,7 +666,16 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
             raise command_error(
                 "bad-request", "modify", "There is no previous stage", "bad-action"
             )
-        # execute, next and complete all finish this one-stage form.
+        if session.node == NODE_LIST:
+            if action == "complete":
+                self.sessions.end(session)
+                return command_element(session.node, session.id, "completed")
+            # execute (whose default is next) and next: the next page.
+            return await self._list(session.requester, session.owner, session)
+        if action == "next" and session.cursor is not None:
+            return await self._delete_form(session.requester, session.owner, session)
+        # execute (whose default is complete), complete, and next on the
+        # last page: delete the chosen file.
         file_id = _submitted_file(command)
         if file_id not in session.offered:
             raise command_error(
@@ -526,7 +699,7 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
             session.node,
             session.id,
             "completed",
-            notes=[("info", f"Deleted {record.filename}.")],
+            notes=[("info", f"Deleted {display(record.filename)}.")],
         )
 
     # -- disco ---------------------------------------------------------------
