@@ -479,9 +479,15 @@ def oob_message(to: JID, url: str) -> domish.Element:
 # ---- the command
 
 
+#: The longest error line said; a server's error text may be longer.
+MAX_ERROR_LINE = 1000
+
+
 def _say(text: str) -> None:
-    """One line on stderr; text from the server (error texts) shown escaped."""
+    """One bounded line on stderr; text from the server (error texts) escaped."""
     line = display(" ".join(text.split()))
+    if len(line) > MAX_ERROR_LINE:
+        line = line[:MAX_ERROR_LINE] + "…"
     sys.stderr.write(f"{PROG}: {line}\n")
     sys.stderr.flush()
 

@@ -174,3 +174,15 @@ def test_no_error_repeats_a_secret(
     err = capsys.readouterr().err
     if secret not in help_text:
         assert secret not in err
+
+
+def test_send_says_a_servers_text_in_one_short_escaped_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A hostile error text (terminal escapes, line breaks, megabytes) becomes
+    one line of at most MAX_ERROR_LINE characters, escapes visible."""
+    send._say("refused: \x1b]0;pwned\x07\u202e" + "x\n" * 100_000)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("…\n")
+    assert "\x1b" not in err and "\u202e" not in err and "\\x1b]0;pwned" in err
+    assert len(err) <= len("httpupload-send: ") + send.MAX_ERROR_LINE + 2
