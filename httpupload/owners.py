@@ -4,6 +4,8 @@ One place for the operations behind the XEP-0050 ad-hoc commands (for
 users) and the operator command, so both behave the same.  A file is always
 removed from storage before its record (see ``httpupload.expiry``), and a
 deleted file answers 404 at once: downloads check the record first.
+Both show stored, client-chosen text (names, owners) through ``display``,
+and read a file URL typed by a person with ``urls.parse_file_url``.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ class UsageReport:
 
 
 class Uploads:
-    """Owner and operator operations over the metadata store and storage."""
+    """Owner and operator operations over the metadata store and storage.
+
+    ``get_base_url`` builds the GET URLs listed; a take-down URL must be
+    under it or under ``put_base_url`` (``[http] public_url``), if given.
+    """
 
     def __init__(
         self,
