@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -85,6 +86,15 @@ class LoginFailed(Exception):
 # ---- arguments
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A value repeated in an error: quoted, escaped and short."""
+    shown = repr(text[:limit])
+    return shown + "…" if len(text) > limit else shown
+
+
 def parse_server(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``HOST`` (port 5222) or ``[IPv6]:PORT``."""
     value = text.strip()
@@ -92,17 +102,17 @@ def parse_server(text: str) -> tuple[str, int]:
         host, _, rest = value[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
         if rest and not rest.startswith(":"):
-            raise UsageError(f"--server {text!r}: expected [ADDRESS]:PORT")
+            raise UsageError(f"--server {_shown(text)}: expected [ADDRESS]:PORT")
     elif value.count(":") == 1:
         host, port_text = value.split(":")
     else:
         host, port_text = value, ""
     if not host:
-        raise UsageError(f"--server {text!r}: no host")
+        raise UsageError(f"--server {_shown(text)}: no host")
     if not port_text:
         return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"--server {text!r}: the port must be 1-65535")
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--server {_shown(text)}: the port must be 1-65535")
     return host, int(port_text)
 
 

@@ -538,10 +538,24 @@ def test_parse_server(text: str, expected: tuple[str, int]) -> None:
     assert parse_server(text) == expected
 
 
-@pytest.mark.parametrize("text", ["host:0", "host:99999", "host:x", ":5222", "[::1]x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "host:0",
+        "host:99999",
+        "host:x",
+        ":5222",
+        "[::1]x",
+        "host:\u0665\u0662\u0662\u0662",  # Arabic-Indic digits
+        "host:+5222",
+        "host:" + "9" * 5000,
+    ],
+)
 def test_parse_server_refuses(text: str) -> None:
-    with pytest.raises(UsageError):
+    """A port that is not 1-65535 in ASCII digits is a usage error, said briefly."""
+    with pytest.raises(UsageError) as refused:
         parse_server(text)
+    assert len(str(refused.value)) < 200
 
 
 def test_read_password(tmp_path: Path) -> None:
