@@ -42,6 +42,7 @@ from httpupload.keys import MIN_SIGNING_KEY_BYTES, KeyRing
 from httpupload.storage.s3settings import S3Settings
 
 __all__ = [
+    "BUDGET_FILES",
     "DEFAULTS",
     "KNOWN_KEYS",
     "MIN_SIGNING_KEY_BYTES",
@@ -122,10 +123,16 @@ class QuotaLimits:
 
 @dataclass(frozen=True)
 class QuotasConfig:
+    """The quotas in force.  These field defaults are "no limit", for a bare
+    ``SlotPolicy``; a config file gets ``DEFAULTS`` (a daily byte budget and
+    a bound on unused slots)."""
+
     window: int = 86400
     user: QuotaLimits = field(default_factory=QuotaLimits)
     global_bytes: int = 0
     min_free_bytes: int = 0
+    # Slots one user holds not yet used (unexpired); 0 means no limit.
+    pending_slots: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,17 +201,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_types": ["*/*"],
         "deny_types": [],
     },
+    # bytes_per_window: BUDGET_FILES x [limits] max_file_size, when not given.
     "quotas": {
         "window": 86400,
-        "bytes_per_window": 0,
         "files_per_window": 0,
         "total_bytes": 0,
         "global_bytes": 0,
         "min_free_bytes": 0,
+        "pending_slots": 10,
     },
     "purposes": {},
     "metrics": {"listen": "tcp:9105:interface=127.0.0.1"},
 }
+
+# The default per-user budget per window, in files of the largest size: as
+# Prosody's mod_http_file_share (a daily quota of 10 x its size limit).
+BUDGET_FILES = 10
 
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "component": (
@@ -249,6 +261,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "total_bytes",
         "global_bytes",
         "min_free_bytes",
+        "pending_slots",
     ),
     "purposes": tuple(PURPOSE_DEFAULTS),
     "metrics": ("listen",),
@@ -342,11 +355,13 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         deny_types=type_patterns(a, "deny_types"),
     )
     q = sections["quotas"]
+    q.values.setdefault("bytes_per_window", BUDGET_FILES * limits.max_file_size)
     quotas = QuotasConfig(
         window=q.positive_int("window"),
         user=_limits(q),
         global_bytes=q.positive_int("global_bytes", zero_ok=True),
         min_free_bytes=q.positive_int("min_free_bytes", zero_ok=True),
+        pending_slots=q.positive_int("pending_slots", zero_ok=True),
     )
     purposes = _purposes(sections["purposes"])
     m = sections["metrics"]

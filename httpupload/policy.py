@@ -3,9 +3,10 @@
 Pure rules over data: the requester's JID, the request, and a ``Usage``
 snapshot from the metadata store.  Quota checks run inside the store's
 transaction (``MetadataStore.reserve``), so concurrent requests cannot
-overshoot a limit.  Where waiting helps (a sliding-window limit) the refusal
-carries the earliest moment the window, as it stands, has room for the
-request; where only deletions would, it says so and carries none.
+overshoot a limit.  Where waiting helps (a sliding-window limit, or as many
+unused slots as one may hold) the refusal carries the earliest moment that,
+as things stand, there is room for the request; where only deletions would,
+it says so and carries none.
 """
 
 from __future__ import annotations
@@ -58,25 +59,38 @@ def window_retry(
     """When the window, as it stands, has room for one more file of ``size``.
 
     None if it has room now.  A grant leaves the window ``window`` seconds
-    after it was made; grants are oldest first.
+    after it was made, or sooner if it is a slot not yet used: when its PUT
+    URL expires (``Grant.leaves``).
     """
     when: float | None = None
+    leaving = sorted(grants, key=lambda g: g.leaves(window))
     if limits.bytes_per_window:
         excess = sum(g.size for g in grants) + size - limits.bytes_per_window
         freed = 0
-        for grant in grants:
+        for grant in leaving:
             if excess <= 0:
                 break
             freed += grant.size
             if freed >= excess:
-                when = grant.at + window
+                when = grant.leaves(window)
                 break
     if limits.files_per_window:
         excess = len(grants) + 1 - limits.files_per_window
         if excess > 0:
-            leaves = grants[excess - 1].at + window
+            leaves = leaving[excess - 1].leaves(window)
             when = leaves if when is None else max(when, leaves)
     return when
+
+
+def pending_retry(pending: Sequence[float], limit: int) -> float | None:
+    """When the owner, as things stand, may hold one more unused slot.
+
+    None if it may now (or ``limit`` is 0: no limit).  ``pending`` is when
+    each of the owner's unused slots expires, earliest first.
+    """
+    if not limit or len(pending) < limit:
+        return None
+    return pending[len(pending) - limit]
 
 
 @dataclass(frozen=True)
@@ -188,7 +202,7 @@ class SlotPolicy:
             scopes.append(config.limits)
         return UsageNeeds(
             window=any(s.bytes_per_window or s.files_per_window for s in scopes),
-            held=any(s.total_bytes for s in scopes),
+            held=any(s.total_bytes for s in scopes) or bool(self.quotas.pending_slots),
             global_bytes=bool(self.quotas.global_bytes),
         )
 
@@ -244,7 +258,18 @@ class SlotPolicy:
                     f"{scope.capitalize()} upload quota ({what} per {span}) is used up"
                 )
         if retry is not None:
-            raise QuotaExceeded(f"{reason}; try again later", math.ceil(retry))
+            reason += "; try again later"
+        when = pending_retry(usage.pending, quotas.pending_slots)
+        # On a tie this names the unused slots: using one is the quicker way.
+        if when is not None and (retry is None or when >= retry):
+            retry = when
+            reason = (
+                f"You have {len(usage.pending)} upload slots not yet used "
+                f"(at most {quotas.pending_slots} at a time); "
+                "try again when one expires"
+            )
+        if retry is not None:
+            raise QuotaExceeded(reason, math.ceil(retry))
 
     def check_free_space(self, free: int | None, size: int) -> None:
         """Refuse up front when the storage cannot hold the file."""

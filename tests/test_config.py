@@ -51,11 +51,34 @@ def test_defaults() -> None:
     assert config.access.domains == ("example.org",)
 
 
+def test_quotas_default_to_a_daily_budget_and_few_unused_slots() -> None:
+    """Without [quotas], a user may upload 10 x max_file_size per day and hold
+    10 unused slots; the budget follows a given max_file_size; 0 lifts either."""
+    config = parse_config(minimal(), Path("/etc"))
+    assert config.quotas.window == 86400
+    assert config.quotas.user.bytes_per_window == 10 * 104857600
+    assert config.quotas.pending_slots == 10
+    assert config.quotas.user.files_per_window == config.quotas.user.total_bytes == 0
+    config = parse_config(minimal(limits={"max_file_size": 5000}), Path("/etc"))
+    assert config.quotas.user.bytes_per_window == 50000
+    config = parse_config(
+        minimal(quotas={"bytes_per_window": 0, "pending_slots": 0}), Path("/etc")
+    )
+    assert config.quotas.user.bytes_per_window == 0
+    assert config.quotas.pending_slots == 0
+    error = error_for(minimal(quotas={"pending_slots": -1}))
+    assert error.key == "[quotas] pending_slots" and "non-negative" in str(error)
+    typo = error_for(minimal(quotas={"pending_slot": 1}))
+    assert typo.key == "[quotas] pending_slot" and "pending_slots" in str(typo)
+
+
 def test_full_example_file_loads() -> None:
     """The example shipped in docs/ is a valid configuration."""
     config = load_config(Path(__file__).parent.parent / "docs/httpupload.example.toml")
     assert config.component.jid == "upload.example.org"
     assert config.access.domains == ("example.org",)
+    assert config.quotas.user.bytes_per_window == 10 * config.limits.max_file_size
+    assert config.quotas.pending_slots == 10
 
 
 def test_base_urls_get_a_trailing_slash() -> None:

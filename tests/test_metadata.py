@@ -183,3 +183,85 @@ async def test_usage_by_owner_and_records(store: MetadataStore) -> None:
     assert {r.file_id for r in await store.owner_records("a@x")} == {"a1", "a2"}
     assert await store.incomplete_ids() == {"a2", "b1"}
     assert [r.file_id for r in await store.list_owner("a@x")] == ["a1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_lists_the_owners_unused_slots(store: MetadataStore) -> None:
+    """Usage.pending is when each live unused slot of the owner expires, earliest
+    first; window grants of unused slots carry that expiry, stored files none."""
+    await store.reserve(record("stored", 1000.0), 86400, accept)
+    await store.complete("stored", "00", "a/b", 1001.0)
+    await store.reserve(record("late", 1100.0, slot_expires=1500.0), 86400, accept)
+    await store.reserve(record("early", 1150.0, slot_expires=1300.0), 86400, accept)
+    await store.reserve(record("dead", 500.0, slot_expires=800.0), 86400, accept)
+    await store.reserve(record("theirs", 1100.0, owner="b@x"), 86400, accept)
+    usage = await store.usage("a@x", 1200.0, 86400)
+    assert usage.pending == (1300.0, 1500.0)
+    assert [(g.at, g.slot_expires) for g in usage.window] == [
+        (1000.0, None),
+        (1100.0, 1500.0),
+        (1150.0, 1300.0),
+    ]
+    assert (await store.usage("a@x", 1400.0, 86400)).pending == (1500.0,)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_slots_bound_holds_under_concurrent_requests(
+    store: MetadataStore,
+) -> None:
+    """Twelve slot requests at once against a bound of three unused slots: three
+    granted, the rest refused with the earliest pending slot's expiry."""
+    from twisted.internet.defer import DeferredList
+
+    from httpupload.config import QuotasConfig
+    from httpupload.errors import QuotaExceeded
+    from httpupload.policy import SlotPolicy
+
+    policy = SlotPolicy(10**9, ("x",), quotas=QuotasConfig(pending_slots=3))
+    needs = policy.usage_needs("message")
+    results = await DeferredList(
+        [
+            store.reserve(
+                record(f"s{n}", 1000.0 + n, slot_expires=1300.0 + n),
+                86400,
+                lambda usage: policy.check_quota(usage, 10, "message"),
+                needs,
+            )
+            for n in range(12)
+        ],
+        consumeErrors=True,
+    )
+    refused = [f.value for ok, f in results if not ok]
+    assert sum(ok for ok, _ in results) == 3
+    assert len(refused) == 9 and all(isinstance(e, QuotaExceeded) for e in refused)
+    granted = sorted(r.slot_expires for r in await store.owner_records("a@x"))
+    assert {e.retry_at for e in refused} == {granted[0]}  # type: ignore[attr-defined]
+    # A used slot no longer counts: room for one more at once.
+    first = (await store.owner_records("a@x"))[0]
+    await store.complete(first.file_id, "00", "a/b", 1020.0)
+    await store.reserve(
+        record("next", 1030.0),
+        86400,
+        lambda usage: policy.check_quota(usage, 10, "message"),
+        needs,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hold_keeps_a_slot_from_the_sweep_until_it_ends(
+    store: MetadataStore,
+) -> None:
+    """A held unused slot is not claimed before the hold ends; a hold never
+    shortens a lease, and stored files and unknown ids are left alone."""
+    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
+    await store.reserve(record("file", 0.0, expires=100.0), 86400, accept)
+    await store.complete("file", "00", "a/b", 1.0)
+    await store.hold(["slot", "file", "unknown"], 2000.0)
+    await store.hold(["slot"], 1500.0)  # shorter: changes nothing
+    await store.hold([], 5000.0)
+    claimed = await store.claim_due(1000.0, 600, limit=10, lease_seconds=60)
+    assert [r.file_id for r in claimed] == ["file"]
+    await store.delete("file")
+    assert await store.claim_due(1999.0, 600, limit=10, lease_seconds=60) == []
+    again = await store.claim_due(2000.0, 600, limit=10, lease_seconds=60)
+    assert [r.file_id for r in again] == ["slot"]

@@ -313,3 +313,62 @@ def test_owner_lock_key_is_a_stable_int4(owner: str) -> None:
     key = owner_lock_key(owner)
     assert -(2**31) <= key < 2**31
     assert key == owner_lock_key(str(owner))
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_slots_bound_across_two_nodes(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """20 slot requests at once on two nodes against a bound of 4 unused slots
+    (the policy's own check): 4 granted, the rest wait for the earliest expiry."""
+    from httpupload.config import QuotasConfig
+    from httpupload.errors import QuotaExceeded
+    from httpupload.policy import SlotPolicy
+
+    one, two = [await started(nodes()) for _ in range(2)]
+    policy = SlotPolicy(10**9, ("x",), quotas=QuotasConfig(pending_slots=4))
+    needs = policy.usage_needs("message")
+    assert needs.held and not needs.window and not needs.global_bytes
+    results = await DeferredList(
+        [
+            (one if n % 2 else two).reserve(
+                record(f"s{n}", 1000.0, slot_expires=1300.0 + n),
+                86400,
+                lambda usage: policy.check_quota(usage, 100, "message"),
+                needs,
+            )
+            for n in range(20)
+        ],
+        consumeErrors=True,
+    )
+    refused = [f.value for ok, f in results if not ok]
+    assert sum(ok for ok, _ in results) == 4
+    assert all(isinstance(e, QuotaExceeded) for e in refused)
+    earliest = min(r.slot_expires for r in await one.owner_records("a@x"))
+    assert {e.retry_at for e in refused} == {earliest}  # type: ignore[attr-defined]
+    assert len(await two.all_ids()) == 4
+    # Once they have expired, the owner may ask again.
+    await one.reserve(
+        record("later", 1400.0, slot_expires=1700.0),
+        86400,
+        lambda usage: policy.check_quota(usage, 100, "message"),
+        needs,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hold_on_one_node_keeps_another_nodes_sweep_off(
+    nodes: Callable[..., PostgresMetadataStore],
+) -> None:
+    """An upload's hold made on one node keeps the other node's sweep from its
+    slot's record until the hold ends."""
+    one, two = [await started(nodes()) for _ in range(2)]
+    await one.reserve(
+        record("slot", 0.0, slot_expires=300.0), 86400, lambda usage: None
+    )
+    await one.hold({"slot"}, 2000.0)
+    storage = CountingStorage()
+    assert await remove_due(two, storage, 1000.0, 300.0, 10) == []  # type: ignore[arg-type]
+    assert await two.get("slot") is not None
+    swept = await remove_due(two, storage, 2000.0, 300.0, 10)  # type: ignore[arg-type]
+    assert [r.file_id for r in swept] == ["slot"]

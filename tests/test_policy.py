@@ -18,7 +18,7 @@ from httpupload.errors import (
     TypeNotAllowed,
 )
 from httpupload.metadata import Grant, Usage
-from httpupload.policy import SlotPolicy, window_retry
+from httpupload.policy import SlotPolicy, pending_retry, window_retry
 
 DAY = 86400
 
@@ -218,3 +218,113 @@ def test_no_sequence_exceeds_the_window(
         current = window_at(now)
         assert sum(s for _, s in current) <= limit
         assert len(current) <= max_files
+
+
+def test_unused_slots_leave_the_window_when_they_expire() -> None:
+    """A slot not yet used stops counting when its PUT URL expires, so the stamp
+    can be that expiry rather than a day after the grant."""
+    limits = QuotaLimits(bytes_per_window=100)
+    grants = [
+        Grant(1000.0, 60, "message"),  # stored: leaves a day later
+        Grant(2000.0, 40, "message", slot_expires=2300.0),  # unused
+    ]
+    assert window_retry(grants, 40, limits, DAY) == 2300.0
+    assert window_retry(grants, 70, limits, DAY) == 1000.0 + DAY
+    files = QuotaLimits(files_per_window=2)
+    assert window_retry(grants, 1, files, DAY) == 2300.0
+
+
+def test_pending_slots_bound_carries_the_earliest_expiry() -> None:
+    """As many unused slots as allowed: wait/resource-constraint with the
+    second the earliest expires (the n-L+1st when the bound was lowered)."""
+    policy = SlotPolicy(10**9, ("x",), quotas=QuotasConfig(pending_slots=2))
+    assert policy.usage_needs("message").held
+    policy.check_quota(Usage(0.0, (), {}, 0, (300.5,)), 1, "message")
+    with pytest.raises(QuotaExceeded) as refused:
+        policy.check_quota(Usage(0.0, (), {}, 0, (300.5, 400.0)), 1, "message")
+    assert refused.value.retry_at == 301
+    assert refused.value.text == (
+        "You have 2 upload slots not yet used (at most 2 at a time); "
+        "try again when one expires"
+    )
+    assert pending_retry((100.0, 200.0, 300.0, 400.0), 2) == 300.0
+    assert pending_retry((100.0, 200.0), 0) is None  # 0: no limit
+    unbounded = SlotPolicy(10**9, ("x",))
+    assert not unbounded.usage_needs("message").held
+    unbounded.check_quota(Usage(0.0, (), {}, 0, (1.0,) * 100), 1, "message")
+
+
+def test_the_later_of_two_stamps_wins() -> None:
+    """Both the window and the unused-slot bound full: the stamp is the later
+    of the two, and the text names that limit."""
+    policy = SlotPolicy(
+        10**9,
+        ("x",),
+        quotas=QuotasConfig(
+            window=DAY, user=QuotaLimits(files_per_window=1), pending_slots=1
+        ),
+    )
+    stored = Usage(10.0, (Grant(5.0, 1, "message"),), {}, 0, (300.0,))
+    with pytest.raises(QuotaExceeded, match="upload quota") as refused:
+        policy.check_quota(stored, 1, "message")
+    assert refused.value.retry_at == 5 + DAY
+    unused = Usage(
+        10.0, (Grant(5.0, 1, "message", slot_expires=9000.0),), {}, 0, (9000.0,)
+    )
+    with pytest.raises(QuotaExceeded) as refused:  # both free at 9000
+        policy.check_quota(unused, 1, "message")
+    assert refused.value.retry_at == 9000
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2 * DAY), st.integers(1, 400), st.booleans()),
+        max_size=60,
+    ),
+    st.integers(1, 1000),
+    st.integers(1, 6),
+)
+def test_no_sequence_exceeds_the_budget_or_the_unused_slots(
+    requests: list[tuple[int, int, bool]], limit: int, pending: int
+) -> None:
+    """Granting what the policy allows, some slots used and some never, never
+    puts the window over its bytes nor the owner over its unused slots; a
+    refused request is granted at its stamp, not a second before."""
+    lifetime = 3600
+    policy = SlotPolicy(
+        10**9,
+        ("x",),
+        quotas=QuotasConfig(
+            window=DAY, user=QuotaLimits(bytes_per_window=limit), pending_slots=pending
+        ),
+    )
+    granted: list[tuple[float, int, bool]] = []  # (at, size, used)
+
+    def at(now: float) -> Usage:
+        window = tuple(
+            Grant(t, s, "message", None if used else t + lifetime)
+            for t, s, used in granted
+            if t > now - DAY and (used or t + lifetime > now)
+        )
+        unused = sorted(
+            t + lifetime for t, _, used in granted if not used and t + lifetime > now
+        )
+        return Usage(now, window, {}, 0, tuple(unused))
+
+    for now, size, used in sorted(requests):
+        try:
+            policy.check_quota(at(now), size, "message")
+        except QuotaExceeded as refused:
+            stamp = refused.retry_at
+            assert stamp > now
+            policy.check_quota(at(stamp), size, "message")
+            with pytest.raises(QuotaExceeded):
+                policy.check_quota(at(stamp - 1), size, "message")
+            continue
+        except OverLimit:
+            assert size > limit
+            continue
+        granted.append((float(now), size, used))
+        current = at(now)
+        assert sum(g.size for g in current.window) <= limit
+        assert len(current.pending) <= pending

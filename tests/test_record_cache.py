@@ -93,3 +93,14 @@ async def test_it_holds_at_most_size_records(store: Counting) -> None:
     assert store.gets == before
     await cache.get(ids[0])
     assert store.gets == before + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_holds_and_pending_usage_pass_through(store: Counting) -> None:
+    """An upload's hold through the cache reaches the store (the sweep skips the
+    held slot), and usage through it lists the owner's unused slots."""
+    cache = CachedRecords(store)
+    held = await slot(store)
+    await cache.hold([held], NOW + 10_000)
+    assert await cache.claim_due(NOW + 5000, 300, 10, 60) == []
+    assert (await cache.usage("a@x.org", NOW, DAY)).pending == (NOW + 300,)

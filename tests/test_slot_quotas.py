@@ -239,3 +239,64 @@ async def test_counts_survive_a_restart(tmp_path: Path) -> None:
         assert condition(await service.ask(request(10)))[1] == "resource-constraint"
     finally:
         await second.stop()
+
+
+def default_service(store: SQLiteMetadataStore) -> Service:
+    """The handler with the policy a config file that sets no quotas gets."""
+    from httpupload.config import parse_config
+
+    config = parse_config(
+        {
+            "component": {"jid": "upload.example.org", "secret": "s"},
+            "http": {"public_url": "https://u/"},
+            "storage": {"path": "/x"},
+            "limits": {"max_file_size": 1000},
+        },
+        Path("/etc"),
+    )
+    clock = Clock()
+    clock.advance(START)
+    return Service(store, clock, SlotPolicy.from_config(config))
+
+
+def retry_stamp(reply: domish.Element) -> str:
+    return next(reply.error.elements(NS_UPLOAD, "retry"))["stamp"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_config_bounds_unused_slots(store: SQLiteMetadataStore) -> None:
+    """100 requests at once at the largest size under the default config: ten
+    granted, the rest wait/resource-constraint until the first slot expires."""
+    service = default_service(store)
+    replies = await service.replies(*[service.send(request(1000)) for _ in range(100)])
+    granted = [r for r in replies if r["type"] == "result"]
+    assert len(granted) == 10
+    refused = [r for r in replies if r["type"] == "error"]
+    assert {condition(r) for r in refused} == {("wait", "resource-constraint")}
+    assert {retry_stamp(r) for r in refused} == {"2026-01-01T00:05:00Z"}
+    assert str(refused[0].error.text) == (
+        "You have 10 upload slots not yet used (at most 10 at a time); "
+        "try again when one expires"
+    )
+    service.clock.advance(299)
+    assert condition(await service.ask(request(1)))[1] == "resource-constraint"
+    service.clock.advance(1)
+    assert (await service.ask(request(1000)))["type"] == "result"
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_config_has_a_daily_budget(store: SQLiteMetadataStore) -> None:
+    """Under the default config a user uploads 10 x max_file_size a day; the next
+    request waits until the first upload leaves the window."""
+    service = default_service(store)
+    for _ in range(10):
+        await service.upload(1000)
+        service.clock.advance(60)
+    reply = await service.ask(request(1))
+    assert condition(reply) == ("wait", "resource-constraint")
+    assert retry_stamp(reply) == "2026-01-02T00:00:00Z"
+    assert str(reply.error.text) == (
+        "Your upload quota (9.8 KiB per 24 hours) is used up; try again later"
+    )
+    service.clock.advance(DAY - 600)
+    assert (await service.ask(request(1000)))["type"] == "result"

@@ -14,7 +14,7 @@ concurrent slot requests cannot overshoot a quota.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -90,6 +90,15 @@ class Grant:
     at: float
     size: int
     purpose: str
+    # A slot not (yet) used stops counting when its PUT URL expires, which
+    # may be before it would leave the window; None for a stored file.
+    slot_expires: float | None = None
+
+    def leaves(self, window: float) -> float:
+        """When this grant stops counting in a window of ``window`` seconds,
+        as things stand (an unused slot that gets used counts on)."""
+        left = self.at + window
+        return left if self.slot_expires is None else min(left, self.slot_expires)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,9 @@ class Usage:
     held: dict[str, int]
     # Bytes everyone holds now.
     global_bytes: int
+    # When each of the owner's slots not yet used expires (live ones only),
+    # earliest first: the pending-slot bound and its retry stamp.
+    pending: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class UsageNeeds:
     """
 
     window: bool = True
+    # ``held`` covers ``Usage.pending`` too: both are what the owner holds now.
     held: bool = True
     global_bytes: bool = True
 
@@ -171,6 +184,15 @@ class MetadataStore(Protocol):
         """Up to ``limit`` records to sweep: files expired by ``now``, and slots
         never completed whose PUT URL expired ``dead_slot_after`` seconds ago."""
 
+    def hold(self, file_ids: Collection[str], until: float) -> Deferred[None]:
+        """Keep these slots' records from any sweep until ``until``.
+
+        For uploads in flight: a PUT judged in time may run long past its
+        slot's expiry, and a record swept meanwhile would lose the upload.
+        Stored files and unknown ids are left alone; a hold never shortens
+        a lease.  Running it twice is harmless.
+        """
+
     def claim_due(
         self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
     ) -> Deferred[list[FileRecord]]:
@@ -179,7 +201,8 @@ class MetadataStore(Protocol):
         Several sweepers (one per node) may run at once: a record leased
         until after ``now`` is skipped, so no two get the same record, and one
         whose sweeper died is claimed again once ``now + lease_seconds`` (its
-        lease) has passed.  The caller deletes what it claimed.
+        lease) has passed.  A record under a ``hold`` is skipped the same
+        way.  The caller deletes what it claimed.
         """
 
     def all_ids(self) -> Deferred[set[str]]:

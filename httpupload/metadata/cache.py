@@ -14,7 +14,7 @@ from the remembered time on every request.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -113,6 +113,9 @@ class CachedRecords:
         self, now: float, dead_slot_after: float, limit: int
     ) -> Deferred[list[FileRecord]]:
         return self.store.due(now, dead_slot_after, limit)
+
+    def hold(self, file_ids: Collection[str], until: float) -> Deferred[None]:
+        return self.store.hold(file_ids, until)
 
     def all_ids(self) -> Deferred[set[str]]:
         return self.store.all_ids()

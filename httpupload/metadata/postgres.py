@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import psycopg
@@ -118,6 +118,13 @@ _CLAIM = (
     "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
     "UPDATE files SET lease_until = %(until)s FROM due "
     f"WHERE files.file_id = due.file_id RETURNING {_FILES_COLUMNS}"
+)
+
+# One statement, and running it twice does the same: a hold never shortens a
+# lease (a sweeper's claim, or an earlier hold).
+_HOLD = (
+    "UPDATE files SET lease_until = GREATEST(COALESCE(lease_until, 0), %(until)s) "
+    "WHERE NOT completed AND file_id = ANY(%(ids)s)"
 )
 
 
@@ -343,13 +350,18 @@ class PostgresMetadataStore:
         window: tuple[Grant, ...] = ()
         if needs.window:
             rows = conn.execute(
-                "SELECT created, size, purpose FROM files WHERE owner = %(owner)s "
+                "SELECT created, size, purpose, "
+                "CASE WHEN completed THEN NULL ELSE slot_expires END "
+                "FROM files WHERE owner = %(owner)s "
                 "AND created > %(start)s AND (completed OR slot_expires > %(now)s) "
                 "ORDER BY created",
                 {"owner": owner, "start": now - window_seconds, "now": now},
             )
-            window = tuple(Grant(at, size, purpose) for at, size, purpose in rows)
+            window = tuple(
+                Grant(at, size, purpose, expires) for at, size, purpose, expires in rows
+            )
         held: dict[str, int] = {}
+        pending: tuple[float, ...] = ()
         if needs.held:
             rows = conn.execute(
                 "SELECT purpose, SUM(size)::bigint FROM files "
@@ -357,6 +369,12 @@ class PostgresMetadataStore:
                 {"owner": owner, "now": now},
             )
             held = {purpose: size for purpose, size in rows}
+            rows = conn.execute(
+                "SELECT slot_expires FROM files WHERE owner = %(owner)s AND "
+                "NOT completed AND slot_expires > %(now)s ORDER BY slot_expires",
+                {"owner": owner, "now": now},
+            )
+            pending = tuple(expires for (expires,) in rows)
         global_bytes = 0
         if needs.global_bytes:
             row = conn.execute(
@@ -365,7 +383,7 @@ class PostgresMetadataStore:
             ).fetchone()
             assert row is not None
             global_bytes = row[0]
-        return Usage(now, window, held, global_bytes)
+        return Usage(now, window, held, global_bytes, pending)
 
     def reserve(
         self,
@@ -501,6 +519,17 @@ class PostgresMetadataStore:
 
         def work(conn: Connection) -> list[FileRecord]:
             return [FileRecord.from_row(row) for row in conn.execute(_CLAIM, params)]
+
+        return self._run(work)
+
+    def hold(self, file_ids: Collection[str], until: float) -> Deferred[None]:
+        """Keep these slots' records from every node's sweep until ``until``."""
+        if not file_ids:
+            return succeed(None)
+        params = {"ids": list(file_ids), "until": until}
+
+        def work(conn: Connection) -> None:
+            conn.execute(_HOLD, params)
 
         return self._run(work)
 

@@ -9,7 +9,7 @@ command read and write the same file while the service runs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# Ids per UPDATE of a hold (SQLite allows 32766 parameters; stay well below).
+_HOLD_CHUNK = 500
 
 _COLUMNS = ", ".join(RECORD_COLUMNS)
 # Rows that hold room now: stored and not yet expired, or a live slot.
@@ -180,15 +182,18 @@ class SQLiteMetadataStore:
         window: tuple[Grant, ...] = ()
         if needs.window:
             window = tuple(
-                Grant(at, size, purpose)
-                for at, size, purpose in db.execute(
-                    "SELECT created, size, purpose FROM files WHERE owner = :owner "
+                Grant(at, size, purpose, expires)
+                for at, size, purpose, expires in db.execute(
+                    "SELECT created, size, purpose, "
+                    "CASE WHEN completed = 1 THEN NULL ELSE slot_expires END "
+                    "FROM files WHERE owner = :owner "
                     "AND created > :start AND (completed = 1 OR slot_expires > :now) "
                     "ORDER BY created",
                     {"owner": owner, "start": now - window_seconds, "now": now},
                 )
             )
         held: dict[str, int] = {}
+        pending: tuple[float, ...] = ()
         if needs.held:
             held = dict(
                 db.execute(
@@ -198,12 +203,20 @@ class SQLiteMetadataStore:
                     {"owner": owner, "now": now},
                 ).fetchall()
             )
+            pending = tuple(
+                expires
+                for (expires,) in db.execute(
+                    "SELECT slot_expires FROM files WHERE owner = :owner AND "
+                    "completed = 0 AND slot_expires > :now ORDER BY slot_expires",
+                    {"owner": owner, "now": now},
+                )
+            )
         global_bytes = 0
         if needs.global_bytes:
             (global_bytes,) = db.execute(
                 "SELECT COALESCE(SUM(size), 0) FROM files WHERE " + _HELD, {"now": now}
             ).fetchone()
-        return Usage(now, window, held, global_bytes)
+        return Usage(now, window, held, global_bytes, pending)
 
     def _reserve(
         self,
@@ -318,6 +331,23 @@ class SQLiteMetadataStore:
         self, now: float, dead_slot_after: float, limit: int
     ) -> Deferred[list[FileRecord]]:
         return self._run(self._due, now, dead_slot_after, limit)
+
+    def _hold(self, file_ids: list[str], until: float) -> None:
+        db = self.db
+        for start in range(0, len(file_ids), _HOLD_CHUNK):
+            chunk = file_ids[start : start + _HOLD_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            db.execute(
+                "UPDATE files SET lease_until = MAX(COALESCE(lease_until, 0), ?) "
+                f"WHERE completed = 0 AND file_id IN ({marks})",
+                (until, *chunk),
+            )
+
+    def hold(self, file_ids: Collection[str], until: float) -> Deferred[None]:
+        """Keep these slots' records from the sweep until ``until``."""
+        if not file_ids:
+            return succeed(None)
+        return self._run(self._hold, list(file_ids), until)
 
     def _claim_due(
         self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
