@@ -2,14 +2,20 @@
 
 Files are removed before their records, everywhere: a crash in between
 leaves a record without a file, which reconciliation drops, never a file
-without a record that it would have to adopt.
+without a record that it would have to adopt.  An unused slot's record goes
+soon after its PUT URL expired, unless an upload to it is still arriving:
+the node receiving it holds the record (``MetadataStore.hold``), since a PUT
+whose record is gone when it ends is refused and its file removed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from httpupload.direct import DirectStorage, complete_direct_uploads
@@ -20,9 +26,19 @@ from httpupload.storage import Storage
 
 log = Logger()
 
-# A slot never completed is forgotten this long after its PUT URL expired: an
-# upload that began in time may still be arriving until then.
+# A slot never completed is forgotten this long after its PUT URL expired
+# when nothing says which uploads are still arriving (no ``in_flight``, S3
+# direct mode, the operator's purge); also the age at which unfinished S3
+# multipart uploads are aborted.
 DEAD_SLOT_AFTER = 86400.0
+# ... and this long after it when the HTTP side names its uploads in flight,
+# whose records are then held (``MetadataStore.hold``) every HOLD_INTERVAL
+# for HOLD_LEASE.  A PUT judged in time is held within HOLD_INTERVAL of its
+# start, well before its record could be swept; the rest of the grace covers
+# a busy reactor and clocks that differ between nodes.
+DEAD_SLOT_GRACE = 300.0
+HOLD_INTERVAL = 60.0
+HOLD_LEASE = DEAD_SLOT_GRACE
 # How long a sweeper holds the records it claimed: far longer than removing a
 # batch takes, so that no other node takes them while it works, yet short
 # enough that a node dying midway delays the rest of its batch only so long.
@@ -109,6 +125,12 @@ class Maintenance(Service):
     holds the reactor for long; a full batch is followed by another soon.
     Every node sharing a store may run one: each sweep claims its batch for
     ``lease`` seconds (``MetadataStore.claim_due``).
+
+    ``in_flight`` names the file ids of this node's uploads in flight; their
+    records are held against every node's sweep while they arrive, so an
+    unused slot's record can go ``DEAD_SLOT_GRACE`` after its PUT URL expired
+    instead of ``DEAD_SLOT_AFTER``.  Every node with the http role must name
+    them (it may be set after construction, before the service starts).
     """
 
     def __init__(
@@ -119,11 +141,12 @@ class Maintenance(Service):
         clock: IReactorTime,
         interval: float = 60.0,
         batch: int = 200,
-        dead_slot_after: float = DEAD_SLOT_AFTER,
+        dead_slot_after: float | None = None,
         metrics: Metrics | None = None,
         lease: float = SWEEP_LEASE,
         reconcile_at_start: bool = True,
         direct: DirectStorage | None = None,
+        in_flight: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.metadata = metadata
         self.storage = storage
@@ -131,7 +154,8 @@ class Maintenance(Service):
         self.clock = clock
         self.interval = interval
         self.batch = batch
-        self.dead_slot_after = dead_slot_after
+        # None: DEAD_SLOT_GRACE if uploads in flight are held, else DEAD_SLOT_AFTER.
+        self._dead_slot_after = dead_slot_after
         self.metrics = metrics
         self.lease = lease
         # Off for an object store: listing a whole bucket on every node's
@@ -139,13 +163,53 @@ class Maintenance(Service):
         self.reconcile_at_start = reconcile_at_start
         # S3 direct mode: slots are completed by finding their objects.
         self.direct = direct
+        self.in_flight = in_flight
         self._timer: IDelayedCall | None = None
         self._running: Deferred[None] | None = None
+        self._holder: LoopingCall | None = None
+        self._holding: Deferred[None] | None = None
+
+    @property
+    def dead_slot_after(self) -> float:
+        """Seconds after its PUT URL expired that an unused slot's record goes.
+
+        Short only when nothing can still arrive unseen: this node's uploads
+        are held, and in S3 direct mode (clients PUT to the bucket) none are.
+        """
+        if self._dead_slot_after is not None:
+            return self._dead_slot_after
+        if self.in_flight is None or self.direct is not None:
+            return DEAD_SLOT_AFTER
+        return DEAD_SLOT_GRACE
 
     def startService(self) -> None:
         super().startService()
         self.metadata.start()
+        if self.in_flight is not None:
+            self._holder = LoopingCall(self._hold)
+            self._holder.clock = self.clock
+            self._holder.start(HOLD_INTERVAL, now=True)
         self._running = ensureDeferred(self._start())
+
+    async def hold_in_flight(self) -> int:
+        """Hold the records of this node's uploads in flight; how many."""
+        if self.in_flight is None:
+            return 0
+        file_ids = set(self.in_flight())
+        if file_ids:
+            await self.metadata.hold(file_ids, self.clock.seconds() + HOLD_LEASE)
+        return len(file_ids)
+
+    def _hold(self) -> Deferred[None]:
+        self._holding = ensureDeferred(self._hold_logged())
+        return self._holding
+
+    async def _hold_logged(self) -> None:
+        try:
+            await self.hold_in_flight()
+        except Exception:
+            # The next hold tries again: the lease outlasts a few misses.
+            log.failure("Holding the records of uploads in flight failed")
 
     async def _start(self) -> None:
         if not self.reconcile_at_start:
@@ -209,10 +273,15 @@ class Maintenance(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._holder is not None and self._holder.running:
+            self._holder.stop()
+        self._holder = None
 
         async def stop() -> None:
             if self._running is not None:
                 await self._running  # never fails: its steps log their own errors
+            if self._holding is not None:
+                await self._holding  # nor this one
             await self.metadata.stop()
 
         return ensureDeferred(stop())

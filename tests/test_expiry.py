@@ -13,9 +13,17 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from httpupload.config import PurposeConfig
-from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance, reconcile
+from httpupload.expiry import (
+    DEAD_SLOT_AFTER,
+    DEAD_SLOT_GRACE,
+    HOLD_INTERVAL,
+    HOLD_LEASE,
+    Maintenance,
+    reconcile,
+)
 from httpupload.metadata import FileRecord
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
@@ -330,3 +338,153 @@ async def test_a_store_outage_after_the_commit_loses_nothing(
         assert await world.store.get(retried.file_id) is not None
     finally:
         await port.stopListening()
+
+
+async def unused_slot(world: World, lifetime: float = 300) -> str:
+    """A slot's record, granted now and never used."""
+    file_id = new_file_id()
+    now = world.clock.seconds()
+    await world.store.reserve(
+        FileRecord(
+            file_id, "a@x.org", "f", 1, None, "message", now, now + lifetime, None
+        ),
+        DAY,
+        lambda usage: None,
+    )
+    return file_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unused_slot_goes_shortly_after_its_lifetime(world: World) -> None:
+    """Where uploads in flight are held, an unused slot's record goes
+    DEAD_SLOT_GRACE (minutes, not a day) after its PUT URL expired."""
+    assert DEAD_SLOT_GRACE <= 600
+    slot = await unused_slot(world)
+    maintenance = Maintenance(
+        world.store, world.storage, POLICY, world.clock, in_flight=lambda: ()
+    )
+    assert maintenance.dead_slot_after == DEAD_SLOT_GRACE
+    world.clock.advance(300 + DEAD_SLOT_GRACE - 1)
+    assert await maintenance.sweep_once() == 0
+    assert await world.store.get(slot) is not None
+    world.clock.advance(1)
+    assert await maintenance.sweep_once() == 1
+    assert await world.store.get(slot) is None
+
+
+def test_unseen_uploads_keep_the_long_grace() -> None:
+    """Without a list of uploads in flight, or in S3 direct mode (clients PUT
+    to the bucket), unused slots keep DEAD_SLOT_AFTER; an explicit value wins."""
+    clock = Clock()
+    store, storage = object(), object()
+    assert Maintenance(store, storage, POLICY, clock).dead_slot_after == DEAD_SLOT_AFTER  # type: ignore[arg-type]
+    direct = Maintenance(
+        store,
+        storage,
+        POLICY,
+        clock,
+        direct=object(),
+        in_flight=lambda: (),  # type: ignore[arg-type]
+    )
+    assert direct.dead_slot_after == DEAD_SLOT_AFTER
+    given = Maintenance(store, storage, POLICY, clock, dead_slot_after=5)  # type: ignore[arg-type]
+    assert given.dead_slot_after == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_running_past_its_slots_lifetime_is_not_lost(
+    world: World,
+) -> None:
+    """A PUT judged a second before its slot expires and still arriving a day
+    later (at the minimum rate a large file may) keeps its record through every
+    sweep and is stored and recorded when it ends."""
+    signer = SlotSigner(b"k" * 32, world.clock)
+    receiver = UploadReceiver(signer, world.storage, world.clock, metadata=world.store)
+    slot, token = signer.mint("big.bin", 10, None, "a@x.org", 300)
+    now = world.clock.seconds()
+    await world.store.reserve(
+        FileRecord(
+            slot.file_id, "a@x.org", "big.bin", 10, None, "message",
+            now, slot.expires, None,
+        ),
+        DAY,
+        lambda usage: None,
+    )  # fmt: skip
+    world.clock.advance(299)
+    headers = Headers(
+        {b"Authorization": [f"Bearer {token}".encode()], b"Content-Length": [b"10"]}
+    )
+    upload = receiver.start(f"/{slot.path}".encode(), headers, 10, "192.0.2.1")
+    upload.write(b"hello")
+    maintenance = Maintenance(
+        world.store,
+        world.storage,
+        POLICY,
+        world.clock,
+        in_flight=lambda: [] if upload.finished else [upload.slot.file_id],
+    )
+    # Past the old fixed day too: the hold, not a long grace, keeps it.
+    for _ in range(int((DAY + 3600) / HOLD_INTERVAL)):
+        world.clock.advance(HOLD_INTERVAL)
+        assert await maintenance.hold_in_flight() == 1
+        await maintenance.sweep_once()
+    assert await world.store.get(slot.file_id) is not None
+    upload.write(b"world")
+    info = await upload.finish()
+    record = await world.store.get(slot.file_id)
+    assert record is not None and record.completed and record.sha256 == info.sha256
+    assert await world.storage.stat(slot.file_id) is not None
+    # Once it ends nothing holds it: a dead slot's record would go as usual.
+    assert await maintenance.hold_in_flight() == 0
+
+
+class HoldingStore:
+    """Records the holds a running Maintenance makes; nothing is ever due."""
+
+    ordered = True
+
+    def __init__(self) -> None:
+        self.holds: list[tuple[set[str], float]] = []
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
+
+    def hold(self, file_ids: set[str], until: float) -> Deferred[None]:
+        self.holds.append((set(file_ids), until))
+        return succeed(None)
+
+    def claim_due(self, *args: object) -> Deferred[list[FileRecord]]:
+        return succeed([])
+
+
+def test_the_running_service_holds_uploads_in_flight_every_interval() -> None:
+    """Started with uploads in flight, the service holds their records at once
+    and every HOLD_INTERVAL, each for HOLD_LEASE, and stops holding when it stops."""
+    clock = Clock()
+    clock.advance(1000)
+    store = HoldingStore()
+    flying = ["one", "two"]
+    maintenance = Maintenance(
+        store,  # type: ignore[arg-type]
+        object(),  # type: ignore[arg-type]
+        POLICY,
+        clock,
+        reconcile_at_start=False,
+        in_flight=lambda: list(flying),
+    )
+    maintenance.startService()
+    assert store.holds == [({"one", "two"}, 1000 + HOLD_LEASE)]
+    assert HOLD_LEASE > 2 * HOLD_INTERVAL
+    flying.pop()
+    clock.advance(HOLD_INTERVAL)
+    assert store.holds[-1] == ({"one"}, 1000 + HOLD_INTERVAL + HOLD_LEASE)
+    flying.clear()
+    clock.advance(HOLD_INTERVAL)
+    assert len(store.holds) == 2  # nothing in flight: no query
+    maintenance.stopService()
+    flying.append("three")
+    clock.advance(10 * HOLD_INTERVAL)
+    assert len(store.holds) == 2
