@@ -235,6 +235,9 @@ def _node(
             **overrides,
             "http": http,
             "node": {"roles": roles, "name": name},
+            # Thousands of unused slots per account, and more bytes than a
+            # day's budget: per-user quotas off, as for Prosody's share.
+            "quotas": {"bytes_per_window": 0, "pending_slots": 0},
         },
     )
     node.setup()
