@@ -173,7 +173,8 @@ class UploadRequest(Request):
     def _schedule_rate_check(self) -> None:
         site = getattr(self.channel, "site", None)
         rate = getattr(site, "min_upload_rate", 0)
-        window = getattr(site, "timeout", None) or 0
+        # twisted.web names the idle timeout timeOut.
+        window = getattr(site, "timeOut", None) or 0
         if rate and window and self._upload is not None:
             self._window_start = self._upload.bytes_received
             call_later = self.channel.callLater  # type: ignore[union-attr]
