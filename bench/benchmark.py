@@ -862,7 +862,9 @@ def profile_httpupload(
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
-        prog="bench/run", description=__doc__.split("\n\n")[0]
+        prog="bench/run",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2 min)")
     parser.add_argument(

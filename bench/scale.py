@@ -579,7 +579,9 @@ def costs(run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
-        prog="bench/scale", description=__doc__.split("\n\n")[0]
+        prog="bench/scale",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument("--quick", action="store_true", help="small counts (~1 min)")
     parser.add_argument("--repeat", type=int, default=0, help="rounds (median)")
