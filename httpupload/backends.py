@@ -4,11 +4,20 @@ Runs at start-up, before anything listens, and turns every failure into a
 ``ConfigError`` naming the key to fix.  The optional backends (S3,
 PostgreSQL) are imported only when named, so a single node needs neither
 botocore nor psycopg.
+
+A storage folder is the service user's alone: the SQLite database is
+created 0600 before SQLite opens it (SQLite gives its ``-wal`` and ``-shm``
+files the database's mode), and at start-up whatever an earlier version left
+readable to others is tightened, in a thread.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -26,13 +35,26 @@ log = Logger()
 class Backends:
     """The storage and metadata store of one node, and how to stop them."""
 
-    def __init__(self, storage: Storage, metadata: MetadataStore) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        metadata: MetadataStore,
+        tighten: Callable[[], Deferred[tuple[int, int]]] | None = None,
+    ) -> None:
         self.storage = storage
         self.metadata = metadata
+        # The walk that makes a storage folder owner-only (the service's
+        # start only: an operator command leaves the folder as it is).
+        self._tighten = tighten
 
     def start_storage(self) -> Deferred[None]:
         start = getattr(self.storage, "start", None)
-        return start() if start is not None else succeed(None)
+        started = start() if start is not None else succeed(None)
+        if self._tighten is not None:
+            tighten, self._tighten = self._tighten, None
+            # Not waited for: the folder itself is closed to others already.
+            tighten().addCallbacks(_tightened, _tighten_failed)
+        return started
 
     def stop_storage(self) -> Deferred[None]:
         close = getattr(self.storage, "close", None)
@@ -44,15 +66,51 @@ class Backends:
         return abort(older_than) if abort is not None else succeed(0)
 
 
+def _tightened(counts: tuple[int, int]) -> None:
+    tightened, failed = counts
+    if tightened or failed:
+        log.info(
+            "Made {tightened} files and folders in the storage folder owner-only "
+            "(0600/0700); {failed} could not be changed (owned by another user)",
+            tightened=tightened,
+            failed=failed,
+        )
+
+
+def _tighten_failed(failure: Any) -> None:
+    log.failure("Making the storage folder owner-only failed", failure)
+
+
 def open_backends(config: Config, reactor: Any, *, tool: bool = False) -> Backends:
     """The node's backends; ``tool``: for an operator command beside a running
-    service (nothing created, cleared or upgraded)."""
+    service (nothing created, cleared, upgraded or re-moded)."""
     if tool:
         _check_tool_folder(config)
-    return Backends(
-        _storage(config, reactor, prepare=not tool),
-        _metadata(config, reactor, upgrade=not tool),
-    )
+    storage = _storage(config, reactor, prepare=not tool)
+    tighten = None if tool else getattr(storage, "tighten_modes", None)
+    return Backends(storage, _metadata(config, reactor, upgrade=not tool), tighten)
+
+
+def private_database(path: Path) -> None:
+    """Make the SQLite file (if need be) and its journals owner-only.
+
+    SQLite creates a new database with the umask's mode (0644 under the usual
+    022) and its ``-wal`` and ``-shm`` files with the database's mode, so the
+    file is made 0600 before SQLite opens it; those of an earlier version are
+    narrowed.  Blocking, at start-up.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (
+        path,
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+    ):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(name, mode & 0o700)
 
 
 def _check_tool_folder(config: Config) -> None:
@@ -139,7 +197,13 @@ def _metadata(config: Config, reactor: Any, *, upgrade: bool = True) -> Metadata
         config.storage.path / FILE_NAME, reactor, upgrade=upgrade
     )
     try:
+        if upgrade:
+            private_database(sqlite_store.path)
         sqlite_store.open()
+    except OSError as e:
+        raise ConfigError(
+            "[storage] path", f"cannot use {sqlite_store.path}: {e.strerror}"
+        ) from None
     except (sqlite3.Error, RuntimeError) as e:
         raise ConfigError(
             "[storage] path", f"cannot use {sqlite_store.path}: {e}"

@@ -15,6 +15,11 @@ are still read, served and deleted).  A link onto an existing name fails,
 which makes the commit "create only": two PUTs racing for the same slot
 cannot overwrite each other, and a reader sees either nothing or the whole
 file with its info.
+
+Nobody but the service's user reads what is stored: every folder is made
+0700 and every file 0600, whatever the umask (explicit modes on ``mkdir``
+and ``open``; the umask can only narrow them), and ``tighten_modes`` takes
+group and other access from what an earlier version left readable.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import struct
 import time
 from dataclasses import asdict
@@ -51,6 +57,10 @@ _TRAILER = struct.Struct(">Q8s")  # length of the JSON, then MAGIC
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # A large upload is synced in the background every this many bytes.
 SYNC_EVERY = 32 * 1024 * 1024
+# Owner-only: stored files and folders hold uploads and capability URLs.
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+_NOT_OWNERS = 0o077
 
 log = Logger()
 
@@ -61,6 +71,41 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_private(path: Path) -> BinaryIO:
+    """A new file at ``path``, open for writing, readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def tighten_modes(root: Path) -> tuple[int, int]:
+    """Take group and other access from everything under ``root`` (and itself).
+
+    Blocking (a walk of the whole folder): run it in a thread.  Symbolic
+    links are neither followed nor changed.  Returns how many entries were
+    tightened and how many could not be (owned by someone else).
+    """
+    tightened = failed = 0
+
+    def tighten(path: str) -> None:
+        nonlocal tightened, failed
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) or not mode & _NOT_OWNERS:
+                return
+            os.chmod(path, stat.S_IMODE(mode) & ~_NOT_OWNERS, follow_symlinks=False)
+            tightened += 1
+        except FileNotFoundError:
+            pass  # gone meanwhile (an upload finished, a file expired)
+        except OSError:
+            failed += 1
+
+    tighten(str(root))
+    for folder, folders, files in os.walk(root):
+        for name in (*folders, *files):
+            tighten(os.path.join(folder, name))
+    return tightened, failed
 
 
 def _write_error(error: OSError) -> UploadRefused:
@@ -99,7 +144,7 @@ class FilesystemUpload:
         self._storage = storage
         self._file_id = file_id
         self._path = path
-        self._file: BinaryIO | None = open(path, "xb")
+        self._file: BinaryIO | None = create_private(path)
         self._error: OSError | None = None
         self._done = False
         self._unsynced = 0
@@ -240,12 +285,30 @@ class FilesystemStorage:
         listens, so no upload can be in flight: every partial in ``tmp/`` is
         a leftover (one process owns a storage folder).
         """
-        for folder in (self.root, self._tmp, self._files):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+        self._close_root()
+        for folder in (self._tmp, self._files):
+            folder.mkdir(exist_ok=True, mode=FOLDER_MODE)
         probe = self._tmp / f".probe-{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
+        create_private(probe).close()
         probe.unlink()
         return self._remove_partials(older_than=float("inf"))
+
+    def _close_root(self) -> None:
+        """Close the folder to others at once; what is inside is tightened
+        in a thread (``tighten_modes``) once the reactor runs."""
+        mode = stat.S_IMODE(self.root.stat().st_mode)
+        if not mode & _NOT_OWNERS:
+            return
+        try:
+            os.chmod(self.root, mode & ~_NOT_OWNERS)
+        except PermissionError:
+            log.warn(
+                "{root} is open to other users (mode {mode:o}) and not ours to "
+                "change: make it owner-only (chmod 700)",
+                root=self.root,
+                mode=mode,
+            )
 
     def _in_thread(self, f, *args) -> Deferred:  # type: ignore[no-untyped-def]
         return deferToThreadPool(self._reactor, self._threadpool, f, *args)
@@ -269,7 +332,7 @@ class FilesystemStorage:
         final = self._path(file_id)
         assert final is not None
         try:
-            final.parent.mkdir()
+            final.parent.mkdir(mode=FOLDER_MODE)
             new_shard = True
         except FileExistsError:
             new_shard = False
@@ -406,6 +469,10 @@ class FilesystemStorage:
                 Path(entry.path).unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def tighten_modes(self) -> Deferred[tuple[int, int]]:
+        """``tighten_modes`` of the storage folder, in a thread."""
+        return self._in_thread(tighten_modes, self.root)
 
     def remove_partials(self, max_age: float = 0) -> Deferred[int]:
         """Throw away partial uploads untouched for ``max_age`` seconds."""
