@@ -5,7 +5,10 @@ the ``Authorization`` header or the URL's ``token`` query parameter), the URL
 it was minted for, its expiry (judged now, when the PUT starts, so a long
 upload that began in time completes), the Content-Length and Content-Type.
 The receiver also keeps the uploads in flight: to bound them per client
-address, and to drain them before the process stops.
+address, to drain them before the process stops, and to keep one per slot
+(a new PUT of a slot cuts off the older one and waits until its partial file
+is gone, so nothing is ever written twice for one slot).  A body goes to
+storage only once the slot's record says it is not stored yet.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,8 +32,10 @@ from httpupload.errors import (
     LengthMismatch,
     LengthRequired,
     ShuttingDown,
+    StorageUnavailable,
     TooManyUploads,
     TypeMismatch,
+    UploadRefused,
 )
 from httpupload.metadata import MetadataStore
 from httpupload.slots import (
@@ -45,6 +50,9 @@ from httpupload.storage import FileInfo, PendingUpload, Storage
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TOKEN_PARAMETER = "token"  # noqa: S105 (a parameter name)
 DEFAULT_MAX_UPLOADS_PER_ADDRESS = 16
+# Body bytes held while a PUT waits to be admitted.  The connection stops
+# being read at the first chunk, so this is one socket read in practice.
+MAX_HELD = 1024 * 1024
 
 log = Logger()
 
@@ -99,39 +107,128 @@ def _stored_type(slot: Slot, header: bytes | None) -> str:
 
 
 class IncomingUpload:
-    """The body of one accepted PUT, hashed and written as it arrives."""
+    """The body of one accepted PUT, hashed and written as it arrives.
+
+    Nothing goes to storage until the upload is *admitted* (``admit_when``):
+    its record is not complete, and an older PUT of the same slot has been
+    thrown away.  Until then the first chunks are held here and ``write``
+    asks the connection to stop reading; a refusal then (409, 403, 503) is
+    the answer once the body is in, and no byte of it was stored.
+    """
 
     def __init__(
         self,
         slot: Slot,
         content_type: str,
-        pending: PendingUpload,
+        begin_write: Callable[[], PendingUpload],
         clock: IReactorTime,
         on_done: Callable[[IncomingUpload], None],
         on_stored: Callable[[Slot, FileInfo], Deferred[None]] | None = None,
         adopt_stored: Callable[[Slot, FileInfo], Deferred[FileInfo | None]]
         | None = None,
+        replaces: IncomingUpload | None = None,
     ) -> None:
         self.slot = slot
         self.content_type = content_type
-        self._pending = pending
+        self._begin_write = begin_write
+        self._pending: PendingUpload | None = None
         self._on_stored = on_stored
         self._adopt_stored = adopt_stored
         self._clock = clock
         self._on_done: Callable[[IncomingUpload], None] | None = on_done
         self._sha256 = hashlib.sha256()
         self.finished = False
+        self.aborted = False
         # Counted here, not by storage: a write that failed (full disk) must
         # be reported as such on commit, not as a short body.
         self.bytes_received = 0
-        # Set by whoever holds the connection: cuts it off when a drain ends.
+        # Set by whoever holds the connection: cuts it off (a drain ends, or
+        # a newer PUT of the slot replaces this one).
         self.cancel: Callable[[], None] = lambda: None
         self._aborting: Deferred[None] | None = None
+        # Admission: chunks held until then (None once decided), who waits.
+        self._held: list[bytes] | None = []
+        self._held_bytes = 0
+        self._decided = False
+        self._waiting: list[Deferred[None]] = []
+        self._refusal: UploadRefused | None = None
+        # The outcome: stored or not, once this upload is over.
+        self._replaces = replaces
+        self._over: Deferred[bool] = Deferred()
+        self._settling = False
+
+    # -- admission -----------------------------------------------------------
+
+    def admit_when(self, decided: Deferred[None]) -> None:
+        """Send the body to storage once ``decided`` fires; if it fails (with
+        an ``UploadRefused``), refuse the upload with that error."""
+        decided.addCallbacks(self._admit, self._refuse)
+
+    def _admit(self, _: object) -> None:
+        held, self._held = self._held or [], None
+        if self.aborted:
+            self._wake(None)
+            return
+        try:
+            self._pending = self._begin_write()
+        except UploadRefused as e:
+            self._refusal = e
+            self._wake(None)
+            return
+        behind = None
+        for chunk in held:
+            behind = self._pending.write(chunk) or behind
+        self._wake(behind)
+
+    def _refuse(self, failure: Failure) -> None:
+        self._held = None
+        if isinstance(failure.value, UploadRefused):
+            self._refusal = failure.value
+        else:
+            log.failure("Admitting an upload failed", failure)
+            self._refusal = UploadRefused("Internal error")
+        self._wake(None)
+
+    def _wake(self, behind: Deferred[None] | None) -> None:
+        self._decided = True
+        waiting, self._waiting = self._waiting, []
+
+        def wake(result: object = None) -> object:
+            for waiter in waiting:
+                waiter.callback(None)
+            return result
+
+        if behind is None:
+            wake()
+        else:
+            behind.addBoth(wake)
+
+    def _admitted(self) -> Deferred[None]:
+        """Fires once admission is decided (and the held chunks written)."""
+        if self._decided and not self._waiting:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    # -- the body --------------------------------------------------------------
 
     def write(self, data: bytes) -> Deferred[None] | None:
         """Take a chunk; a Deferred asks the caller to hold the rest back."""
         self.bytes_received += len(data)
         self._sha256.update(data)
+        if self._held is not None:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > MAX_HELD:
+                # The caller did not stop reading: cut it off, hold no more.
+                log.warn("An upload sent too much before it was admitted; cut off")
+                self.abort()
+                self.cancel()
+                return None
+            return self._admitted()
+        if self._pending is None or self.aborted:
+            return None  # refused, or thrown away: the body is dropped
         return self._pending.write(data)
 
     def release(self) -> None:
@@ -149,6 +246,20 @@ class IncomingUpload:
     def finish(self) -> Deferred[FileInfo]:
         """Commit if the whole body arrived; the Deferred fails otherwise."""
         self.finished = True
+        d = self._admitted().addCallback(lambda _: self._commit())
+
+        def over(result: FileInfo | Failure) -> FileInfo | Failure:
+            self._settle(not isinstance(result, Failure))
+            return result
+
+        return d.addBoth(over)
+
+    def _commit(self) -> Deferred[FileInfo]:
+        if self._refusal is not None:
+            return fail(self._refusal)
+        pending = self._pending
+        if pending is None:
+            return fail(UploadRefused("The upload was cut off"))
         if self.bytes_received != self.slot.size:
             received = self.bytes_received
 
@@ -157,7 +268,7 @@ class IncomingUpload:
                     f"Body has {received} bytes, the slot is for {self.slot.size}"
                 )
 
-            return self._pending.abort().addCallback(incomplete)
+            return pending.abort().addCallback(incomplete)
         info = FileInfo(
             file_id=self.slot.file_id,
             filename=self.slot.filename,
@@ -166,7 +277,7 @@ class IncomingUpload:
             sha256=self._sha256.hexdigest(),
             created=self._clock.seconds(),
         )
-        committed = self._pending.commit(info)
+        committed = pending.commit(info)
         if self._on_stored is not None:
             on_stored = self._on_stored
             committed.addCallback(lambda _: on_stored(self.slot, info))
@@ -191,15 +302,53 @@ class IncomingUpload:
         return adopt(self.slot, info).addCallback(adopted)
 
     def abort(self) -> Deferred[None]:
-        self.finished = True
+        """Throw the partial file away (if any); safe to call more than once."""
+        if self._aborting is not None:
+            again: Deferred[None] = Deferred()
+
+            def tell(result: None) -> None:
+                again.callback(None)
+                return result
+
+            self._aborting.addCallback(tell)
+            return again
+        self.finished = self.aborted = True
+        self._held = None
         aborting: Deferred[None] = Deferred()
         self._aborting = aborting
+        pending = self._pending
+        discarded = pending.abort() if pending is not None else succeed(None)
 
         def settled(result: object) -> object:
             aborting.callback(None)
+            self._settle(False)
             return result
 
-        return self._pending.abort().addBoth(settled)
+        return discarded.addBoth(settled)
+
+    # -- the outcome -------------------------------------------------------------
+
+    def _settle(self, stored: bool) -> None:
+        if self._settling:
+            return
+        self._settling = True
+        replaced, self._replaces = self._replaces, None
+        if stored or replaced is None:
+            self._over.callback(stored)
+        else:
+            replaced.outcome().addCallback(self._over.callback)
+
+    def outcome(self) -> Deferred[bool]:
+        """Fires once this upload is over, its partial file gone: True if the
+        slot's file is stored, by this upload or one it replaced."""
+        told: Deferred[bool] = Deferred()
+
+        def tell(stored: bool) -> bool:
+            told.callback(stored)
+            return stored
+
+        self._over.addCallback(tell)
+        return told
 
 
 class UploadReceiver:
@@ -219,6 +368,8 @@ class UploadReceiver:
         self._metadata = metadata
         self.max_uploads_per_address = max_uploads_per_address
         self._in_flight: dict[str, set[IncomingUpload]] = {}
+        # The newest upload of each slot, until it is over: one at a time.
+        self._by_slot: dict[str, IncomingUpload] = {}
         self.draining = False
         self._drained: list[Deferred[None]] = []
 
@@ -267,18 +418,63 @@ class UploadReceiver:
                 f"At most {self.max_uploads_per_address} uploads at a time "
                 "from one address"
             )
-        pending = self._storage.begin_write(slot.file_id)
+        file_id = slot.file_id
+        older = self._by_slot.get(file_id)
+        if older is not None and not older.finished:
+            # Most likely the same client again, its first connection dead
+            # but not yet noticed: the newer PUT is the one to keep.
+            log.info(
+                "A new PUT of {id}… replaces one still in flight; cutting that off",
+                id=file_id[:6],
+            )
+            older.abort().addErrback(
+                lambda f: log.failure("Discarding a replaced upload failed", f)
+            )
+            older.cancel()
         upload = IncomingUpload(
             slot,
             content_type,
-            pending,
+            lambda: self._storage.begin_write(file_id),
             self._clock,
             on_done=lambda u: self._forget(address, u),
             on_stored=self._record if self._metadata is not None else None,
             adopt_stored=self._adopt if self._metadata is not None else None,
+            replaces=older,
         )
+        self._by_slot[file_id] = upload
+        upload.outcome().addCallback(lambda _: self._slot_over(upload))
         uploads.add(upload)
+        upload.admit_when(ensureDeferred(self._admission(slot, older)))
         return upload
+
+    def _slot_over(self, upload: IncomingUpload) -> None:
+        if self._by_slot.get(upload.slot.file_id) is upload:
+            del self._by_slot[upload.slot.file_id]
+
+    async def _admission(self, slot: Slot, older: IncomingUpload | None) -> None:
+        """Whether a PUT may send its body to storage; raises UploadRefused.
+
+        Waits for the older PUT of the slot (if any) to be over, its partial
+        file gone; then refuses a slot whose record is complete (stored files
+        never change, even on an object store that ignores the create-only
+        condition of the commit) or gone.  No metadata store (an embedding
+        without one): the create-only commit alone decides.
+        """
+        if older is not None and await older.outcome():
+            raise AlreadyStored("This slot has already been used")
+        if self._metadata is None:
+            return
+        try:
+            record = await self._metadata.get(slot.file_id)
+        except Exception:
+            log.failure("Looking up the record of {id}… failed", id=slot.file_id[:6])
+            raise StorageUnavailable(
+                "Upload records are unavailable; try again shortly"
+            ) from None
+        if record is not None and record.completed:
+            raise AlreadyStored("This slot has already been used")
+        if record is None or record.owner != slot.owner:
+            raise InvalidSlot("The slot was withdrawn")
 
     async def _record_stored(self, slot: Slot, info: FileInfo) -> None:
         """Mark the slot's record stored, before the 201 goes out."""
