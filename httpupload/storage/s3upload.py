@@ -14,6 +14,16 @@ racing for one slot cannot overwrite each other.  A multipart upload's
 metadata is fixed when it starts, before the digest is known; the object is
 created marked partial and its info is set by a copy onto itself (a
 metadata-only operation on the stores we know), which readers see at once.
+
+One upload in flight per object, across nodes: a multipart upload lists
+the key's multipart uploads in progress, creates its own, then aborts those
+listed (a phone's retry on another node while this one still holds the dead
+connection), so the older one's next part fails with ``NoSuchUpload`` and
+it gives up; nothing is written twice for one slot.  Only uploads
+listed before ours existed are aborted, so two racing uploads can never
+abort each other (each would have to exist before the other): at worst
+both go on and the create-only commit decides.  Single-request uploads
+(under ``part_size``) stay in memory until the commit and need none of this.
 """
 
 from __future__ import annotations
@@ -128,6 +138,8 @@ class S3Upload:
         self._pump()
 
     async def _create(self) -> None:
+        # Listed before ours exists: everything listed is older than ours.
+        older = await self._older_uploads()
         try:
             _, body = await self._client.call(
                 "POST",
@@ -140,9 +152,75 @@ class S3Upload:
                 raise S3Error(200, "NoUploadId", "CreateMultipartUpload gave no id")
         except Exception as e:
             self._fail(e)
+        else:
+            self._pump()  # parts go out meanwhile; commit waits for both
+            await self._abort_older(older)
         self._creating = False
         self._pump()
         self._settle()
+
+    async def _older_uploads(self) -> list[str]:
+        """Ids of the key's multipart uploads in progress (none if unlisted)."""
+        try:
+            return await self._list_uploads()
+        except Exception as e:
+            log.warn(
+                "Could not list the uploads in flight of {key}: {error}",
+                key=self._key,
+                error=e,
+            )
+            return []
+
+    async def _abort_older(self, older: list[str]) -> None:
+        """Abort the key's uploads that were in progress before ours began.
+
+        A failure here is logged, not fatal: the create-only commit still
+        keeps the two from overwriting each other.
+        """
+        for upload_id in older:
+            try:
+                await self._client.call(
+                    "DELETE",
+                    self._key,
+                    query=query_string({"uploadId": upload_id}),
+                    ok=(200, 204, 404),
+                )
+            except Exception as e:
+                log.warn(
+                    "Could not abort an older upload of {key}: {error}",
+                    key=self._key,
+                    error=e,
+                )
+        if older:
+            log.info(
+                "A newer upload of {key} aborted {count} older ones in flight",
+                key=self._key,
+                count=len(older),
+            )
+
+    async def _list_uploads(self) -> list[str]:
+        """The id of every multipart upload in progress of exactly this key."""
+        found: list[str] = []
+        markers: dict[str, str | int | None] = {}
+        while True:
+            params: dict[str, str | int | None] = {
+                "uploads": None,
+                "prefix": self._key,
+                **markers,
+            }
+            _, body = await self._client.call("GET", "", query=query_string(params))
+            root = xml_children(body)
+            for upload in root.iter("Upload"):
+                upload_id = upload.findtext("UploadId") or ""
+                if upload.findtext("Key") == self._key and upload_id:
+                    found.append(upload_id)
+            following: dict[str, str | int | None] = {
+                "key-marker": root.findtext("NextKeyMarker") or "",
+                "upload-id-marker": root.findtext("NextUploadIdMarker") or "",
+            }
+            if root.findtext("IsTruncated") != "true" or following == markers:
+                return found
+            markers = following
 
     def _pump(self) -> None:
         if self._upload_id is None or self._error is not None:
