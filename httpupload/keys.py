@@ -6,7 +6,9 @@ refusing the slots already handed out under it.  Several nodes that check
 each other's slots must share the ring, so it can come from the config;
 a single node without one gets a key generated on first start in its storage
 folder (mode 0600) and read back on every later start (start-up only, before
-the reactor runs).
+the reactor runs); a kept key found readable by others (copied in by hand, or
+restored from a backup) is narrowed to 0600 before it signs anything, since
+whoever reads it can mint slots.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from twisted.logger import Logger
+
 from httpupload.errors import ConfigError
+
+log = Logger()
 
 KEY_FILE_NAME = "signing.key"
 # What the config asks of every key; the ring itself only refuses keys too
@@ -102,6 +109,7 @@ def load_or_create_signing_key(folder: Path) -> bytes:
             "[storage] path", f"cannot read {path}: {e.strerror}"
         ) from None
     if key is not None:
+        _keep_private(path)
         if len(key) < MIN_SIGNING_KEY_BYTES:
             raise ConfigError(
                 "[storage] path",
@@ -128,6 +136,25 @@ def load_or_create_signing_key(folder: Path) -> bytes:
             "[storage] path", f"cannot write {path}: {e.strerror}"
         ) from None
     return key
+
+
+def _keep_private(path: Path) -> None:
+    """Take group and other access from a kept key; refuse if that fails."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+            log.warn(
+                "{path} was readable by other users (mode {mode:o}); made it "
+                "owner-only. Anyone who read it could sign slots: replace it "
+                "if in doubt",
+                path=path,
+                mode=mode,
+            )
+    except OSError as e:
+        raise ConfigError(
+            "[storage] path", f"cannot make {path} owner-only: {e.strerror}"
+        ) from None
 
 
 def load_or_create_keyring(folder: Path) -> KeyRing:

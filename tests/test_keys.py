@@ -77,3 +77,11 @@ def test_generated_key_is_kept_and_ringed(tmp_path: Path) -> None:
     assert len(ring.current_key) >= 32
     assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
     assert load_or_create_keyring(tmp_path) == ring
+
+
+def test_a_kept_key_readable_by_others_is_made_owner_only(tmp_path: Path) -> None:
+    """A signing.key left 0644 (by hand, or a restore) is narrowed to 0600 at start."""
+    ring = load_or_create_keyring(tmp_path)
+    (tmp_path / KEY_FILE_NAME).chmod(0o644)
+    assert load_or_create_keyring(tmp_path) == ring
+    assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
