@@ -44,6 +44,7 @@ from httpupload.errors import ConfigError
 from httpupload.metadata import FileRecord
 from httpupload.owners import Uploads, display, uploaded_at
 from httpupload.policy import SlotPolicy
+from httpupload.privileges import run_as_storage_owner
 from httpupload.urls import BadFileUrl
 
 EXIT_OK = 0
@@ -578,6 +579,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     try:
         config = load_config(args.config)
+        # As root, become the service user first: SQLite's -wal and -shm
+        # files made by root would lock the service out of its own database.
+        run_as_storage_owner(config)
         uploads, backends = open_uploads(config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"httpupload: config error: {e}\n")

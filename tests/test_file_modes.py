@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from httpupload.storage.filesystem import FilesystemStorage, tighten_modes
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
+ADMIN = [sys.executable, "-m", "httpupload"]
 
 
 def mode(path: Path) -> int:
@@ -356,3 +358,75 @@ def test_a_root_run_command_leaves_nothing_root_owned() -> None:
             assert os.lstat(path).st_uid == NOBODY, path.name
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest_twisted.ensureDeferred
+async def test_httpupload_admin_run_as_root_leaves_the_database_to_its_owner(
+    tmp_path: Path,
+) -> None:
+    """`httpupload-admin` as root on a folder of the service user's runs as that
+    user, and a crash leaves every file there (database, -wal, -shm) theirs."""
+    from httpupload.metadata import FileRecord
+    from httpupload.metadata.sqlite import FILE_NAME, SQLiteMetadataStore
+    from httpupload.slots import new_file_id
+    from httpupload.storage.filesystem import FilesystemStorage
+
+    store = Path(tempfile.mkdtemp(prefix="httpupload-admin-", dir="/tmp"))
+    try:
+        # The folder as the service leaves it, then handed to its user.
+        FilesystemStorage(store, reactor, reactor.getThreadPool()).prepare()
+        metadata = SQLiteMetadataStore(store / FILE_NAME, reactor)
+        await metadata.start()
+        now = time.time()
+        slot = FileRecord(
+            file_id=new_file_id(),
+            owner="alice@localhost",
+            filename="a.txt",
+            size=1,
+            content_type=None,
+            purpose="message",
+            created=now,
+            slot_expires=now + 300,
+            expires=None,
+        )
+        await metadata.reserve(slot, 86400, lambda usage: None)
+        await metadata.stop()
+        for path in [store, *store.rglob("*")]:
+            os.lchown(path, NOBODY, NOBODY)
+        config = tmp_path / "httpupload.toml"
+        config.write_text(
+            '[component]\njid = "upload.localhost"\nsecret = "topsecret"\n'
+            '[http]\npublic_url = "https://upload.localhost/"\n'
+            f'[storage]\npath = "{store}"\n'
+        )
+        # delete-user asks before it deletes: the database is open meanwhile,
+        # and a kill -9 then leaves its -wal and -shm behind, as a crash would.
+        command = subprocess.Popen(
+            [*ADMIN, "--config", str(config), "delete-user", "alice@localhost"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wal = store / f"{FILE_NAME}-wal"
+            for _ in range(200):
+                if wal.exists() or command.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert wal.exists(), command.communicate(timeout=10)
+            # The command itself runs as the folder's owner (real and
+            # effective uid), not only the files it makes.
+            status = Path(f"/proc/{command.pid}/status").read_text()
+            uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert uids.split()[1:3] == [str(NOBODY)] * 2, uids
+        finally:
+            command.kill()
+            command.communicate(timeout=10)
+        left = [store, *store.rglob("*")]
+        assert {p.name: os.lstat(p).st_uid for p in left} == {
+            p.name: NOBODY for p in left
+        }
+    finally:
+        subprocess.run(["rm", "-rf", str(store)], check=False)
