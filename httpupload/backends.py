@@ -60,10 +60,14 @@ class Backends:
         close = getattr(self.storage, "close", None)
         return close() if close is not None else succeed(None)
 
-    def abort_stale_uploads(self, older_than: float) -> Deferred[int]:
-        """Multipart uploads a crashed node left in an object store; 0 elsewhere."""
+    def abort_stale_uploads(self) -> Deferred[int]:
+        """Multipart uploads a crashed node left in an object store; 0 elsewhere.
+
+        How old counts as stale is the store's own setting
+        (``[storage.s3] stale_multipart_after``).
+        """
         abort = getattr(self.storage, "abort_stale_uploads", None)
-        return abort(older_than) if abort is not None else succeed(0)
+        return abort() if abort is not None else succeed(0)
 
 
 def _tightened(counts: tuple[int, int]) -> None:
@@ -146,9 +150,14 @@ def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
                 f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
             ) from None
         try:
-            return S3Storage(s.s3, reactor)
+            storage = S3Storage(s.s3, reactor)
         except ValueError as e:
             raise ConfigError("[storage.s3]", str(e)) from None
+        if prepare:
+            # Blocking, before the reactor runs: a store that would lose
+            # uploads stops start-up with one line (storage/s3probe.py).
+            storage.check_at_start(largest_file=config.limits.max_file_size)
+        return storage
     from httpupload.storage.filesystem import FilesystemStorage
 
     assert s.path is not None

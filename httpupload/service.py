@@ -18,7 +18,7 @@ from httpupload.backends import Backends, open_backends, signing_keys
 from httpupload.config import Config
 from httpupload.direct import DirectStorage, DirectUrls
 from httpupload.errors import ConfigError
-from httpupload.expiry import DEAD_SLOT_AFTER, Maintenance
+from httpupload.expiry import Maintenance
 from httpupload.metadata import MetadataStore
 from httpupload.metadata.cache import CachedRecords
 from httpupload.metrics import Metrics, MetricsResource
@@ -116,7 +116,7 @@ class BackendsService(Service):
             if count:
                 log.info("Aborted {count} stale multipart uploads", count=count)
 
-        d = self.backends.abort_stale_uploads(DEAD_SLOT_AFTER)
+        d = self.backends.abort_stale_uploads()
         d.addCallback(done)
         d.addErrback(
             lambda f: log.failure("Sweeping stale multipart uploads failed", f)

@@ -336,3 +336,44 @@ def test_probe_object_is_never_a_file(seaweedfs: SeaweedFS, bucket: str) -> None
     from httpupload.slots import FILE_ID_RE
 
     assert not FILE_ID_RE.fullmatch(PROBE_NAME + "0" * 16)
+
+
+def test_the_service_does_not_start_on_a_store_that_drops_metadata(
+    seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore], tmp_path: Any
+) -> None:
+    """Building the service (as twistd does) on such a store stops with one line
+    naming [storage.s3], before any listener or database is opened."""
+    from pathlib import Path
+
+    from httpupload.config import parse_config
+    from httpupload.service import make_service
+
+    proxy = weaker(drop_metadata=True)
+    config = parse_config(
+        {
+            "component": {"jid": "upload.localhost", "secret": "s"},
+            "http": {
+                "public_url": "https://upload.localhost/",
+                "signing_key": "k" * 32,
+            },
+            "storage": {
+                "backend": "s3",
+                "s3": {
+                    "bucket": bucket,
+                    "prefix": f"probe{next(_prefixes)}/",
+                    "endpoint": proxy.endpoint,
+                    "region": REGION,
+                    "access_key_id": seaweedfs.access_key,
+                    "secret_access_key": seaweedfs.secret_key,
+                },
+            },
+            # Never reached: the store is judged first.
+            "metadata": {"backend": "postgresql", "dsn": "postgresql://127.0.0.1:1/x"},
+        },
+        Path(tmp_path),
+    )
+    with pytest.raises(ConfigError) as refused:
+        make_service(config, reactor)
+    assert refused.value.key == "[storage.s3]"
+    assert "drops user metadata" in str(refused.value)
+    assert "\n" not in str(refused.value)
