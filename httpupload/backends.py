@@ -150,14 +150,14 @@ def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
                 f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
             ) from None
         try:
-            storage = S3Storage(s.s3, reactor)
+            bucket = S3Storage(s.s3, reactor)
         except ValueError as e:
             raise ConfigError("[storage.s3]", str(e)) from None
         if prepare:
             # Blocking, before the reactor runs: a store that would lose
             # uploads stops start-up with one line (storage/s3probe.py).
-            storage.check_at_start(largest_file=config.limits.max_file_size)
-        return storage
+            bucket.check_at_start(largest_file=config.limits.max_file_size)
+        return bucket
     from httpupload.storage.filesystem import FilesystemStorage
 
     assert s.path is not None

@@ -197,6 +197,9 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     if receiver is not None:
         in_flight = receiver
         metrics.uploads_in_flight.set_function(lambda: in_flight.in_flight)
+        # Unused slots are swept minutes after they expire: an upload still
+        # arriving keeps its record by a hold.
+        expiry.in_flight = receiver.slot_ids
     if xmpp is not None:
         component = xmpp
         metrics.watch_component(lambda: component.state)

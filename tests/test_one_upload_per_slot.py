@@ -359,6 +359,20 @@ def test_a_new_put_cuts_off_the_one_in_flight() -> None:
     assert world.storage.begun == [slot.file_id, slot.file_id]
 
 
+def test_slots_in_flight_are_named_until_their_upload_is_over() -> None:
+    """The receiver names the slots still arriving (the sweep holds their
+    records), and forgets one once its answer is out."""
+    world = Receiving(Overwriting(), Records())
+    slot, token = world.slot()
+    upload = world.start(slot, token)
+    upload.write(b"he")
+    assert world.receiver.slot_ids() == [slot.file_id]
+    upload.write(b"llo")
+    result_of(upload.finish())
+    upload.release()
+    assert world.receiver.slot_ids() == []
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_used_slot_is_409_over_http_on_a_store_that_would_overwrite() -> None:
     """End to end: the second PUT of a used slot is 409 and the file unchanged."""

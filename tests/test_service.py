@@ -55,6 +55,16 @@ def test_children_in_start_order(tmp_path: Path) -> None:
     assert (tmp_path / "store" / KEY_FILE_NAME).read_bytes() == key
 
 
+def test_the_sweep_holds_this_nodes_uploads_in_flight(tmp_path: Path) -> None:
+    """With the http role, the expiry child asks the upload receiver which
+    slots are still arriving; without it, it knows of none (the long grace)."""
+    service = make_service(config(tmp_path), reactor)
+    expiry = service.getServiceNamed("expiry")
+    receiver = service.getServiceNamed("http").factory.uploads
+    assert expiry.in_flight is not None
+    assert expiry.in_flight == receiver.slot_ids
+
+
 @pytest.mark.parametrize(
     ("roles", "names"),
     [

@@ -532,6 +532,11 @@ class UploadReceiver:
     def in_flight(self) -> int:
         return sum(len(u) for u in self._in_flight.values())
 
+    def slot_ids(self) -> list[str]:
+        """File ids of the uploads in flight: the sweep must keep their records
+        (``Maintenance`` holds them), however long past the slot's expiry."""
+        return [u.slot.file_id for uploads in self._in_flight.values() for u in uploads]
+
     def drain(self, grace: float) -> Deferred[None]:
         """Refuse new uploads; let those in flight finish for ``grace`` seconds.
 
