@@ -19,6 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from httpupload.direct import DirectStorage, complete_direct_uploads
+from httpupload.logs import short_id
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
@@ -72,7 +73,7 @@ async def reconcile(
             if await metadata.get(file_id) is None:
                 raise
             continue
-        log.warn("Adopted stored file {id:.6}… that had no record", id=file_id)
+        log.warn("Adopted stored file {id} that had no record", id=short_id(file_id))
         adopted += 1
     for file_id in sorted(stored & incomplete):
         # Stored but not marked: the process died between commit and record.
@@ -81,7 +82,7 @@ async def reconcile(
             await metadata.complete(
                 file_id, info.sha256, info.content_type, info.created
             )
-            log.info("Completed the record of stored file {id:.6}…", id=file_id)
+            log.info("Completed the record of stored file {id}", id=short_id(file_id))
             completed += 1
     for file_id in sorted(known - stored - incomplete):
         found = await metadata.get(file_id)
@@ -90,7 +91,7 @@ async def reconcile(
         if found.completed_at is not None and found.completed_at >= started:
             continue  # stored while we were looking: not an orphan
         await metadata.delete(file_id)
-        log.warn("Dropped the record of {id:.6}…: its file is gone", id=file_id)
+        log.warn("Dropped the record of {id}: its file is gone", id=short_id(file_id))
         dropped += 1
     return adopted, completed, dropped
 

@@ -45,6 +45,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 
 from httpupload.errors import AlreadyStored, StorageFull, UploadRefused
+from httpupload.logs import redact
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, StoredFile
 from httpupload.storage.sending import send_file
@@ -361,7 +362,10 @@ class FilesystemStorage:
             raise
         if info is None:
             handle.close()
-            log.warn("Stored file {path} has no valid info; not served", path=path)
+            log.warn(
+                "Stored file {path} has no valid info; not served",
+                path=redact(str(path)),
+            )
             return None
         return FilesystemFile(info, handle)
 

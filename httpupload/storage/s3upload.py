@@ -43,6 +43,7 @@ from httpupload.errors import (
     StorageUnavailable,
     UploadRefused,
 )
+from httpupload.logs import redact
 from httpupload.storage import FileInfo
 from httpupload.storage.s3client import S3Client, S3Error, query_string, xml_children
 from httpupload.storage.s3meta import PARTIAL, info_headers
@@ -166,8 +167,8 @@ class S3Upload:
         except Exception as e:
             log.warn(
                 "Could not list the uploads in flight of {key}: {error}",
-                key=self._key,
-                error=e,
+                key=redact(self._key),
+                error=redact(str(e)),
             )
             return []
 
@@ -188,13 +189,13 @@ class S3Upload:
             except Exception as e:
                 log.warn(
                     "Could not abort an older upload of {key}: {error}",
-                    key=self._key,
-                    error=e,
+                    key=redact(self._key),
+                    error=redact(str(e)),
                 )
         if older:
             log.info(
                 "A newer upload of {key} aborted {count} older ones in flight",
-                key=self._key,
+                key=redact(self._key),
                 count=len(older),
             )
 
@@ -253,7 +254,11 @@ class S3Upload:
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-            log.warn("S3 upload of {key} failed: {error}", key=self._key, error=error)
+            log.warn(
+                "S3 upload of {key} failed: {error}",
+                key=redact(self._key),
+                error=redact(str(error)),
+            )
         self._queued.clear()
         self._chunks = []
         self._settle()
@@ -353,7 +358,11 @@ class S3Upload:
         try:
             await self._client.call("DELETE", self._key)
         except Exception as e:
-            log.warn("Could not delete {key}: {error}", key=self._key, error=e)
+            log.warn(
+                "Could not delete {key}: {error}",
+                key=redact(self._key),
+                error=redact(str(e)),
+            )
 
     async def _abort_remote(self) -> None:
         """Abort the multipart upload once every part has settled."""
@@ -373,7 +382,9 @@ class S3Upload:
         except Exception as e:
             # The sweep (abort_stale_uploads) gets it later.
             log.warn(
-                "Could not abort the upload of {key}: {error}", key=self._key, error=e
+                "Could not abort the upload of {key}: {error}",
+                key=redact(self._key),
+                error=redact(str(e)),
             )
 
     def abort(self) -> Deferred[None]:

@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from httpupload.errors import HttpUploadError
+from httpupload.logs import short_id
 from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage, StoredFile
@@ -243,7 +244,9 @@ class UploadResource(Resource):
             response.send(plain(request, 500, "Storing the upload failed"))
             return
         log.info(
-            "Stored {size} bytes as {file_id:.6}…", size=info.size, file_id=info.file_id
+            "Stored {size} bytes as {file_id}",
+            size=info.size,
+            file_id=short_id(info.file_id),
         )
         tag = etag(info)
         if tag is not None:

@@ -37,6 +37,7 @@ from httpupload.errors import (
     TypeMismatch,
     UploadRefused,
 )
+from httpupload.logs import short_id
 from httpupload.metadata import MetadataStore
 from httpupload.slots import (
     Slot,
@@ -511,7 +512,7 @@ class UploadReceiver:
         )
         if done is None:
             return None
-        log.info("Recorded {id:.6}…, stored by an earlier try", id=slot.file_id)
+        log.info("Recorded {id}, stored by an earlier try", id=short_id(slot.file_id))
         return stored
 
     def _adopt(self, slot: Slot, info: FileInfo) -> Deferred[FileInfo | None]:

@@ -41,6 +41,7 @@ from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
 from zope.interface import implementer
 
 from httpupload.errors import NotAllowed
+from httpupload.logs import short_id
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.owners import (
     Listed,
@@ -690,9 +691,9 @@ class AdHocHandler(XMPPHandler, IQHandlerMixin):
             raise command_error("item-not-found", "cancel", "That file is already gone")
         self.sessions.end(session)
         log.info(
-            "{owner} deleted {file_id:.6}… ({size} bytes)",
+            "{owner} deleted {file_id} ({size} bytes)",
             owner=session.owner,
-            file_id=record.file_id,
+            file_id=short_id(record.file_id),
             size=record.size,
         )
         return command_element(

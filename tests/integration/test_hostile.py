@@ -88,10 +88,14 @@ def _upload(client: XmppClient, service: HttpUpload, name: str, data: bytes) -> 
 
 
 def _raw(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
-    """Send payload on a fresh connection and read until the server closes it."""
+    """Send payload on a fresh connection and read until the server closes it.
+
+    The payload's last request should say ``Connection: close`` (or be one the
+    server answers by closing): a half-close from us would end the connection
+    before a slower answer (twisted.web takes EOF for the client gone).
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -116,6 +120,7 @@ def test_invented_methods_do_not_grow_the_metrics(hostile: HttpUpload) -> None:
             f"{m} /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
             for m in (next(methods) for _ in range(batch))
         )
+        payload += b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         answer = _raw(hostile.http_port, payload, timeout=30)
         assert answer.startswith(b"HTTP/1.1 "), answer[:200]
     after = _metrics(hostile)
@@ -146,7 +151,7 @@ def test_a_range_of_thousands_of_digits_is_answered(
     assert answer.endswith(data)
     huge_length = (
         f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Length: {'9' * 5000}\r\n\r\n"
+        f"Content-Length: {'9' * 5000}\r\nConnection: close\r\n\r\n"
     ).encode()
     assert _raw(hostile.http_port, huge_length).startswith(b"HTTP/1.1 400 ")
     time.sleep(0.5)
