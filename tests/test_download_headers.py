@@ -242,7 +242,7 @@ async def test_an_error_before_the_response_starts_is_a_500(
     monkeypatch.setattr(resource, "is_inline", broken)
     response, body = await get(bare, path)
     assert response.code == 500
-    assert body == b"Answering the request failed\n"
+    assert body == b"Internal server error\n"
     assert header(response, "Content-Type") == "text/plain; charset=utf-8"
     assert header(response, "Content-Disposition") is None
     assert header(response, "ETag") is None

@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -33,7 +32,6 @@ from httpupload.logs import short_id
 from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage, StoredFile
-from httpupload.storage.sending import abort_connection
 from httpupload.web.conditional import (
     etag,
     has_digest,
@@ -45,6 +43,7 @@ from httpupload.web.disposition import content_disposition, is_inline
 from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
     ALLOWED_METHODS,
+    answer_failure,
     apply_common_headers,
     plain,
     refuse,
@@ -128,21 +127,8 @@ class _Response:
 
     def failed(self, failure: Failure) -> None:
         """Anything unforeseen: a 500 if nothing was sent yet, else a cut."""
-        log.failure("Answering a request failed", failure)
-        request = self.request
-        if self.gone or request.finished:
-            return
-        try:
-            if request.startedWriting or request.producer is not None:
-                abort_connection(request)
-                return
-            # Drop whatever half-set representation headers there are.
-            request.responseHeaders = Headers()
-            apply_common_headers(request)
-            self.send(plain(request, 500, "Answering the request failed"))
-        except Exception:
-            log.failure("Answering a failed request failed too")
-            abort_connection(request)
+        if not self.gone:
+            answer_failure(self.request, failure)
 
 
 class UploadResource(Resource):

@@ -127,7 +127,8 @@ def answer_failure(request: Request, reason: Failure) -> None:
     if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
         return
     try:
-        if not request.startedWriting:
+        # A producer registered (a download under way) may write at any time.
+        if not request.startedWriting and getattr(request, "producer", None) is None:
             request.responseHeaders = Headers()
             apply_common_headers(request)
             request.write(plain(request, 500, "Internal server error"))
