@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from client import XmppClient, download
+from client import SlotRefusedError, XmppClient, download
 from conftest import (
     COMPONENT_SECRET,
     MAX_FILE_SIZE,
@@ -225,3 +225,21 @@ def test_no_log_line_holds_a_whole_file_id(
     log = hostile.log_text()
     assert re.search(re.escape(file_id), log) is None
     assert re.search(re.escape(file_id[:12]), log) is None
+
+
+def test_default_limits_bound_unused_slots(
+    client: XmppClient, hostile: HttpUpload
+) -> None:
+    """With the default config, slots asked for and never used are bounded: the
+    11th is wait/resource-constraint with a retry stamp. (At the maximum size,
+    the default daily budget of ten times max_file_size would refuse one earlier.)"""
+    granted = 0
+    with pytest.raises(SlotRefusedError) as refused:
+        for n in range(100):
+            client.request_slot(hostile.component_jid, f"unused-{n}.bin", MIB)
+            granted += 1
+    assert granted == 10
+    error = refused.value
+    assert (error.error_type, error.condition) == ("wait", "resource-constraint")
+    assert "retry" in error.upload_elements, error.xml
+    assert "not yet used" in error.text
