@@ -182,44 +182,21 @@ class S3Storage:
     async def _abort_stale(self, older_than: float) -> int:
         cutoff = self._reactor.seconds() - older_than
         stale: list[tuple[str, str]] = []
-        markers: dict[str, str | int | None] = {}
-        while True:
-            params: dict[str, str | int | None] = {
-                "uploads": None,
-                "prefix": self.settings.prefix,
-                "max-uploads": self._page_size,
-                **markers,
-            }
-            _, body = await self.client.call("GET", "", query=query_string(params))
-            root = xml_children(body)
-            for upload in root.iter("Upload"):
-                key = upload.findtext("Key") or ""
-                upload_id = upload.findtext("UploadId") or ""
-                initiated = upload.findtext("Initiated") or ""
-                try:
-                    started = datetime.fromisoformat(initiated).timestamp()
-                except ValueError:
-                    continue
-                if started < cutoff and key and upload_id:
-                    stale.append((key, upload_id))
-            if root.findtext("IsTruncated") != "true":
-                break
-            markers = {
-                "key-marker": root.findtext("NextKeyMarker") or "",
-                "upload-id-marker": root.findtext("NextUploadIdMarker") or "",
-            }
-        aborted = 0
+        listed = await self.client.multipart_uploads(
+            self.settings.prefix, self._page_size
+        )
+        for key, upload_id, initiated in listed:
+            try:
+                started = datetime.fromisoformat(initiated).timestamp()
+            except ValueError:
+                continue
+            if started < cutoff and key and upload_id:
+                stale.append((key, upload_id))
         for key, upload_id in stale:
-            await self.client.call(
-                "DELETE",
-                key,
-                query=query_string({"uploadId": upload_id}),
-                ok=(200, 204, 404),
-            )
-            aborted += 1
-        if aborted:
-            log.info("Aborted {count} stale multipart uploads", count=aborted)
-        return aborted
+            await self.client.abort_multipart(key, upload_id)
+        if stale:
+            log.info("Aborted {count} stale multipart uploads", count=len(stale))
+        return len(stale)
 
     def abort_stale_uploads(self, older_than: float | None = None) -> Deferred[int]:
         """Abort multipart uploads under the prefix started over ``older_than`` s ago.

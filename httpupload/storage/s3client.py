@@ -347,6 +347,49 @@ class S3Client:
             raise error_of(response.code, data)
         return response, data
 
+    async def multipart_uploads(
+        self, prefix: str, page_size: int | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(key, upload id, initiated) of each multipart upload under ``prefix``.
+
+        Every page is read; a store that says "truncated" without moving its
+        markers on ends the listing rather than looping.
+        """
+        found: list[tuple[str, str, str]] = []
+        markers: dict[str, str | int | None] = {}
+        while True:
+            params: dict[str, str | int | None] = {"uploads": None, "prefix": prefix}
+            if page_size is not None:
+                params["max-uploads"] = page_size
+            _, body = await self.call(
+                "GET", "", query=query_string({**params, **markers})
+            )
+            root = xml_children(body)
+            for upload in root.iter("Upload"):
+                found.append(
+                    (
+                        upload.findtext("Key") or "",
+                        upload.findtext("UploadId") or "",
+                        upload.findtext("Initiated") or "",
+                    )
+                )
+            following: dict[str, str | int | None] = {
+                "key-marker": root.findtext("NextKeyMarker") or "",
+                "upload-id-marker": root.findtext("NextUploadIdMarker") or "",
+            }
+            if root.findtext("IsTruncated") != "true" or following == markers:
+                return found
+            markers = following
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload (one already gone counts as aborted)."""
+        await self.call(
+            "DELETE",
+            key,
+            query=query_string({"uploadId": upload_id}),
+            ok=(200, 204, 404),
+        )
+
     def call_blocking(
         self,
         method: str,

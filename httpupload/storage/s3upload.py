@@ -180,12 +180,7 @@ class S3Upload:
         """
         for upload_id in older:
             try:
-                await self._client.call(
-                    "DELETE",
-                    self._key,
-                    query=query_string({"uploadId": upload_id}),
-                    ok=(200, 204, 404),
-                )
+                await self._client.abort_multipart(self._key, upload_id)
             except Exception as e:
                 log.warn(
                     "Could not abort an older upload of {key}: {error}",
@@ -201,27 +196,10 @@ class S3Upload:
 
     async def _list_uploads(self) -> list[str]:
         """The id of every multipart upload in progress of exactly this key."""
-        found: list[str] = []
-        markers: dict[str, str | int | None] = {}
-        while True:
-            params: dict[str, str | int | None] = {
-                "uploads": None,
-                "prefix": self._key,
-                **markers,
-            }
-            _, body = await self._client.call("GET", "", query=query_string(params))
-            root = xml_children(body)
-            for upload in root.iter("Upload"):
-                upload_id = upload.findtext("UploadId") or ""
-                if upload.findtext("Key") == self._key and upload_id:
-                    found.append(upload_id)
-            following: dict[str, str | int | None] = {
-                "key-marker": root.findtext("NextKeyMarker") or "",
-                "upload-id-marker": root.findtext("NextUploadIdMarker") or "",
-            }
-            if root.findtext("IsTruncated") != "true" or following == markers:
-                return found
-            markers = following
+        listed = await self._client.multipart_uploads(self._key)
+        return [
+            upload_id for key, upload_id, _ in listed if key == self._key and upload_id
+        ]
 
     def _pump(self) -> None:
         if self._upload_id is None or self._error is not None:
@@ -373,12 +351,7 @@ class S3Upload:
         if upload_id is None:
             return
         try:
-            await self._client.call(
-                "DELETE",
-                self._key,
-                query=query_string({"uploadId": upload_id}),
-                ok=(200, 204, 404),
-            )
+            await self._client.abort_multipart(self._key, upload_id)
         except Exception as e:
             # The sweep (abort_stale_uploads) gets it later.
             log.warn(
