@@ -101,6 +101,8 @@ def abort_connection(request: Any) -> None:
     that does not read never lets happen.
     """
     transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is None:
+        return  # the connection is gone already
     abort = getattr(transport, "abortConnection", None)
     if abort is not None:
         abort()

@@ -53,7 +53,7 @@ from httpupload.web.uploads import UploadReceiver, repr_digest
 log = Logger()
 
 YEAR = 31536000
-CACHE_FOREVER = b"public, max-age=31536000, immutable"
+CACHE_FOREVER = b"public, max-age=%d, immutable" % YEAR
 CACHE_REVALIDATE = b"public, no-cache"
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
 # Copying a body that twisted.web spooled (the embedding case).

@@ -27,6 +27,7 @@ from httpupload.errors import (
     TooManyUploads,
     TypeMismatch,
 )
+from httpupload.storage.sending import abort_connection
 from httpupload.web.addresses import is_secure
 
 ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT"
@@ -136,9 +137,7 @@ def answer_failure(request: Request, reason: Failure) -> None:
             return
     except Exception:
         log.failure("Sending a 500 failed")
-    transport = getattr(getattr(request, "channel", None), "transport", None)
-    if transport is not None:
-        transport.abortConnection()
+    abort_connection(request)
 
 
 def _method(request: Request) -> str:

@@ -425,8 +425,8 @@ class UploadReceiver:
             # Most likely the same client again, its first connection dead
             # but not yet noticed: the newer PUT is the one to keep.
             log.info(
-                "A new PUT of {id}… replaces one still in flight; cutting that off",
-                id=file_id[:6],
+                "A new PUT of {id} replaces one still in flight; cutting that off",
+                id=short_id(file_id),
             )
             older.abort().addErrback(
                 lambda f: log.failure("Discarding a replaced upload failed", f)
@@ -468,7 +468,9 @@ class UploadReceiver:
         try:
             record = await self._metadata.get(slot.file_id)
         except Exception:
-            log.failure("Looking up the record of {id}… failed", id=slot.file_id[:6])
+            log.failure(
+                "Looking up the record of {id} failed", id=short_id(slot.file_id)
+            )
             raise StorageUnavailable(
                 "Upload records are unavailable; try again shortly"
             ) from None

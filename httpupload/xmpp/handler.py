@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from httpupload.direct import DirectUrls
 from httpupload.errors import SlotRequestError
+from httpupload.logs import short_id
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
@@ -185,10 +186,10 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         if self.metrics is not None:
             self.metrics.slot_granted()
         log.info(
-            "Slot {file_id}… for {owner}: {size} bytes ({purpose})",
+            "Slot {file_id} for {owner}: {size} bytes ({purpose})",
             # Six characters: the whole id is half a GET URL, and JSON logs
             # carry every field as given.
-            file_id=slot.file_id[:6],
+            file_id=short_id(slot.file_id),
             owner=owner,
             size=slot.size,
             purpose=request.purpose,
