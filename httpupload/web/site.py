@@ -97,7 +97,39 @@ def access_log_line(timestamp: str, request: Request) -> str:
     )
 
 
-class UploadSite(Site):
+class GuardedSite(Site):
+    """A ``Site`` with our channel and request, and the escaped access log.
+
+    So that every listener of the service sends no ``Server`` header, keeps
+    no request body it does not stream, bounds the request head and its
+    time, logs escaped client values and hides file URLs, and closes an idle
+    connection after ``idle_timeout`` (a plain ``Site`` waits 12 h).
+    """
+
+    protocol = UploadChannel  # type: ignore[assignment]
+    requestFactory = UploadRequest
+
+    def __init__(
+        self,
+        resource: Resource,
+        reactor: IReactorTime,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            resource,
+            timeout=idle_timeout,
+            logFormatter=access_log_line,
+            reactor=reactor,
+            # Nothing here takes forms, and twisted.web's form parser raises on
+            # some Content-Type values (found by tests/test_fuzz.py).
+            parsePOSTFormSubmission=False,
+        )
+        self.displayTracebacks = False
+        self.noisy = False
+
+
+class UploadSite(GuardedSite):
     """A ``Site`` whose PUT bodies stream into storage and whose logs hide file URLs.
 
     ``idle_timeout``: seconds a connection may send nothing; ``header_timeout``:
@@ -105,9 +137,6 @@ class UploadSite(Site):
     upload body must average over each idle-timeout window (0: no floor);
     ``trusted_proxies``: addresses whose X-Forwarded-For names the client.
     """
-
-    protocol = UploadChannel  # type: ignore[assignment]
-    requestFactory = UploadRequest
 
     def __init__(
         self,
@@ -124,20 +153,14 @@ class UploadSite(Site):
     ) -> None:
         super().__init__(
             UploadResource(storage, metadata, reactor),
-            timeout=idle_timeout,
-            logFormatter=access_log_line,
-            reactor=reactor,
-            # Nothing here takes forms, and twisted.web's form parser raises on
-            # some Content-Type values (found by tests/test_fuzz.py).
-            parsePOSTFormSubmission=False,
+            reactor,
+            idle_timeout=idle_timeout,
         )
         self.uploads = uploads
         self.metrics = metrics
         self.header_timeout = header_timeout
         self.min_upload_rate = min_upload_rate
         self.trusted_proxies = parse_networks(trusted_proxies)
-        self.displayTracebacks = False
-        self.noisy = False
 
     def log(self, request: HTTPRequest) -> None:
         """Every finished request passes here: count it, then log it.
@@ -159,36 +182,12 @@ class UploadSite(Site):
         return channel
 
 
-class MetricsSite(Site):
-    """The metrics listener's ``Site``: the upload site's channel and request.
-
-    So that it too sends no ``Server`` header, keeps no request body, bounds
-    the request head and its time, and logs escaped client values; and an
-    idle connection goes after ``idle_timeout`` (a plain ``Site`` waits 12 h).
-    """
-
-    protocol = UploadChannel  # type: ignore[assignment]
-    requestFactory = UploadRequest
-
-    def __init__(
-        self,
-        resource: Resource,
-        reactor: IReactorTime,
-        *,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    ) -> None:
-        super().__init__(
-            resource,
-            timeout=idle_timeout,
-            logFormatter=access_log_line,
-            reactor=reactor,
-            parsePOSTFormSubmission=False,
-        )
-        self.displayTracebacks = False
-        self.noisy = False
+class MetricsSite(GuardedSite):
+    """The metrics listener's ``Site``: the upload site's wire rules, no uploads."""
 
 
 __all__ = [
+    "GuardedSite",
     "MetricsSite",
     "UploadSite",
     "access_log_line",
