@@ -143,7 +143,11 @@ class MetadataStore(Protocol):
     def start(self) -> Deferred[None]:
         """Open (creating or upgrading the schema); called once at start-up."""
 
-    def stop(self) -> Deferred[None]: ...
+    def close(self) -> Deferred[None]:
+        """Let go of the database (threads, connections); called once at the end."""
+
+    def stop(self) -> Deferred[None]:
+        """The old name of ``close``, kept until every caller says ``close``."""
 
     def reserve(
         self,

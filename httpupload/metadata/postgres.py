@@ -320,6 +320,10 @@ class PostgresMetadataStore:
         return self._run(check)
 
     def stop(self) -> Deferred[None]:
+        """The old name of ``close``."""
+        return self.close()
+
+    def close(self) -> Deferred[None]:
         """Close every connection, then stop the threads."""
         if not self._pool.started:
             return succeed(None)

@@ -153,6 +153,10 @@ class SQLiteMetadataStore:
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
+        """The old name of ``close``."""
+        return self.close()
+
+    def close(self) -> Deferred[None]:
         d = self._run(self._close)
 
         def stop_pool(result: object) -> object:
