@@ -109,9 +109,9 @@ http {{
                 [
                     NGINX,
                     "-p",
-                    str(self.base_dir),
+                    str(d),
                     "-c",
-                    str(self.base_dir / "nginx.conf"),
+                    str(d / "nginx.conf"),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -192,9 +192,10 @@ class XmppClient:
             raise DisconnectedError("not connected to the server")
         lost: asyncio.Future[None] = self.loop.create_future()
         self._lost.append(lost)
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+        waited: set[asyncio.Future[Any]] = {task, lost}
         try:
-            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # run()'s time limit cancelled us: take task along
             task.cancel()
             raise
@@ -292,7 +293,7 @@ class XmppClient:
 
         async def items() -> list[str]:
             iq = await self.xmpp.plugin["xep_0030"].get_items(
-                jid=jid, timeout=self.timeout
+                jid=slixmpp.JID(jid), timeout=self.timeout
             )
             return [str(item[0]) for item in iq["disco_items"]["items"]]
 
@@ -303,7 +304,7 @@ class XmppClient:
 
         async def info() -> DiscoInfo:
             iq = await self.xmpp.plugin["xep_0030"].get_info(
-                jid=jid, timeout=self.timeout
+                jid=slixmpp.JID(jid), timeout=self.timeout
             )
             disco = iq["disco_info"]
             forms: dict[str, dict[str, list[str]]] = {}
@@ -363,7 +364,7 @@ class XmppClient:
         """Make the next upload() discover the service again."""
         plugin = self.xmpp.plugin["xep_0363"]
         plugin.upload_service = None
-        plugin.max_file_size = float("+inf")
+        setattr(plugin, "max_file_size", float("+inf"))  # noqa: B010 (slixmpp types it int)
         self.xmpp.plugin["xep_0030"].domain_infos.clear()
 
     def request_slot(

@@ -59,7 +59,7 @@ def hostile(prosody: Prosody) -> Iterator[HttpUpload]:
             },
         )
     )
-    service.metrics_port = metrics_port  # type: ignore[attr-defined]
+    service.metrics_port = metrics_port
     old_umask = os.umask(0o022)
     try:
         service.setup()
@@ -103,7 +103,7 @@ def _raw(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
 
 
 def _metrics(service: HttpUpload) -> str:
-    port = service.metrics_port  # type: ignore[attr-defined]
+    port = service.metrics_port
     url = f"http://127.0.0.1:{port}/metrics"
     with urllib.request.urlopen(url, timeout=30) as response:
         return response.read().decode()
