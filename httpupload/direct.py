@@ -1,91 +1,11 @@
-"""S3 direct mode: clients PUT to the object store and GET from a public base.
+"""Moved to ``httpupload.storage.s3.direct`` in #11; the lead removes this shim."""
 
-No byte passes through httpupload, so two things it normally learns from the
-PUT are learnt otherwise: the slot's URLs are a presigned PUT (binding the
-length and the type: the slot's, else ``application/octet-stream``, so the
-uploader never picks what the bucket serves; valid for the slot's
-lifetime) and a public GET URL; and a slot's record is completed by looking
-for its object once the slot has expired, so that quotas go on counting the
-file and expiry deletes it from the bucket when its time comes.
-"""
-
-from __future__ import annotations
-
-from typing import Protocol
-
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-
-from httpupload.metadata import MetadataStore
-from httpupload.slots import Slot
-from httpupload.storage import FileInfo
-
-log = Logger()
-
-
-class DirectStorage(Protocol):
-    """What direct mode needs of a storage backend (``S3Storage`` has it)."""
-
-    def start(self) -> Deferred[None]: ...
-
-    def presign_put(
-        self, file_id: str, size: int, content_type: str | None, expires_in: int
-    ) -> tuple[str, dict[str, str]]: ...
-
-    def public_url(self, file_id: str, filename: str) -> str: ...
-
-    def stat(self, file_id: str) -> Deferred[FileInfo | None]: ...
-
-
-class DirectUrls:
-    """A slot's URLs in direct mode."""
-
-    def __init__(self, storage: DirectStorage) -> None:
-        self.storage = storage
-
-    async def urls(self, slot: Slot, lifetime: int) -> tuple[str, str]:
-        """(PUT URL, GET URL); the store's client is started first if need be.
-
-        The PUT must carry exactly the bound ``Content-Type`` (the slot's,
-        else ``application/octet-stream``): XEP-0363 slot headers cannot
-        carry it, so a client that sends another type, or none, gets the
-        store's ``403 SignatureDoesNotMatch`` (docs/s3.md).
-        """
-        await self.storage.start()
-        put_url, _bound = self.storage.presign_put(
-            slot.file_id, slot.size, slot.content_type, lifetime
-        )
-        return put_url, self.storage.public_url(slot.file_id, slot.filename)
-
-
-async def complete_direct_uploads(
-    metadata: MetadataStore,
-    storage: DirectStorage,
-    now: float,
-    limit: int,
-) -> int:
-    """Mark stored the expired slots whose object is in the bucket; how many.
-
-    A slot whose object is missing is left alone: the sweep forgets it (and
-    deletes any late object) once it is a day dead.  An object of another
-    size than the slot's is not this slot's upload (the presigned URL binds
-    the length) and is left to that sweep too.
-    """
-    completed = 0
-    for record in await metadata.due(now, 0.0, limit):
-        if record.completed:
-            continue
-        info = await storage.stat(record.file_id)
-        if info is None or info.size != record.size:
-            continue
-        done = await metadata.complete(
-            record.file_id,
-            info.sha256,
-            info.content_type or record.content_type or "application/octet-stream",
-            info.created or now,
-        )
-        if done is not None:
-            completed += 1
-    if completed:
-        log.info("Recorded {count} direct uploads found in the bucket", count=completed)
-    return completed
+# moved to httpupload.storage.s3.direct in #11; the lead removes this shim
+from httpupload.storage.s3.direct import *  # noqa: F403
+from httpupload.storage.s3.direct import (  # noqa: F401
+    DirectRecord,
+    DirectRecords,
+    DirectStorage,
+    DirectUrls,
+    complete_direct_uploads,
+)

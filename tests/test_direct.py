@@ -17,7 +17,7 @@ from twisted.words.xish import domish
 from wokkel import disco, generic
 from wokkel.test import helpers
 
-from httpupload.direct import DirectUrls, complete_direct_uploads
+from httpupload.storage.s3.direct import DirectUrls, complete_direct_uploads
 from httpupload.metadata import FileRecord
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy

@@ -33,9 +33,9 @@ from httpupload.errors import AlreadyStored, StorageUnavailable, UploadRefused
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
 from httpupload.storage.s3 import S3Storage
-from httpupload.storage.s3client import object_url, query_string, xml_children
-from httpupload.storage.s3meta import info_from_headers, info_headers
-from httpupload.storage.s3read import BodyRelay
+from httpupload.storage.s3.client import object_url, query_string, xml_children
+from httpupload.storage.s3.meta import info_from_headers, info_headers
+from httpupload.storage.s3.read import BodyRelay
 from httpupload.storage.s3settings import MiB, S3Settings
 from httpupload.web.responses import http_status
 

@@ -1,17 +1,10 @@
-"""The ``Storage`` interface on any S3-compatible object store.
+"""``S3Storage``: the ``Storage`` interface on one bucket, under one prefix.
 
 Objects are named ``<prefix><file_id>`` and carry their ``FileInfo`` as
-metadata (``s3meta``).  Two modes share this backend:
-
-- proxy (the default): PUT bodies stream through httpupload into the store
-  (``s3upload``), GETs stream back with Range (``s3read``); the HTTP layer
-  behaves exactly as with the filesystem backend;
-- direct: a slot's PUT URL is a presigned S3 URL (``presign_put``) and its
-  GET URL a public base in front of the bucket (``public_url``); this
-  backend still stats, lists and deletes (expiry, quotas, reconciliation).
-
-Signing is botocore's, HTTP is twisted.web's (``s3client``); nothing here
-blocks the reactor.
+metadata (``meta``).  Proxy mode writes through ``upload`` and reads through
+``read``; direct mode uses ``presign_put`` and ``public_url`` (see
+``direct``).  Signing is botocore's, HTTP is twisted.web's client
+(``client``); nothing here blocks the reactor.
 """
 
 from __future__ import annotations
@@ -27,12 +20,12 @@ from twisted.web.iweb import IAgent
 
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
-from httpupload.storage.s3client import S3Client, query_string, xml_children
-from httpupload.storage.s3meta import DEFAULT_CONTENT_TYPE, info_from_headers
-from httpupload.storage.s3probe import StoreCapabilities, check_store
-from httpupload.storage.s3read import S3StoredFile
+from httpupload.storage.s3.client import S3Client, query_string, xml_children
+from httpupload.storage.s3.meta import DEFAULT_CONTENT_TYPE, info_from_headers
+from httpupload.storage.s3.probe import StoreCapabilities, check_store
+from httpupload.storage.s3.read import S3StoredFile
 from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
-from httpupload.storage.s3upload import S3Upload
+from httpupload.storage.s3.upload import S3Upload
 
 log = Logger()
 
