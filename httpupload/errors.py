@@ -116,3 +116,35 @@ class TooManyUploads(UploadRefused):
 
 class ShuttingDown(UploadRefused):
     """The service is draining before it stops; no new uploads."""
+
+
+class StorageError(HttpUploadError):
+    """A storage backend could not do what it was asked; nothing HTTP about it.
+
+    Raised by ``httpupload.storage`` (the subclasses below, or this class for
+    any other failure: an I/O error, a write the store refused); the web
+    layer turns it into a status at its one seam.  Until that seam names
+    these classes, each also derives from the ``UploadRefused`` it used to be
+    raised as, so every answer is unchanged (#11: the lead drops the second
+    base of each once ``web`` translates ``StorageError`` itself).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StorageFailed(StorageError, UploadRefused):
+    """Any other storage failure (an I/O error, a write the store refused)."""
+
+
+class DuplicateFile(StorageError, AlreadyStored):
+    """A commit of a file id that is stored already: a stored file never changes."""
+
+
+class NoSpace(StorageError, StorageFull):
+    """The backend has no room for the file (a full disk, a store's quota)."""
+
+
+class StoreDown(StorageError, StorageUnavailable):
+    """The backend cannot be reached or failed on its side (an object store's 5xx)."""
