@@ -1,22 +1,23 @@
 """The TOML configuration, read into frozen objects.
 
-Defaults live here and nowhere else; unknown sections and keys are refused
-(a typo in a limit must not pass silently); every error names its key.
-Parsing works on a mapping, so tests never need a file.
+Defaults live in the config layer and nowhere else: each is written once, as
+the default of its dataclass field (here, in ``config_deploy`` and in
+``config_s3``), and ``DEFAULTS``, what a config file leaves out, is read from
+those fields; the few a file gets that a bare object does not (the quotas'
+bounds) are named there.  Unknown sections and keys are refused (a typo in a
+limit must not pass silently); every error names its key.  Parsing works on a
+mapping, so tests never need a file.  The layer imports nothing above it.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from httpupload.config_deploy import (
-    METADATA_BACKENDS,
-    ROLES,
-    STORAGE_BACKENDS,
     MetadataConfig,
     NodeConfig,
     StorageConfig,
@@ -37,9 +38,9 @@ from httpupload.config_reader import (
     suggest,
     type_patterns,
 )
+from httpupload.config_s3 import S3Settings
 from httpupload.errors import ConfigError
 from httpupload.keys import MIN_SIGNING_KEY_BYTES, KeyRing
-from httpupload.storage.s3settings import S3Settings
 
 __all__ = [
     "BUDGET_FILES",
@@ -68,21 +69,22 @@ __all__ = [
 @dataclass(frozen=True)
 class ComponentConfig:
     jid: str
-    server_host: str
-    server_port: int
     # None on a node without the "component" role.
     secret: str | None = field(repr=False)
+    server_host: str = "127.0.0.1"
+    server_port: int = 5347
     # A dead link is noticed (and reconnected) within this many seconds.
     link_timeout: int = 60
 
 
 @dataclass(frozen=True)
 class HttpConfig:
-    listen: str
     public_url: str
     get_url: str
     # None: generate one on first start and keep it in the storage folder.
     signing_keys: KeyRing | None
+    # A Twisted endpoint description.
+    listen: str = "tcp:5050:interface=127.0.0.1"
     idle_timeout: int = 60
     header_timeout: int = 30
     min_upload_rate: int = 1024
@@ -90,16 +92,12 @@ class HttpConfig:
     trusted_proxies: tuple[str, ...] = ()
     shutdown_grace: int = 30
 
-    @property
-    def signing_key(self) -> KeyRing | None:
-        """The old name of ``signing_keys`` (``SlotSigner`` takes a ring too)."""
-        return self.signing_keys
-
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_file_size: int
-    slot_lifetime: int
+    max_file_size: int = 100 * 1024 * 1024
+    # Seconds a slot's PUT URL is valid.
+    slot_lifetime: int = 300
 
 
 @dataclass(frozen=True)
@@ -124,8 +122,8 @@ class QuotaLimits:
 @dataclass(frozen=True)
 class QuotasConfig:
     """The quotas in force.  These field defaults are "no limit", for a bare
-    ``SlotPolicy``; a config file gets ``DEFAULTS`` (a daily byte budget and
-    a bound on unused slots)."""
+    ``SlotPolicy``; a config file gets the bounds of ``FILE_QUOTAS`` (a daily
+    byte budget and a bound on unused slots) on top of them."""
 
     window: int = 86400
     user: QuotaLimits = field(default_factory=QuotaLimits)
@@ -179,39 +177,50 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
 
 
+def field_defaults(cls: type[Any], *, computed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields, as TOML would spell them.
+
+    Fields without a default, defaulting to None or to a nested table, or
+    ``computed`` when the file leaves them out, are left out (a missing key
+    then means "absent", is worked out, or is an error).
+    """
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in computed:
+            continue
+        if f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if value is None or is_dataclass(value) or isinstance(value, dict):
+            continue
+        values[f.name] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+# What a config file gets that a bare ``QuotasConfig`` does not: at most 10
+# unused slots per user (bytes_per_window, when not given, is BUDGET_FILES x
+# [limits] max_file_size).
+FILE_QUOTAS: dict[str, Any] = {"pending_slots": 10}
+
+# What each table holds when the file leaves a key out.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "component": {"server_host": "127.0.0.1", "server_port": 5347, "link_timeout": 60},
-    "http": {
-        "listen": "tcp:5050:interface=127.0.0.1",
-        "idle_timeout": 60,
-        "header_timeout": 30,
-        "min_upload_rate": 1024,
-        "max_uploads_per_address": 16,
-        "trusted_proxies": [],
-        "shutdown_grace": 30,
-    },
-    "storage": {"backend": STORAGE_BACKENDS[0]},
-    "metadata": {"backend": METADATA_BACKENDS[0], "threads": 4},
-    "node": {"roles": list(ROLES)},
-    "limits": {"max_file_size": 100 * 1024 * 1024, "slot_lifetime": 300},
-    "access": {
-        "allow_jids": [],
-        "deny_domains": [],
-        "deny_jids": [],
-        "allow_types": ["*/*"],
-        "deny_types": [],
-    },
-    # bytes_per_window: BUDGET_FILES x [limits] max_file_size, when not given.
+    "component": field_defaults(ComponentConfig),
+    "http": field_defaults(HttpConfig),
+    "storage": field_defaults(StorageConfig),
+    "metadata": field_defaults(MetadataConfig),
+    "node": field_defaults(NodeConfig, computed=("name",)),
+    "limits": field_defaults(LimitsConfig),
+    "access": field_defaults(AccessConfig),
     "quotas": {
-        "window": 86400,
-        "files_per_window": 0,
-        "total_bytes": 0,
-        "global_bytes": 0,
-        "min_free_bytes": 0,
-        "pending_slots": 10,
+        **field_defaults(QuotasConfig),
+        **field_defaults(QuotaLimits, computed=("bytes_per_window",)),
+        **FILE_QUOTAS,
     },
     "purposes": {},
-    "metrics": {"listen": "tcp:9105:interface=127.0.0.1"},
+    "metrics": field_defaults(MetricsConfig),
 }
 
 # The default per-user budget per window, in files of the largest size: as

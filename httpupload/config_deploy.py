@@ -5,19 +5,19 @@
 checks across them: with S3, PostgreSQL or split roles there is no local
 folder shared by every node, so the metadata must be in PostgreSQL and the
 signing keys must come from the config.  Defaults are in ``config.DEFAULTS``
-(S3's in ``S3Settings``); every error is one line naming its key.
+(S3's in ``config_s3.S3Settings``); every error is one line naming its key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-from httpupload.config_reader import Section, base_url, resolve, suggest
+from httpupload.config_reader import Section, resolve, suggest
+from httpupload.config_s3 import S3Settings, parse_s3
 from httpupload.errors import ConfigError
 from httpupload.keys import (
     KEY_ID_RE,
@@ -25,38 +25,16 @@ from httpupload.keys import (
     MIN_SIGNING_KEY_BYTES,
     KeyRing,
 )
-from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
 
 StorageBackend = Literal["filesystem", "s3"]
 MetadataBackend = Literal["sqlite", "postgresql"]
-Addressing = Literal["path", "virtual"]
-Mode = Literal["proxy", "direct"]
 STORAGE_BACKENDS: tuple[StorageBackend, ...] = ("filesystem", "s3")
 METADATA_BACKENDS: tuple[MetadataBackend, ...] = ("sqlite", "postgresql")
 # "component": the XMPP component and its slot minting; "http": PUT and GET.
 ROLES = ("component", "http")
 
-S3_KEYS = tuple(
-    name
-    for f in dataclasses.fields(S3Settings)
-    for name in (
-        (f.name, f"{f.name}_file") if f.name == "secret_access_key" else (f.name,)
-    )
-)
-S3_DEFAULTS: dict[str, Any] = {
-    f.name: f.default
-    for f in dataclasses.fields(S3Settings)
-    if f.default is not dataclasses.MISSING and f.default is not None
-}
 SIGNING_KEY_KEYS = ("id", "key", "key_file")
-MAX_PART_SIZE = 5 * 1024**3  # S3's largest part
-MAX_PARTS_IN_FLIGHT = 64
-# The stale multipart sweep runs hourly: a shorter age would only cut live
-# uploads; past a month, a crashed node's parts cost storage for nothing.
-MIN_STALE_MULTIPART_AFTER = 3600
-MAX_STALE_MULTIPART_AFTER = 30 * 86400
 MAX_METADATA_THREADS = 64
-_BUCKET_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _NODE_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -112,47 +90,6 @@ def parse_storage(s: Section, base_dir: Path) -> StorageConfig:
     if "s3" not in s.given:
         raise ConfigError("[storage.s3]", 'missing: backend "s3" needs its bucket')
     return StorageConfig(path=None, backend="s3", s3=parse_s3(s.values["s3"], base_dir))
-
-
-def parse_s3(values: Any, base_dir: Path) -> S3Settings:
-    """``[storage.s3]`` as ``S3Settings``, every field checked."""
-    s = Section("storage.s3", values, S3_KEYS, S3_DEFAULTS)
-    bucket = s.string("bucket") or ""
-    if not _BUCKET_RE.fullmatch(bucket):
-        raise ConfigError(s.key("bucket"), f"not a bucket name: {bucket!r}")
-    prefix = s.values["prefix"]
-    if not isinstance(prefix, str) or prefix.startswith("/"):
-        raise ConfigError(s.key("prefix"), 'must be a string not starting with "/"')
-    endpoint = s.string("endpoint", required=False)
-    if endpoint is not None:
-        endpoint = base_url(s, "endpoint", endpoint).rstrip("/")
-    key_id = s.string("access_key_id", required=False)
-    secret = s.secret("secret_access_key", base_dir, required=key_id is not None)
-    if secret is not None and key_id is None:
-        raise ConfigError(s.key("access_key_id"), "missing (secret_access_key given)")
-    addressing = cast(Addressing, s.choice("addressing", ("path", "virtual")))
-    mode = cast(Mode, s.choice("mode", ("proxy", "direct")))
-    public = s.string("public_base_url", required=mode == "direct")
-    return S3Settings(
-        bucket=bucket,
-        prefix=prefix,
-        endpoint=endpoint,
-        region=s.string("region") or "",
-        access_key_id=key_id,
-        secret_access_key=secret,
-        addressing=addressing,
-        mode=mode,
-        part_size=s.positive_int(
-            "part_size", minimum=MIN_PART_SIZE, maximum=MAX_PART_SIZE
-        ),
-        parts_in_flight=s.positive_int("parts_in_flight", maximum=MAX_PARTS_IN_FLIGHT),
-        public_base_url=base_url(s, "public_base_url", public) if public else None,
-        stale_multipart_after=s.positive_int(
-            "stale_multipart_after",
-            minimum=MIN_STALE_MULTIPART_AFTER,
-            maximum=MAX_STALE_MULTIPART_AFTER,
-        ),
-    )
 
 
 def parse_metadata(m: Section, base_dir: Path) -> MetadataConfig:
