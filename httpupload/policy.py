@@ -1,9 +1,14 @@
 """Who may ask for a slot, for what, how much and for how long.
 
 Pure rules over data: the requester's JID, the request, and a ``Usage``
-snapshot from the metadata store.  Quota checks run inside the store's
-transaction (``MetadataStore.reserve``), so concurrent requests cannot
-overshoot a limit.  Where waiting helps (a sliding-window limit, or as many
+snapshot from the metadata store.  The rules run on the reactor thread, in
+the order ``httpupload.granting`` fixes.  So that concurrent requests cannot
+overshoot a quota, the store's transaction tests the usage against a
+``QuotaBound``: plain numbers worked out here beforehand, compared there (a
+sum and a count per scope, no rule); a usage out of bounds comes back, and
+``check_quota`` words the refusal on the reactor thread.
+
+Where waiting helps (a sliding-window limit, or as many
 unused slots as one may hold) the refusal carries the earliest moment that,
 as things stand, there is room for the request; where only deletions would,
 it says so and carries none.
@@ -37,11 +42,14 @@ ANY_PURPOSE = PurposeConfig(True, 0, 0)
 
 
 def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError  # pragma: no cover
+    if n < 1024:
+        return f"{n} bytes"
+    scaled = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "TiB":
+            break
+    return f"{scaled:.1f} {unit}"
 
 
 def _duration(seconds: int) -> str:
@@ -91,6 +99,72 @@ def pending_retry(pending: Sequence[float], limit: int) -> float | None:
     if not limit or len(pending) < limit:
         return None
     return pending[len(pending) - limit]
+
+
+class OutOfBounds(Exception):
+    """A usage with no room for the request: raised inside the store's
+    transaction, caught on the reactor thread (never seen past the granter)."""
+
+    def __init__(self, usage: Usage) -> None:
+        super().__init__("usage out of the quota bounds")
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class ScopeBound:
+    """One scope's room: its window and held bytes, and its window's files."""
+
+    purpose: str | None  # None: everything the owner holds
+    window_bytes: int  # 0: no limit (as in ``QuotaLimits``)
+    window_files: int
+    held_bytes: int
+
+
+@dataclass(frozen=True)
+class QuotaBound:
+    """Whether a ``Usage`` leaves room for one request of ``size`` bytes.
+
+    The store calls it inside its reservation's transaction, on the store's
+    thread: it compares sums and counts with numbers ``SlotPolicy.quota_bound``
+    fixed beforehand, and raises ``OutOfBounds`` (carrying the usage) when
+    ``check_quota`` would refuse; it holds no rule of its own.
+    """
+
+    size: int
+    scopes: tuple[ScopeBound, ...] = ()
+    global_bytes: int = 0
+    pending_slots: int = 0
+    # A limit the size alone breaks: refused whatever the usage, but with the
+    # usage (check_quota names the first broken limit, which may depend on it).
+    refused: bool = False
+
+    def admits(self, usage: Usage) -> bool:
+        if self.refused:
+            return False
+        size = self.size
+        for scope in self.scopes:
+            if scope.purpose is None:
+                window = usage.window
+                held = sum(usage.held.values())
+            else:
+                window = tuple(g for g in usage.window if g.purpose == scope.purpose)
+                held = usage.held.get(scope.purpose, 0)
+            if scope.held_bytes and held + size > scope.held_bytes:
+                return False
+            if (
+                scope.window_bytes
+                and sum(g.size for g in window) + size > scope.window_bytes
+            ):
+                return False
+            if scope.window_files and len(window) + 1 > scope.window_files:
+                return False
+        if self.global_bytes and usage.global_bytes + size > self.global_bytes:
+            return False
+        return not (self.pending_slots and len(usage.pending) >= self.pending_slots)
+
+    def __call__(self, usage: Usage) -> None:
+        if not self.admits(usage):
+            raise OutOfBounds(usage)
 
 
 @dataclass(frozen=True)
@@ -204,6 +278,35 @@ class SlotPolicy:
             window=any(s.bytes_per_window or s.files_per_window for s in scopes),
             held=any(s.total_bytes for s in scopes) or bool(self.quotas.pending_slots),
             global_bytes=bool(self.quotas.global_bytes),
+        )
+
+    def _scopes(self, purpose: str) -> list[tuple[str | None, QuotaLimits]]:
+        """The limits a request for ``purpose`` meets: the user's, the purpose's."""
+        scopes: list[tuple[str | None, QuotaLimits]] = [(None, self.quotas.user)]
+        config = self.purposes.get(purpose)
+        if config is not None:
+            scopes.append((purpose, config.limits))
+        return scopes
+
+    def quota_bound(self, size: int, purpose: str) -> QuotaBound:
+        """The numbers a usage must stay within for ``check_quota`` to pass."""
+        scopes = self._scopes(purpose)
+        return QuotaBound(
+            size=size,
+            scopes=tuple(
+                ScopeBound(
+                    scope, lim.bytes_per_window, lim.files_per_window, lim.total_bytes
+                )
+                for scope, lim in scopes
+                if lim.bytes_per_window or lim.files_per_window or lim.total_bytes
+            ),
+            global_bytes=self.quotas.global_bytes,
+            pending_slots=self.quotas.pending_slots,
+            refused=any(
+                (lim.bytes_per_window and size > lim.bytes_per_window)
+                or (lim.total_bytes and size > lim.total_bytes)
+                for _, lim in scopes
+            ),
         )
 
     def check_quota(self, usage: Usage, size: int, purpose: str) -> None:

@@ -34,6 +34,9 @@ LEGACY_TOKEN_VERSION = "v1"  # noqa: S105
 FILE_ID_BYTES = 24
 FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 MAX_FILENAME_BYTES = 255
+# The query parameter of a PUT URL that carries its token, for clients (and
+# the older XEP-0363 namespaces) that cannot send slot headers.
+TOKEN_PARAMETER = "token"  # noqa: S105 (a parameter name)
 
 # RFC 9110 §8.3.1 media-type, ASCII only (no obs-text): what can be stored,
 # signed and written back as a Content-Type header by every backend.
@@ -77,6 +80,30 @@ class Slot:
     def path(self) -> str:
         """The URL path below the service's base URL, percent-encoded."""
         return url_path(self.file_id, self.filename)
+
+
+@dataclass(frozen=True)
+class SlotUrls:
+    """The shape of a slot's URLs: where it is PUT (token included) and fetched.
+
+    The one place that says how a token rides with a PUT: in the URL's query
+    (``?token=``), for every client, and as a bearer token in the slot's
+    ``Authorization`` header, for those (XEP-0363 ``:0``) that send headers.
+    """
+
+    put_base: str
+    get_base: str
+
+    def put_url(self, slot: Slot, token: str) -> str:
+        return f"{self.put_base}{slot.path}?{TOKEN_PARAMETER}={token}"
+
+    def get_url(self, slot: Slot) -> str:
+        return self.get_base + slot.path
+
+    @staticmethod
+    def put_headers(token: str) -> dict[str, str]:
+        """The headers a client sends with its PUT."""
+        return {"Authorization": f"Bearer {token}"}
 
 
 def new_file_id() -> str:

@@ -1,4 +1,8 @@
-"""The XEP-0363 handler: disco#info with the size limit, and slot requests."""
+"""The XEP-0363 handler: disco#info with the size limit, and slot requests.
+
+Parse (``stanzas``), grant (``httpupload.granting``), render (``stanzas``):
+the handler decides nothing about a slot itself.
+"""
 
 from __future__ import annotations
 
@@ -14,30 +18,27 @@ from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 from wokkel import data_form, disco
 from wokkel.iwokkel import IDisco
-from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
+from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
-from httpupload.direct import DirectUrls
 from httpupload.errors import SlotRequestError
+from httpupload.granting import PresignedUrls, SlotGrant, SlotGranter
 from httpupload.logs import short_id
-from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metadata import MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
-from httpupload.slots import Slot, SlotSigner
-from httpupload.web.uploads import TOKEN_PARAMETER
+from httpupload.slots import SlotSigner, SlotUrls
+from httpupload.xmpp.routing import RoutingXmlStream
 from httpupload.xmpp.stanzas import (
     NAMESPACES,
     NS_PURPOSE,
-    SlotRequest,
+    NS_UPLOAD,
     find_request,
     parse_request,
     slot_element,
     slot_result_xml,
     stanza_error,
 )
-
-# A slot's answer: namespace, PUT URL, GET URL, PUT headers.
-_SlotAnswer = tuple[str, str, str, dict[str, str]]
 
 
 def _requests(iq_type: str) -> str:
@@ -75,54 +76,51 @@ def requester_of(iq: domish.Element) -> JID | None:
 
 
 @implementer(IDisco)
-class UploadHandler(XMPPHandler, IQHandlerMixin):
-    """Answers slot requests and describes the service in disco#info."""
+class SlotHandler(XMPPHandler):
+    """Answers slot requests and describes the service in disco#info.
 
-    iqHandlers = {REQUEST_SET: "on_request_set"}
+    Each slot request IQ is parsed (``stanzas``), granted (``SlotGranter``)
+    and rendered (``stanzas``), and leaves through one exit, the shape of
+    wokkel's ``IQHandlerMixin``: a result, or a failure translated once: a
+    ``SlotRequestError`` to the XEP's error, a ``StanzaError`` as it is,
+    anything else logged and answered ``internal-server-error``.  The routed
+    fast path (``httpupload.xmpp.routing``) and XPath dispatch share it.
+    """
 
-    def __init__(
-        self,
-        policy: SlotPolicy,
-        signer: SlotSigner,
-        put_base_url: str,
-        get_base_url: str,
-        slot_lifetime: int,
-        metadata: MetadataStore | None = None,
-        free_space: Callable[[], Deferred[int | None]] | None = None,
-        metrics: Metrics | None = None,
-        direct_urls: DirectUrls | None = None,
-    ) -> None:
+    def __init__(self, granter: SlotGranter, metrics: Metrics | None = None) -> None:
         super().__init__()
-        self.policy = policy
-        self.signer = signer
-        self.put_base_url = put_base_url
-        self.get_base_url = get_base_url
-        self.slot_lifetime = slot_lifetime
-        # Without a metadata store (a bare embedding) there are no quotas.
-        self.metadata = metadata
-        self.free_space = free_space
+        self.granter = granter
+        self.policy = granter.policy
         self.metrics = metrics
-        # S3 direct mode: the PUT goes to a presigned URL, the GET to a
-        # public base, neither through httpupload.
-        self.direct_urls = direct_urls
         self._disco_info: list[object] | None = None
 
     def connectionInitialized(self) -> None:
         stream = self.xmlstream
         stream.addObserver(REQUEST_GET, self._observed)
-        stream.addObserver(REQUEST_SET, self.handleRequest)
+        stream.addObserver(REQUEST_SET, self._observed_set)
         # On the component's own stream, slot requests skip XPath dispatch and
         # their answers domish's serializer (see httpupload.xmpp.routing).
-        route = getattr(stream, "route_iq", None)
-        if route is not None:
+        if isinstance(stream, RoutingXmlStream):
             for namespace in NAMESPACES:
-                route("get", namespace, "request", self._routed)
+                stream.route_iq("get", namespace, "request", self._routed)
 
     def _observed(self, iq: domish.Element) -> None:
         self.answer(iq, as_text=False)
 
     def _routed(self, iq: domish.Element) -> None:
         self.answer(iq, as_text=True)
+
+    def _observed_set(self, iq: domish.Element) -> None:
+        iq.handled = True  # type: ignore[attr-defined]  # the fallback reads it
+        self._send_error(
+            Failure(
+                StanzaError(
+                    "bad-request", "modify", "Slot requests are IQ get, not set"
+                )
+            ),
+            iq,
+            NS_UPLOAD,
+        )
 
     def answer(self, iq: domish.Element, as_text: bool = False) -> None:
         """Answer one slot request IQ (``get``): a slot, or the XEP's error.
@@ -132,123 +130,62 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         hand elements on (an in-process router, test stubs).
         """
         iq.handled = True  # type: ignore[attr-defined]  # the fallback reads it
-        d = ensureDeferred(self._slot(iq))
+        element = find_request(iq)
+        assert element is not None  # the route or the XPath matched it
+        d = ensureDeferred(
+            self.granter.grant(
+                requester_of(iq), lambda now: parse_request(element, now)
+            )
+        )
         d.addCallbacks(
             self._send_slot,
             self._send_error,
-            callbackArgs=(iq, as_text),
-            errbackArgs=(iq,),
+            callbackArgs=(iq, element.uri, as_text),
+            errbackArgs=(iq, element.uri),
         )
 
-    def _send_slot(self, slot: _SlotAnswer, iq: domish.Element, as_text: bool) -> None:
-        if as_text:
-            self.send(slot_result_xml(iq, *slot))
-            return
-        response = toResponse(iq, "result")
-        response.addChild(slot_element(*slot))
-        self.send(response)
-
-    def _send_error(self, failure: Failure, iq: domish.Element) -> None:
-        if failure.check(StanzaError):
-            self.send(failure.value.toResponse(iq))
-            return
-        log.failure("Answering a slot request failed", failure)
-        self.send(StanzaError("internal-server-error").toResponse(iq))
-
-    async def _slot(self, iq: domish.Element) -> _SlotAnswer:
-        requester = requester_of(iq)
-        element = find_request(iq)
-        assert element is not None  # the route or the XPath matched it
-        now = self.signer.clock.seconds()
-        try:
-            owner = self.policy.check_requester(requester)
-            request = parse_request(element, now)
-            self.policy.purpose_config(request.purpose)
-            self.policy.check_type(request.content_type)
-            self.policy.check_size(request.size, request.purpose)
-            slot, token = self.signer.mint(
-                request.filename,
-                request.size,
-                request.content_type,
-                owner,
-                self.slot_lifetime,
-            )
-            await self._reserve(slot, request, now)
-        except SlotRequestError as e:
-            log.info(
-                "Slot refused to {requester}: {reason}",
-                requester=requester.userhost() if requester else None,
-                reason=e.text,
-            )
-            if self.metrics is not None:
-                self.metrics.slot_refused(e)
-            raise stanza_error(e, element.uri) from None
+    def _send_slot(
+        self, grant: SlotGrant, iq: domish.Element, namespace: str, as_text: bool
+    ) -> None:
         if self.metrics is not None:
             self.metrics.slot_granted()
+        slot = grant.slot
         log.info(
             "Slot {file_id} for {owner}: {size} bytes ({purpose})",
             # Six characters: the whole id is half a GET URL, and JSON logs
             # carry every field as given.
             file_id=short_id(slot.file_id),
-            owner=owner,
-            size=slot.size,
-            purpose=request.purpose,
-        )
-        if self.direct_urls is not None:
-            put_url, get_url = await self.direct_urls.urls(slot, self.slot_lifetime)
-            # The presigned URL binds Content-Length and Content-Type, which
-            # clients send anyway; XEP-0363 allows neither as a slot header.
-            return (element.uri, put_url, get_url, {})
-        # The token rides in the PUT URL too, for clients (and namespaces)
-        # that cannot send slot headers.
-        return (
-            element.uri,
-            f"{self.put_base_url}{slot.path}?{TOKEN_PARAMETER}={token}",
-            self.get_base_url + slot.path,
-            {"Authorization": f"Bearer {token}"},
-        )
-
-    async def _reserve(self, slot: Slot, request: SlotRequest, now: float) -> None:
-        """Record the slot, reserving its size, if quotas allow (atomically)."""
-        if self.metadata is None:
-            return
-        if self.free_space is not None:
-            self.policy.check_free_space(await self.free_space(), request.size)
-        record = FileRecord(
-            file_id=slot.file_id,
             owner=slot.owner,
-            filename=slot.filename,
             size=slot.size,
-            content_type=slot.content_type,
-            purpose=request.purpose,
-            created=now,
-            slot_expires=slot.expires,
-            expires=self.policy.expiry(request.purpose, now, request.expire_before),
+            purpose=grant.purpose,
         )
-        policy = self.policy
-        needs = policy.usage_needs(request.purpose)
-        reserving = self.metadata.reserve(
-            record,
-            policy.quotas.window,
-            lambda usage: policy.check_quota(usage, request.size, request.purpose),
-            needs,
-        )
-        if needs.window or needs.held or needs.global_bytes:
-            await reserving  # a quota decides: wait for its answer
-        elif getattr(self.metadata, "ordered", False):
-            # Nothing to decide, and the store applies operations in the order
-            # they were asked for, so the record is in before this slot's PUT
-            # can complete it: answer now, without a round trip to its thread.
-            reserving.addErrback(
-                lambda f: log.failure(
-                    "Recording slot {id:.6}… failed", f, id=slot.file_id
-                )
-            )
-        else:
-            await reserving
+        answer = (namespace, grant.put_url, grant.get_url, grant.put_headers)
+        if as_text:
+            self.send(slot_result_xml(iq, *answer))
+            return
+        response = toResponse(iq, "result")
+        response.addChild(slot_element(*answer))
+        self.send(response)
 
-    def on_request_set(self, iq: domish.Element) -> None:
-        raise StanzaError("bad-request", "modify", "Slot requests are IQ get, not set")
+    def _send_error(self, failure: Failure, iq: domish.Element, namespace: str) -> None:
+        """The one error exit: every failure of a slot request ends here."""
+        error = failure.value
+        if isinstance(error, SlotRequestError):
+            requester = requester_of(iq)
+            log.info(
+                "Slot refused to {requester}: {reason}",
+                requester=requester.userhost() if requester else None,
+                reason=error.text,
+            )
+            if self.metrics is not None:
+                self.metrics.slot_refused(error)
+            self.send(stanza_error(error, namespace).toResponse(iq))
+            return
+        if isinstance(error, StanzaError):
+            self.send(error.toResponse(iq))
+            return
+        log.failure("Answering a slot request failed", failure)
+        self.send(StanzaError("internal-server-error").toResponse(iq))
 
     def getDiscoInfo(
         self, requestor: JID, target: JID, nodeIdentifier: str = ""
@@ -281,3 +218,31 @@ class UploadHandler(XMPPHandler, IQHandlerMixin):
         self, requestor: JID, target: JID, nodeIdentifier: str = ""
     ) -> list[object]:
         return []
+
+
+class UploadHandler(SlotHandler):
+    """``SlotHandler`` built from its parts: the constructor embedders call."""
+
+    def __init__(
+        self,
+        policy: SlotPolicy,
+        signer: SlotSigner,
+        put_base_url: str,
+        get_base_url: str,
+        slot_lifetime: int,
+        metadata: MetadataStore | None = None,
+        free_space: Callable[[], Deferred[int | None]] | None = None,
+        metrics: Metrics | None = None,
+        direct_urls: PresignedUrls | None = None,
+    ) -> None:
+        """As ``SlotGranter``'s arguments; ``direct_urls``: S3 direct mode."""
+        granter = SlotGranter(
+            policy,
+            signer,
+            SlotUrls(put_base_url, get_base_url),
+            slot_lifetime,
+            metadata=metadata,
+            free_space=free_space,
+            presigned=direct_urls,
+        )
+        super().__init__(granter, metrics)

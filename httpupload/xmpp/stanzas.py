@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -32,7 +31,7 @@ from httpupload.errors import (
     SlotRequestError,
     TypeNotAllowed,
 )
-from httpupload.metadata import PURPOSES
+from httpupload.granting import PURPOSES, SlotRequest
 from httpupload.slots import check_content_type, check_new_filename
 
 NS_UPLOAD = "urn:xmpp:http:upload:0"
@@ -41,16 +40,6 @@ NS_UPLOAD_CONVERSATIONS = "eu:siacs:conversations:http:upload"
 NAMESPACES = (NS_UPLOAD, NS_UPLOAD_LEGACY, NS_UPLOAD_CONVERSATIONS)
 # XEP-0363 1.2: an optional purpose child of <request>.
 NS_PURPOSE = "urn:xmpp:http:upload:purpose:0"
-
-
-@dataclass(frozen=True)
-class SlotRequest:
-    filename: str
-    size: int
-    content_type: str | None
-    purpose: str = "message"
-    # For the ephemeral purpose: never serve the file after this (Unix time).
-    expire_before: float | None = None
 
 
 # The longest upload purpose name echoed in an error text.
@@ -234,3 +223,24 @@ def stanza_error(error: SlotRequestError, namespace: str = NS_UPLOAD) -> StanzaE
     if isinstance(error, BadSlotRequest):
         return StanzaError("bad-request", "modify", error.text)
     return StanzaError("internal-server-error", "wait", error.text)
+
+
+__all__ = [
+    "MAX_ECHOED_PURPOSE",
+    "MAX_SIZE_DIGITS",
+    "NAMESPACES",
+    "NS_PURPOSE",
+    "NS_UPLOAD",
+    "NS_UPLOAD_CONVERSATIONS",
+    "NS_UPLOAD_LEGACY",
+    "SlotRequest",
+    "file_too_large_element",
+    "find_request",
+    "format_datetime",
+    "parse_purpose",
+    "parse_request",
+    "parse_size",
+    "slot_element",
+    "slot_result_xml",
+    "stanza_error",
+]
