@@ -2,7 +2,7 @@
 
 Nothing below ``xmpp/`` or ``web/`` knows about either protocol: the lower
 layers raise these, ``xmpp.stanzas.stanza_error`` and
-``web.errors.http_status`` turn them into what goes on the wire.
+``web.responses.http_status`` turn them into what goes on the wire.
 """
 
 

@@ -155,8 +155,3 @@ def _keep_private(path: Path) -> None:
         raise ConfigError(
             "[storage] path", f"cannot make {path} owner-only: {e.strerror}"
         ) from None
-
-
-def load_or_create_keyring(folder: Path) -> KeyRing:
-    """The generated key of ``folder`` as a ring of one, under the legacy id."""
-    return KeyRing.single(load_or_create_signing_key(folder))

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from httpupload.backends import signing_keys
+from httpupload.config import Config, parse_config
 from httpupload.keys import (
     KEY_FILE_NAME,
     LEGACY_KEY_ID,
     KeyRing,
-    load_or_create_keyring,
+    load_or_create_signing_key,
 )
 
 KEY_A = b"a" * 32
@@ -70,18 +72,31 @@ def test_bad_rings_are_refused(
         KeyRing(current, keys)
 
 
+def single_node(folder: Path) -> Config:
+    """A one-node config without a signing key: the key is generated."""
+    raw = {
+        "component": {"jid": "upload.example.org", "secret": "s"},
+        "http": {"public_url": "https://upload.example.org/"},
+        "storage": {"path": str(folder)},
+    }
+    return parse_config(raw, folder)
+
+
 def test_generated_key_is_kept_and_ringed(tmp_path: Path) -> None:
-    """The generated key is made once, owner-only, and read back the same."""
-    ring = load_or_create_keyring(tmp_path)
-    assert ring.current_id == LEGACY_KEY_ID
-    assert len(ring.current_key) >= 32
+    """The generated key is made once, owner-only, read back the same, and
+    signs as the one key of the node's ring under the legacy id."""
+    key = load_or_create_signing_key(tmp_path)
+    assert len(key) >= 32
     assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
-    assert load_or_create_keyring(tmp_path) == ring
+    assert load_or_create_signing_key(tmp_path) == key
+    ring = signing_keys(single_node(tmp_path))
+    assert ring == KeyRing.single(key)
+    assert ring.current_id == LEGACY_KEY_ID
 
 
 def test_a_kept_key_readable_by_others_is_made_owner_only(tmp_path: Path) -> None:
     """A signing.key left 0644 (by hand, or a restore) is narrowed to 0600 at start."""
-    ring = load_or_create_keyring(tmp_path)
+    key = load_or_create_signing_key(tmp_path)
     (tmp_path / KEY_FILE_NAME).chmod(0o644)
-    assert load_or_create_keyring(tmp_path) == ring
+    assert load_or_create_signing_key(tmp_path) == key
     assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
