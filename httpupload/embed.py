@@ -15,25 +15,39 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from httpupload.web.interfaces import IUploadDesk
 from httpupload.web.request import UploadChannel, UploadRequest
 from httpupload.web.resource import UploadResource
-from httpupload.web.uploads import UploadReceiver
+from httpupload.web.settings import WebSettings
 
 log = Logger()
 
 
-def adopt(site: Site, receiver: UploadReceiver) -> None:
-    """Give a host Site our request and channel classes (streaming, early refusal)."""
+def adopt(
+    site: Site, receiver: IUploadDesk, settings: WebSettings | None = None
+) -> None:
+    """Give a host Site our request and channel classes (streaming, early refusal).
+
+    ``settings`` default to the host's idle timeout and no rate floor (the
+    host Site's own rules, as before it was adopted).
+    """
+    if settings is None:
+        settings = WebSettings.build(idle_timeout=site.timeOut or 0, min_upload_rate=0)
     site.requestFactory = UploadRequest
-    site.protocol = UploadChannel  # type: ignore[assignment]
-    site.uploads = receiver  # type: ignore[attr-defined]
+    site.protocol = UploadChannel.serving(  # type: ignore[assignment]
+        receiver, settings, site.reactor
+    )
 
 
 def adopted(site: Site) -> bool:
+    """Whether ``site`` streams PUT bodies to an upload desk (``adopt``)."""
+    channel = site.protocol
     return (
         isinstance(site.requestFactory, type)
         and issubclass(site.requestFactory, UploadRequest)
-        and getattr(site, "uploads", None) is not None
+        and isinstance(channel, type)
+        and issubclass(channel, UploadChannel)
+        and channel.desk is not None
     )
 
 

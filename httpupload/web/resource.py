@@ -14,21 +14,22 @@ as they go out: a type that is not printable ASCII is served as
 ``application/octet-stream`` (an attachment), and an unusable validator is
 left out.  Anything unforeseen while answering ends in a 500, or a cut
 connection once the response has begun: never a request left unanswered.
+
+A PUT is answered by its owner (``httpupload.web.put``), reached through
+``IStreamingRequest``.  A download whose client goes away is cancelled (as
+klein does, from the ``notifyFinish`` errback): the record lookup is
+dropped, and a file still being opened is closed as soon as it is open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from httpupload.errors import HttpUploadError
-from httpupload.logs import short_id
 from httpupload.metadata import MetadataStore
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage, StoredFile
@@ -40,15 +41,16 @@ from httpupload.web.conditional import (
     range_applies,
 )
 from httpupload.web.disposition import content_disposition, is_inline
+from httpupload.web.interfaces import IStreamingRequest, IUploadDesk
+from httpupload.web.put import answer_stored, spooled_put
 from httpupload.web.ranges import Unsatisfiable, parse_range
 from httpupload.web.responses import (
     ALLOWED_METHODS,
-    answer_failure,
+    Reply,
     apply_common_headers,
     plain,
-    refuse,
 )
-from httpupload.web.uploads import UploadReceiver, repr_digest
+from httpupload.web.uploads import repr_digest
 
 log = Logger()
 
@@ -56,8 +58,6 @@ YEAR = 31536000
 CACHE_FOREVER = b"public, max-age=%d, immutable" % YEAR
 CACHE_REVALIDATE = b"public, no-cache"
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
-# Copying a body that twisted.web spooled (the embedding case).
-CHUNK_SIZE = 256 * 1024
 
 
 def cache_control(expires: float | None, now: float) -> bytes:
@@ -109,26 +109,38 @@ def _close_quietly(opened: StoredFile | None) -> None:
         opened.close()
 
 
-class _Response:
-    """Finishes a request unless its client has gone away meanwhile."""
+def _cancellable_open(
+    opening: Deferred[StoredFile | None],
+) -> Deferred[StoredFile | None]:
+    """``opening``, but cancellable at once: a file it opens later is closed.
 
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.gone = False
-        request.notifyFinish().addErrback(self._lost)
+    Storage gives no canceller (a thread cannot be stopped, and its result
+    would be dropped with the open file in it), so the wait is what stops.
+    """
+    cancelled = False
 
-    def _lost(self, _: object) -> None:
-        self.gone = True
+    def cancel(_: Deferred[StoredFile | None]) -> None:
+        nonlocal cancelled
+        cancelled = True
 
-    def send(self, body: bytes) -> None:
-        if not self.gone and not self.request.finished:
-            self.request.write(body)
-            self.request.finish()
+    outer: Deferred[StoredFile | None] = Deferred(cancel)
 
-    def failed(self, failure: Failure) -> None:
-        """Anything unforeseen: a 500 if nothing was sent yet, else a cut."""
-        if not self.gone:
-            answer_failure(self.request, failure)
+    def arrived(result: StoredFile | Failure | None) -> None:
+        if not cancelled:
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+        elif isinstance(result, Failure):
+            log.info(
+                "Opening a file for a client that left failed: {error}",
+                error=result.getErrorMessage(),
+            )
+        else:
+            _close_quietly(result)
+
+    opening.addBoth(arrived)
+    return outer
 
 
 class UploadResource(Resource):
@@ -141,7 +153,7 @@ class UploadResource(Resource):
         storage: Storage,
         metadata: MetadataStore | None = None,
         clock: IReactorTime | None = None,
-        receiver: UploadReceiver | None = None,
+        receiver: IUploadDesk | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
@@ -163,96 +175,43 @@ class UploadResource(Resource):
         if method == b"PUT":
             return self.render_PUT(request)
         if method in (b"GET", b"HEAD"):
-            response = _Response(request)
-            ensureDeferred(self._download(request, response)).addErrback(
-                response.failed
-            )
+            reply = Reply(request)
+            download = ensureDeferred(self._download(request, reply))
+            reply.on_gone(download.cancel)
+            download.addErrback(reply.failed)
             return NOT_DONE_YET
         request.setHeader(b"Allow", ALLOWED_METHODS)
         return plain(request, 405, "Method not allowed")
 
     def render_PUT(self, request: Request) -> int | bytes:
-        finish_upload = getattr(request, "finish_upload", None)
-        if finish_upload is None:
-            if self._receiver is None:
-                log.error("PUT reached UploadResource with no way to take uploads")
-                return plain(request, 500, "Uploads are not set up on this site")
-            receiver = self._receiver
-
-            def finish_upload() -> Deferred[FileInfo]:
-                return ensureDeferred(self._spooled_upload(request, receiver))
-
-        response = _Response(request)
-        ensureDeferred(self._upload(request, response, finish_upload)).addErrback(
-            response.failed
+        """Hand the PUT to its owner; or, on a host Site's request, copy it in."""
+        streaming = IStreamingRequest(request, None)
+        put = streaming.streamed_put() if streaming is not None else None
+        if put is not None:
+            put.respond(request)
+            return NOT_DONE_YET
+        if self._receiver is None:
+            log.error("PUT reached UploadResource with no way to take uploads")
+            return plain(request, 500, "Uploads are not set up on this site")
+        answer_stored(
+            Reply(request), ensureDeferred(spooled_put(request, self._receiver))
         )
         return NOT_DONE_YET
-
-    async def _spooled_upload(
-        self, request: Request, receiver: UploadReceiver
-    ) -> FileInfo:
-        """A PUT whose body twisted.web already spooled: copy it into storage.
-
-        Works with any request class, without our two guarantees: the body
-        was stored once already, and a refusal comes only after all of it.
-        """
-        content = request.content
-        length = content.seek(0, 2) if content is not None else 0
-        if content is not None:
-            content.seek(0)
-        headers = request.requestHeaders
-        if not headers.hasHeader(b"Content-Length"):
-            headers.setRawHeaders(b"Content-Length", [str(length).encode()])
-        address = getattr(request.getClientAddress(), "host", "unknown")
-        upload = receiver.start(request.uri, headers, length, address)
-        try:
-            while content is not None and (chunk := content.read(CHUNK_SIZE)):
-                ready = upload.write(chunk)
-                if ready is not None:
-                    await ready
-            return await upload.finish()
-        finally:
-            upload.release()
-
-    async def _upload(
-        self,
-        request: Request,
-        response: _Response,
-        finish_upload: Callable[[], Deferred[FileInfo]],
-    ) -> None:
-        try:
-            info = await finish_upload()
-        except HttpUploadError as e:
-            response.send(refuse(request, e))
-            return
-        except Exception:
-            log.failure("Storing an upload failed")
-            response.send(plain(request, 500, "Storing the upload failed"))
-            return
-        log.info(
-            "Stored {size} bytes as {file_id}",
-            size=info.size,
-            file_id=short_id(info.file_id),
-        )
-        tag = etag(info)
-        if tag is not None:
-            request.setHeader(b"Repr-Digest", repr_digest(info.sha256))
-            request.setHeader(b"ETag", tag)
-        response.send(plain(request, 201, "Created"))
 
     async def _open(self, request: Request) -> tuple[StoredFile, bytes] | None:
         """The file to serve and its Cache-Control, or None for a 404."""
         parsed = parse_url_path(request.path)
         if parsed is None:
             return None
-        opening = self._storage.open_read(parsed[0])
+        opening = _cancellable_open(self._storage.open_read(parsed[0]))
         if self._metadata is not None and self._clock is not None:
             # Both lookups at once: each is a hop to another thread.
             try:
                 record = await self._metadata.get(parsed[0])
             except BaseException:
-                opening.addCallback(_close_quietly)
+                # Failed, or cancelled: the file is closed once it is open.
                 opening.addErrback(lambda f: None)
+                opening.cancel()
                 raise
             now = self._clock.seconds()
             served = record is not None and record.served_at(now)
@@ -267,9 +226,11 @@ class UploadResource(Resource):
             return None
         return opened, caching
 
-    async def _download(self, request: Request, response: _Response) -> None:
+    async def _download(self, request: Request, response: Reply) -> None:
         try:
             found = await self._open(request)
+        except CancelledError:
+            raise  # the client left: Reply.failed expects this
         except Exception:
             log.failure("Opening a stored file failed")
             response.send(plain(request, 500, "Reading the file failed"))
@@ -286,7 +247,7 @@ class UploadResource(Resource):
             raise
 
     def _answer(
-        self, request: Request, response: _Response, opened: StoredFile, caching: bytes
+        self, request: Request, response: Reply, opened: StoredFile, caching: bytes
     ) -> None:
         info = opened.info
         if response.gone:

@@ -2,18 +2,23 @@
 
 Also the last resort of every response: ``answer_failure`` turns an
 exception met while answering into a 500 (or, once the head is out, a cut
-connection), so no failure leaves a request unanswered.
+connection), so no failure leaves a request unanswered; and ``Reply``, which
+ends every Deferred chain of a response with a logged failure and cancels
+the work of one whose client went away.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from httpupload._twisted_private import is_disconnected
 from httpupload.errors import (
     AlreadyStored,
     HttpUploadError,
@@ -29,6 +34,7 @@ from httpupload.errors import (
 )
 from httpupload.storage.sending import abort_connection
 from httpupload.web.addresses import is_secure
+from httpupload.web.settings import settings_of
 
 ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT"
 
@@ -79,8 +85,7 @@ _NOT_IN_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def apply_common_headers(request: Request) -> None:
     for name, value in COMMON_HEADERS:
         request.setHeader(name, value)
-    site = getattr(getattr(request, "channel", None), "site", None)
-    if is_secure(request, getattr(site, "trusted_proxies", ())):
+    if is_secure(request, settings_of(request).trusted_proxies):
         request.setHeader(b"Strict-Transport-Security", HSTS)
 
 
@@ -125,7 +130,7 @@ def answer_failure(request: Request, reason: Failure) -> None:
     Never raises: use it as the last errback of any response's Deferred.
     """
     log.failure("Answering {method} failed", reason, method=_method(request))
-    if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
+    if request.finished or is_disconnected(request):
         return
     try:
         # A producer registered (a download under way) may write at any time.
@@ -147,3 +152,55 @@ def _method(request: Request) -> str:
 
 def refuse(request: Request, error: HttpUploadError) -> bytes:
     return plain(request, http_status(error), str(error))
+
+
+class Reply:
+    """The answer to one request, for as long as its client is there.
+
+    Finishes the request unless its client has gone away meanwhile, runs
+    ``on_gone`` callbacks when it goes (klein's ``notifyFinish`` errback:
+    cancel work nobody can use any more), and ends a response's Deferred
+    chain with ``failed``: a logged failure, never a dropped one.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.gone = False
+        self._on_gone: list[Callable[[], object]] = []
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, _: object) -> None:
+        self.gone = True
+        callbacks, self._on_gone = self._on_gone, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.failure("Cancelling the work of a request failed")
+
+    def on_gone(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once if the client goes away before the answer."""
+        if self.gone:
+            callback()
+        elif not self.request.finished:
+            self._on_gone.append(callback)
+
+    def send(self, body: bytes) -> None:
+        if not self.gone and not self.request.finished:
+            self.request.write(body)
+            self.request.finish()
+
+    def failed(self, failure: Failure) -> None:
+        """The last errback: a 500 if nothing was sent yet, else a cut.
+
+        Once the client is gone there is nobody to answer: a cancellation is
+        what was asked for, anything else is logged.
+        """
+        if not self.gone:
+            answer_failure(self.request, failure)
+        elif not failure.check(CancelledError):
+            log.failure(
+                "Answering {method} failed after its client left",
+                failure,
+                method=_method(self.request),
+            )

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import Resource
@@ -23,15 +25,17 @@ from httpupload.metadata import MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
-from httpupload.web.addresses import client_address, parse_networks
+from httpupload.web.addresses import Network, client_address
+from httpupload.web.interfaces import IUploadDesk
 from httpupload.web.request import UploadChannel, UploadRequest
 from httpupload.web.resource import UploadResource
-from httpupload.web.uploads import UploadReceiver
+from httpupload.web.settings import DEFAULT_SETTINGS, WebSettings, settings_of
 from httpupload.web.wire import origin_form
 
-DEFAULT_IDLE_TIMEOUT = 60.0
-DEFAULT_HEADER_TIMEOUT = 30.0
-DEFAULT_MIN_UPLOAD_RATE = 1024
+# The old names of WebSettings' defaults (which are HttpConfig's).
+DEFAULT_IDLE_TIMEOUT = DEFAULT_SETTINGS.idle_timeout
+DEFAULT_HEADER_TIMEOUT = DEFAULT_SETTINGS.header_timeout
+DEFAULT_MIN_UPLOAD_RATE = DEFAULT_SETTINGS.min_upload_rate
 
 # Client-chosen fields are cut to this many characters before escaping.
 MAX_LOGGED_AGENT = 256
@@ -82,8 +86,7 @@ def access_log_line(timestamp: str, request: Request) -> str:
 
     The client is the peer, or what a trusted proxy's X-Forwarded-For says.
     """
-    site = getattr(getattr(request, "channel", None), "site", None)
-    host = client_address(request, getattr(site, "trusted_proxies", ()))
+    host = client_address(request, settings_of(request).trusted_proxies)
     agent = request.getHeader(b"user-agent") or b"-"
     return '{} - - {} "{} {} {}" {} {} "{}"'.format(
         log_safe(host, MAX_LOGGED_TOKEN * 2),
@@ -103,22 +106,29 @@ class GuardedSite(Site):
     So that every listener of the service sends no ``Server`` header, keeps
     no request body it does not stream, bounds the request head and its
     time, logs escaped client values and hides file URLs, and closes an idle
-    connection after ``idle_timeout`` (a plain ``Site`` waits 12 h).
+    connection after ``idle_timeout`` (a plain ``Site`` waits 12 h).  Each
+    channel it builds is handed the site's ``settings`` and ``desk`` (None:
+    this site takes no uploads).
     """
 
     protocol = UploadChannel  # type: ignore[assignment]
     requestFactory = UploadRequest
+    desk: IUploadDesk | None = None
 
     def __init__(
         self,
         resource: Resource,
         reactor: IReactorTime,
         *,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        idle_timeout: float | None = None,
+        settings: WebSettings | None = None,
     ) -> None:
+        if settings is None:
+            settings = WebSettings.build(idle_timeout=idle_timeout)
+        self.settings = settings
         super().__init__(
             resource,
-            timeout=idle_timeout,
+            timeout=settings.idle_timeout,
             logFormatter=access_log_line,
             reactor=reactor,
             # Nothing here takes forms, and twisted.web's form parser raises on
@@ -128,39 +138,63 @@ class GuardedSite(Site):
         self.displayTracebacks = False
         self.noisy = False
 
+    @property
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        """The settings' trusted proxies (set: new settings, for new connections)."""
+        return self.settings.trusted_proxies
+
+    @trusted_proxies.setter
+    def trusted_proxies(self, networks: tuple[Network, ...]) -> None:
+        self.settings = replace(self.settings, trusted_proxies=tuple(networks))
+
+    # Twisted declares its private protocol-switching wrapper as the result;
+    # with ``protocol`` set, the result is our channel.
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        channel: Protocol | None = super().buildProtocol(addr)
+        if isinstance(channel, UploadChannel):
+            channel.settings = self.settings
+            channel.desk = self.desk
+            channel.clock = self.reactor
+        return channel
+
 
 class UploadSite(GuardedSite):
     """A ``Site`` whose PUT bodies stream into storage and whose logs hide file URLs.
 
-    ``idle_timeout``: seconds a connection may send nothing; ``header_timeout``:
-    seconds a request head may take; ``min_upload_rate``: bytes per second an
-    upload body must average over each idle-timeout window (0: no floor);
-    ``trusted_proxies``: addresses whose X-Forwarded-For names the client.
+    ``settings`` is the web layer's part of the configuration
+    (``WebSettings.from_config(config.http)``).  The loose ``idle_timeout``,
+    ``header_timeout``, ``min_upload_rate`` and ``trusted_proxies`` are its
+    older form, used only when ``settings`` is not given.
     """
 
     def __init__(
         self,
-        uploads: UploadReceiver,
+        uploads: IUploadDesk,
         storage: Storage,
         reactor: IReactorTime,
         *,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+        settings: WebSettings | None = None,
+        idle_timeout: float | None = None,
+        header_timeout: float | None = None,
+        min_upload_rate: int | None = None,
         trusted_proxies: Iterable[str] = (),
         metadata: MetadataStore | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        if settings is None:
+            settings = WebSettings.build(
+                idle_timeout=idle_timeout,
+                header_timeout=header_timeout,
+                min_upload_rate=min_upload_rate,
+                trusted_proxies=trusted_proxies,
+            )
         super().__init__(
             UploadResource(storage, metadata, reactor),
             reactor,
-            idle_timeout=idle_timeout,
+            settings=settings,
         )
-        self.uploads = uploads
+        self.uploads = self.desk = uploads
         self.metrics = metrics
-        self.header_timeout = header_timeout
-        self.min_upload_rate = min_upload_rate
-        self.trusted_proxies = parse_networks(trusted_proxies)
 
     def log(self, request: HTTPRequest) -> None:
         """Every finished request passes here: count it, then log it.
@@ -176,11 +210,6 @@ class UploadSite(GuardedSite):
         except Exception:
             log.failure("Counting or logging a response failed")
 
-    def buildProtocol(self, addr):  # type: ignore[no-untyped-def]
-        channel = super().buildProtocol(addr)
-        channel.header_timeout = self.header_timeout
-        return channel
-
 
 class MetricsSite(GuardedSite):
     """The metrics listener's ``Site``: the upload site's wire rules, no uploads."""
@@ -190,6 +219,7 @@ __all__ = [
     "GuardedSite",
     "MetricsSite",
     "UploadSite",
+    "WebSettings",
     "access_log_line",
     "log_safe",
     "redacted_path",

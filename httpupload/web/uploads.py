@@ -18,11 +18,18 @@ import hashlib
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    ensureDeferred,
+    fail,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from httpupload.errors import (
     AlreadyStored,
@@ -47,6 +54,7 @@ from httpupload.slots import (
     parse_url_path,
 )
 from httpupload.storage import FileInfo, PendingUpload, Storage
+from httpupload.web.interfaces import IUploadDesk
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TOKEN_PARAMETER = "token"  # noqa: S105 (a parameter name)
@@ -128,6 +136,7 @@ class IncomingUpload:
         adopt_stored: Callable[[Slot, FileInfo], Deferred[FileInfo | None]]
         | None = None,
         replaces: IncomingUpload | None = None,
+        cancel: Callable[[], None] | None = None,
     ) -> None:
         self.slot = slot
         self.content_type = content_type
@@ -143,13 +152,14 @@ class IncomingUpload:
         # Counted here, not by storage: a write that failed (full disk) must
         # be reported as such on commit, not as a short body.
         self.bytes_received = 0
-        # Set by whoever holds the connection: cuts it off (a drain ends, or
-        # a newer PUT of the slot replaces this one).
-        self.cancel: Callable[[], None] = lambda: None
+        # Given by whoever holds the connection: cuts it off (a drain ends,
+        # or a newer PUT of the slot replaces this one).
+        self.cancel: Callable[[], None] = cancel or (lambda: None)
         self._aborting: Deferred[None] | None = None
         # Admission: chunks held until then (None once decided), who waits.
         self._held: list[bytes] | None = []
         self._held_bytes = 0
+        self._admission: Deferred[None] | None = None
         self._decided = False
         self._waiting: list[Deferred[None]] = []
         self._refusal: UploadRefused | None = None
@@ -162,8 +172,12 @@ class IncomingUpload:
 
     def admit_when(self, decided: Deferred[None]) -> None:
         """Send the body to storage once ``decided`` fires; if it fails (with
-        an ``UploadRefused``), refuse the upload with that error."""
-        decided.addCallbacks(self._admit, self._refuse)
+        an ``UploadRefused``), refuse the upload with that error.  An abort
+        before then cancels ``decided`` (nobody needs its answer)."""
+        self._admission = decided
+        decided.addCallbacks(self._admit, self._refuse).addErrback(
+            lambda f: log.failure("Admitting an upload failed", f)
+        )
 
     def _admit(self, _: object) -> None:
         held, self._held = self._held or [], None
@@ -185,6 +199,8 @@ class IncomingUpload:
         self._held = None
         if isinstance(failure.value, UploadRefused):
             self._refusal = failure.value
+        elif failure.check(CancelledError):
+            self._refusal = UploadRefused("The upload was cut off")
         else:
             log.failure("Admitting an upload failed", failure)
             self._refusal = UploadRefused("Internal error")
@@ -315,6 +331,8 @@ class IncomingUpload:
             return again
         self.finished = self.aborted = True
         self._held = None
+        if self._admission is not None and not self._decided:
+            self._admission.cancel()
         aborting: Deferred[None] = Deferred()
         self._aborting = aborting
         pending = self._pending
@@ -352,6 +370,7 @@ class IncomingUpload:
         return told
 
 
+@implementer(IUploadDesk)
 class UploadReceiver:
     """Checks PUTs against their slots and keeps track of those in flight."""
 
@@ -407,17 +426,27 @@ class UploadReceiver:
         return slot, _stored_type(slot, content_types[0] if content_types else None)
 
     def start(
-        self, path: bytes, headers: Headers, length: int | None, address: str
+        self,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        address: str,
+        cut_off: Callable[[], None] = lambda: None,
     ) -> IncomingUpload:
-        """Accept a PUT and open its write; raises UploadRefused."""
+        """Accept a PUT and open its write; raises UploadRefused.
+
+        ``cut_off`` drops the PUT's connection (a drain ends, or a newer PUT
+        of the slot replaces this one).
+        """
         if self.draining:
             raise ShuttingDown("The service is shutting down; try again shortly")
         slot, content_type = self.check(path, headers, length)
         uploads = self._in_flight.setdefault(address, set())
         if len(uploads) >= self.max_uploads_per_address:
+            limit = self.max_uploads_per_address
             raise TooManyUploads(
-                f"At most {self.max_uploads_per_address} uploads at a time "
-                "from one address"
+                f"At most {limit} {'upload' if limit == 1 else 'uploads'} at a "
+                "time from one address"
             )
         file_id = slot.file_id
         older = self._by_slot.get(file_id)
@@ -441,6 +470,7 @@ class UploadReceiver:
             on_stored=self._record if self._metadata is not None else None,
             adopt_stored=self._adopt if self._metadata is not None else None,
             replaces=older,
+            cancel=cut_off,
         )
         self._by_slot[file_id] = upload
         upload.outcome().addCallback(lambda _: self._slot_over(upload))
