@@ -426,6 +426,24 @@ def make_config(**sections: Mapping[str, Any]) -> Config:
     return parse_config(data, Path("/nonexistent"))
 
 
+def make_receiver(
+    config: Config,
+    storage: Storage,
+    clock: MemoryReactorClock,
+    signer: SlotSigner,
+    *,
+    metadata: MetadataStore | None = None,
+) -> UploadReceiver:
+    """The ``UploadReceiver`` (where PUTs are judged) the service builds."""
+    return UploadReceiver(
+        signer,
+        storage,
+        clock,
+        max_uploads_per_address=config.http.max_uploads_per_address,
+        metadata=metadata,
+    )
+
+
 def make_site(
     config: Config,
     storage: Storage,
@@ -433,20 +451,14 @@ def make_site(
     *,
     metadata: MetadataStore | None = None,
     metrics: Metrics | None = None,
-    signer: SlotSigner | None = None,
+    receiver: UploadReceiver | None = None,
 ) -> UploadSite:
     """The ``UploadSite`` the service builds from ``config``, on ``clock``."""
     h = config.http
-    if signer is None:
+    if receiver is None:
         assert h.signing_keys is not None, "make_config gives a signing key"
         signer = SlotSigner(h.signing_keys, clock)
-    receiver = UploadReceiver(
-        signer,
-        storage,
-        clock,
-        max_uploads_per_address=h.max_uploads_per_address,
-        metadata=metadata,
-    )
+        receiver = make_receiver(config, storage, clock, signer, metadata=metadata)
     return UploadSite(
         receiver,
         storage,
@@ -547,13 +559,10 @@ class Harness:
     metadata: MetadataStore | None
     metrics: Metrics
     signer: SlotSigner
+    receiver: UploadReceiver
     site: UploadSite
     peer: IPv4Address = PEER
     pumps: list[Pump] = field(default_factory=list)
-
-    @property
-    def receiver(self) -> UploadReceiver:
-        return self.site.uploads
 
     @property
     def base(self) -> str:
@@ -592,6 +601,7 @@ class Harness:
         client = client if client is not None else RawClient()
         peer = peer or self.peer
         server = self.site.buildProtocol(peer)
+        assert server is not None
         server_io = FlowTransport(
             server, isServer=True, hostAddress=HOST, peerAddress=peer
         )
@@ -699,10 +709,11 @@ def make_harness(
     metrics = metrics or Metrics()
     assert config.http.signing_keys is not None, "make_config gives a signing key"
     signer = SlotSigner(config.http.signing_keys, clock)
+    receiver = make_receiver(config, storage, clock, signer, metadata=metadata)
     site = make_site(
-        config, storage, clock, metadata=metadata, metrics=metrics, signer=signer
+        config, storage, clock, metadata=metadata, metrics=metrics, receiver=receiver
     )
-    return Harness(config, clock, storage, metadata, metrics, signer, site)
+    return Harness(config, clock, storage, metadata, metrics, signer, receiver, site)
 
 
 __all__ = [
@@ -721,6 +732,7 @@ __all__ = [
     "WholeBody",
     "make_config",
     "make_harness",
+    "make_receiver",
     "make_site",
     "result_of",
     "status_of",

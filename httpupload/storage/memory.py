@@ -2,14 +2,14 @@
 
 It honours the same protocol as the filesystem and S3 backends: nothing an
 upload writes is visible before ``commit``, a second commit of one file id
-fails with ``AlreadyStored``, ``abort`` is safe to call twice, and a stored
+fails with ``DuplicateFile``, ``abort`` is safe to call twice, and a stored
 file is sent as a push producer that stops when the client stops reading
 and is cut off (as every real backend does) when the client takes no byte
 for the site's idle timeout.  Every call answers at once, so a test on a
 ``Clock`` never waits for a thread.
 
 Knobs a test turns: ``room`` (bytes it can take: past it, ``commit`` fails
-with ``StorageFull``, as a full disk does), ``behind`` (while true, each
+with ``NoSpace``, as a full disk does), ``behind`` (while true, each
 write returns a Deferred that fires on ``catch_up()``, as an object store
 still sending parts does) and ``chunk_size`` (how much one write of a
 download sends).
@@ -22,7 +22,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from httpupload.errors import AlreadyStored, StorageFull
+from httpupload.errors import DuplicateFile, NoSpace
+from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, StoredFile
 from httpupload.storage.sending import WriteWatchdog, abort_connection, log_stall
 
@@ -52,16 +53,16 @@ class MemoryUpload:
         return None
 
     def commit(self, info: FileInfo) -> Deferred[None]:
-        """Make the file visible; fails with AlreadyStored or StorageFull."""
+        """Make the file visible; fails with DuplicateFile, or NoSpace past ``room``."""
         if self.done:
             raise RuntimeError("upload already committed or aborted")
         self.done = True
         self.storage.pending.discard(self)
         if info.file_id in self.storage.files:
-            return fail(AlreadyStored("The file is already stored"))
+            return fail(DuplicateFile("The file is already stored"))
         room = self.storage.room
         if room is not None and self.size > room - self.storage.used:
-            return fail(StorageFull("Insufficient storage"))
+            return fail(NoSpace("Insufficient storage"))
         self.storage.files[info.file_id] = (info, b"".join(self.chunks))
         return succeed(None)
 
@@ -202,6 +203,8 @@ class MemoryStorage:
         return succeed(None)
 
     def begin_write(self, file_id: str) -> MemoryUpload:
+        if not FILE_ID_RE.fullmatch(file_id):
+            raise ValueError(f"not a file id: {file_id!r}")
         upload = MemoryUpload(self, file_id)
         self.pending.add(upload)
         return upload
