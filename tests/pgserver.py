@@ -1,8 +1,10 @@
 """A private PostgreSQL 15 cluster for the tests, started once per session.
 
 ``initdb`` makes a cluster in a temporary folder, and ``postgres`` serves it on
-a free 127.0.0.1 port with its unix socket in the same folder, durability off
-(``fsync=off``: a test database need not survive a power loss).  PostgreSQL
+a unix socket in the same folder and on no TCP port at all (so no port number
+is picked, freed and hoped to stay free, and the unit suite's ban on TCP
+sockets holds), durability off (``fsync=off``: a test database need not
+survive a power loss).  PostgreSQL
 refuses to run as root, so as root both run as the ``postgres`` user of the
 Debian package, which then owns the folder.  The server is our direct child
 (``Popen(user=...)``, no ``runuser`` in between), so it can be stopped by its
@@ -30,16 +32,18 @@ from pathlib import Path
 
 import pytest
 
-# The child-process helpers of the integration runners (tests/integration is a
+# The child-process helper of the integration runners (tests/integration is a
 # plain folder of modules, as its conftest makes it importable).
 _INTEGRATION = str(Path(__file__).resolve().parent / "integration")
 if _INTEGRATION not in sys.path:
     sys.path.insert(0, _INTEGRATION)
 
-from prosody import die_with_parent, free_port  # noqa: E402
+from prosody import die_with_parent  # noqa: E402
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "postgres"
+# Only names the socket file (.s.PGSQL.<port>): nothing listens on TCP.
+PORT = 5432
 
 __all__ = ["PostgresServer", "postgresql"]
 
@@ -49,7 +53,7 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.base_dir: Path | None = None
-        self.port = 0
+        self.port = PORT
         self.process: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
         self._as_root = os.geteuid() == 0
@@ -60,7 +64,8 @@ class PostgresServer:
         return self.base_dir / "postgres.log"
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user={USER} dbname={dbname}"
+        """The libpq DSN of a database here (its host: the socket's folder)."""
+        return f"host={self.base_dir} port={self.port} user={USER} dbname={dbname}"
 
     @property
     def _user(self) -> str | None:
@@ -85,12 +90,11 @@ class PostgresServer:
             user=self._user,
             group=self._user,
         )  # fmt: skip
-        self.port = free_port()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
                     str(BIN / "postgres"), "-D", str(data), "-p", str(self.port),
-                    "-k", str(self.base_dir), "-c", "listen_addresses=127.0.0.1",
+                    "-k", str(self.base_dir), "-c", "listen_addresses=",
                     "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200",
                 ],
