@@ -1,12 +1,17 @@
 """Where uploaded bytes live, behind one small asynchronous interface.
 
-Backends: a local filesystem and S3-compatible object storage; nothing above
-this package may assume a local path.  Per-chunk writes are synchronous calls
-(they happen inline on the data path, as twisted.web's own body handling
-does) but a backend that cannot keep up says so by returning a Deferred, and
-the HTTP layer stops reading the body until it fires.  Everything that can
-stall (fsync, renames, opening for read, deleting, remote calls) returns a
-Deferred.
+Backends: a local filesystem, S3-compatible object storage and (for tests
+and embedders) memory; nothing above this package may assume a local path.
+Storage knows nothing of HTTP: a stored file is sent into a ``Sink`` (a
+consumer that can be finished or cut, which a twisted.web ``Request`` is),
+and failures are ``StorageError``s (``httpupload.errors``), which the web
+layer turns into statuses.
+
+Per-chunk writes are synchronous calls (they happen inline on the data
+path, as twisted.web's own body handling does) but a backend that cannot
+keep up says so by returning a Deferred, and the caller stops reading the
+body until it fires.  Everything that can stall (fsync, renames, opening
+for read, deleting, remote calls) returns a Deferred.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.web.server import Request
+from twisted.internet.interfaces import IProducer
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,43 @@ class FileInfo:
     created: float
 
 
+class Sink(Protocol):
+    """Where ``StoredFile.send`` writes: a consumer that is finished or cut.
+
+    A twisted.web ``Request`` is one, as it stands (its status and headers
+    set).  ``sentLength`` counts what went out behind ``write``'s back (the
+    kernel's ``sendfile``).  ``channel`` is the connection the sink writes
+    to, or None once it is gone (or for a sink with none); storage never
+    looks inside it: ``httpupload._twisted_private`` does, to find the
+    clock and idle timeout of the download watchdog and the TCP transport
+    that ``sendfile`` writes to.
+    """
+
+    sentLength: int
+
+    @property
+    def channel(self) -> object:
+        """The connection written to; None once the client has gone."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (after the head, which the first write sends)."""
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """Let ``producer`` be paused and resumed at the client's pace."""
+
+    def unregisterProducer(self) -> None:
+        """The producer is done (or gone)."""
+
+    def finish(self) -> None:
+        """Every byte is sent: end the response."""
+
+    def loseConnection(self) -> None:
+        """Close the connection (a response that cannot be ended whole)."""
+
+    def notifyFinish(self) -> Deferred[None]:
+        """Fires when the response ends; fails when the client goes away first."""
+
+
 class PendingUpload(Protocol):
     """A write in progress: nothing is visible until ``commit`` succeeds."""
 
@@ -42,7 +84,12 @@ class PendingUpload(Protocol):
         """
 
     def commit(self, info: FileInfo) -> Deferred[None]:
-        """Make the file durable and visible; fails with AlreadyStored if it exists."""
+        """Make the file durable and visible.
+
+        Fails with ``DuplicateFile`` if the id is stored already (nothing
+        changes), ``NoSpace``, ``StoreDown`` or ``StorageFailed``; a failed
+        commit leaves nothing behind.
+        """
 
     def abort(self) -> Deferred[None]:
         """Throw the partial file away; safe to call more than once."""
@@ -53,13 +100,13 @@ class StoredFile(Protocol):
 
     info: FileInfo
 
-    def send(self, request: Request, offset: int, length: int) -> None:
-        """Write ``length`` bytes from ``offset`` into ``request``, then finish it.
+    def send(self, sink: Sink, offset: int, length: int) -> None:
+        """Write ``length`` bytes from ``offset`` into ``sink``, then finish it.
 
-        The status and headers are already set.  Honours the request's flow
-        control (a producer registered on it); if the bytes cannot be had
-        midway, the connection is cut rather than the response ended as if
-        whole.  Releases the file when done or when the client goes away.
+        Honours the sink's flow control (a producer registered on it); if
+        the bytes cannot be had midway, the connection is cut rather than
+        the response ended as if whole.  Releases the file when done or
+        when the client goes away.
         """
 
     def close(self) -> None:
@@ -67,8 +114,24 @@ class StoredFile(Protocol):
 
 
 class Storage(Protocol):
+    """A backend: files written once, read, listed and deleted by id."""
+
+    def start(self) -> Deferred[None]:
+        """Get ready to serve (credentials, say); called once the reactor runs.
+
+        Fails if the backend cannot work; a backend with nothing to do
+        returns a fired Deferred.
+        """
+
+    def close(self) -> Deferred[None]:
+        """Release what the backend holds (pooled connections) at shutdown."""
+
     def begin_write(self, file_id: str) -> PendingUpload:
-        """Start receiving the bytes of ``file_id``."""
+        """Start receiving the bytes of ``file_id``.
+
+        ``ValueError`` for an id outside the file id alphabet; a
+        ``StorageError`` if no write can start (a full disk).
+        """
 
     def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
         """The stored file, ready to send, or None."""
@@ -86,4 +149,4 @@ class Storage(Protocol):
         """Bytes the backend can still take, None if it cannot tell."""
 
 
-__all__ = ["FileInfo", "PendingUpload", "Storage", "StoredFile"]
+__all__ = ["FileInfo", "PendingUpload", "Sink", "Storage", "StoredFile"]

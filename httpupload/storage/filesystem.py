@@ -32,22 +32,22 @@ import shutil
 import stat
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Request
 
-from httpupload.errors import AlreadyStored, StorageFull, UploadRefused
+from httpupload.errors import DuplicateFile, NoSpace, StorageError, StorageFailed
 from httpupload.logs import redact
 from httpupload.slots import FILE_ID_RE
-from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage import FileInfo, Sink, StoredFile
 from httpupload.storage.sending import send_file
 
 # The folder layout of earlier versions, still read.
@@ -64,6 +64,9 @@ FOLDER_MODE = 0o700
 _NOT_OWNERS = 0o077
 
 log = Logger()
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -109,10 +112,10 @@ def tighten_modes(root: Path) -> tuple[int, int]:
     return tightened, failed
 
 
-def _write_error(error: OSError) -> UploadRefused:
+def _write_error(error: OSError) -> StorageError:
     if error.errno in _FULL_ERRNOS:
-        return StorageFull("Insufficient storage")
-    return UploadRefused(f"Storage error: {error.strerror}")
+        return NoSpace("Insufficient storage")
+    return StorageFailed(f"Storage error: {error.strerror}")
 
 
 def trailer(info: FileInfo) -> bytes:
@@ -180,11 +183,11 @@ class FilesystemUpload:
         except OSError as e:
             self._error = e
             return
-        syncing = self._storage._in_thread(os.fdatasync, self._file.fileno())
+        syncing = self._storage._in_thread(self._storage.sync, self._file.fileno())
 
         def done(result: object) -> None:
             self._syncing = None
-            if isinstance(result, Failure) and result.check(OSError):
+            if isinstance(result, Failure) and isinstance(result.value, OSError):
                 self._error = self._error or result.value
             elif isinstance(result, Failure):
                 log.failure("Syncing an upload in progress failed", result)
@@ -222,7 +225,7 @@ class FilesystemUpload:
                 try:
                     self._file.write(trailer(info))
                     self._file.flush()
-                    os.fdatasync(self._file.fileno())
+                    self._storage.sync(self._file.fileno())
                 except OSError as e:
                     self._error = e
             self._close_quietly()
@@ -254,11 +257,11 @@ class FilesystemFile:
         self.info = info
         self._handle: BinaryIO | None = handle
 
-    def send(self, request: Request, offset: int, length: int) -> None:
+    def send(self, sink: Sink, offset: int, length: int) -> None:
         handle, self._handle = self._handle, None
         if handle is None:
             raise RuntimeError("already sent or closed")
-        send_file(request, handle, offset, length)
+        send_file(sink, handle, offset, length)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -267,17 +270,38 @@ class FilesystemFile:
 
 
 class FilesystemStorage:
-    """The ``Storage`` interface on a local folder."""
+    """The ``Storage`` interface on a local folder.
+
+    ``reactor`` also provides ``IReactorTime`` (every reactor does, as does
+    ``MemoryReactorClock``).  ``sync`` makes a file's written bytes durable
+    (``os.fdatasync``; a test passes its own to see when syncs happen); it
+    runs in ``threadpool``, as does every other blocking call.
+    """
 
     def __init__(
-        self, root: Path, reactor: IReactorFromThreads, threadpool: ThreadPool
+        self,
+        root: Path,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        *,
+        sync: Callable[[int], None] = os.fdatasync,
     ) -> None:
         self.root = root
         self._tmp = root / "tmp"
         self._files = root / "files"
         self._reactor = reactor
+        self._clock = IReactorTime(reactor)
         self._threadpool = threadpool
+        self.sync = sync
         self._free_cache: tuple[float, int] | None = None
+
+    def start(self) -> Deferred[None]:
+        """Nothing to start: ``prepare`` made the folders before the reactor ran."""
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        """Nothing to release: every file is closed once sent or committed."""
+        return succeed(None)
 
     def prepare(self) -> int:
         """Create the folders and clear crash leftovers; returns how many.
@@ -311,8 +335,10 @@ class FilesystemStorage:
                 mode=mode,
             )
 
-    def _in_thread(self, f, *args) -> Deferred:  # type: ignore[no-untyped-def]
-        return deferToThreadPool(self._reactor, self._threadpool, f, *args)
+    def _in_thread(
+        self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
 
     def _path(self, file_id: str) -> Path | None:
         # Ids come from URLs: only the alphabet new_file_id() uses can
@@ -342,7 +368,7 @@ class FilesystemStorage:
             # or a stored file of the folder layout).
             os.link(written, final)
         except FileExistsError:
-            raise AlreadyStored("This slot has already been used") from None
+            raise DuplicateFile("This slot has already been used") from None
         _fsync_dir(final.parent)
         if new_shard:  # a new shard's own entry must be durable too
             _fsync_dir(self._files)
@@ -442,7 +468,7 @@ class FilesystemStorage:
 
     def free_space(self) -> Deferred[int | None]:
         """Free bytes, measured at most once a second (slot requests ask often)."""
-        now = self._reactor.seconds()  # type: ignore[attr-defined]
+        now = self._clock.seconds()
         if self._free_cache is not None and now - self._free_cache[0] < 1.0:
             return succeed(self._free_cache[1])
 

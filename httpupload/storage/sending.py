@@ -1,14 +1,14 @@
-"""Streaming a local file into an HTTP response.
+"""Streaming a local file into a ``Sink`` (a twisted.web response, in practice).
 
 Over plain TCP the kernel moves the bytes itself (``sendfile``: no copy
 through Python, which is what bounds a large download otherwise); over TLS,
-or on a transport we do not know, the bytes go through the request a chunk
+or on a transport we do not know, the bytes go through the sink a chunk
 at a time.  Both honour the client's pace and stop when it goes away.
 
 A client that stops reading is cut off: twisted.web suspends a connection's
 idle timeout while a response is being written, so without a timeout of our
 own such a client would hold its connection and the file for ever.  Every
-download path (sendfile, the chunked sender, the S3 relay in ``s3read``)
+download path (sendfile, the chunked sender, the S3 relay in ``s3.read``)
 runs a ``WriteWatchdog``: when the socket has taken no byte for the site's
 idle timeout (``Site.timeOut``, ``[http] idle_timeout``, 60 s by default),
 the connection is aborted and one info line logged.  A slow reader that
@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import (
@@ -32,8 +32,16 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Request
 from zope.interface import implementer
+
+from httpupload.storage import Sink
+from httpupload.storage._private import (
+    connection_of,
+    head_flushed,
+    plain_tcp_transport,
+    transport_reactor,
+    watchdog_clock,
+)
 
 log = Logger()
 
@@ -58,22 +66,20 @@ class WriteWatchdog:
         self._call: IDelayedCall | None = None
 
     @classmethod
-    def for_request(
-        cls, request: Any, stalled: Callable[[], None]
-    ) -> WriteWatchdog | None:
-        """A watchdog on the request's channel clock and its site's idle timeout.
+    def for_sink(cls, sink: Sink, stalled: Callable[[], None]) -> WriteWatchdog | None:
+        """A watchdog on the sink's connection clock and idle timeout.
 
-        None when the request has no such channel (gone already, or a host
+        None when the sink has no such connection (gone already, or a host
         site whose timeout is off): nothing is watched then.
         """
-        channel = getattr(request, "channel", None)
-        call_later = getattr(channel, "callLater", None)
-        # Site.timeOut (twisted.web's spelling): the idle timeout it was given.
-        # The channel's own copy is None while a request is being answered.
-        timeout = getattr(getattr(channel, "site", None), "timeOut", None)
-        if call_later is None or not isinstance(timeout, int | float) or timeout <= 0:
+        found = watchdog_clock(sink)
+        if found is None:
             return None
-        return cls(call_later, float(timeout), stalled)
+        call_later, timeout = found
+        return cls(call_later, timeout, stalled)
+
+    # The name of earlier versions (the sink was a twisted.web Request).
+    for_request = for_sink
 
     def start(self) -> None:
         if self._call is None:
@@ -94,20 +100,20 @@ class WriteWatchdog:
         self._stalled()
 
 
-def abort_connection(request: Any) -> None:
-    """Drop the request's connection now, unsent bytes and all.
+def abort_connection(sink: Sink) -> None:
+    """Drop the sink's connection now, unsent bytes and all.
 
     ``loseConnection`` would wait for the buffers to drain, which a client
     that does not read never lets happen.
     """
-    transport = getattr(getattr(request, "channel", None), "transport", None)
+    transport = connection_of(sink)
     if transport is None:
         return  # the connection is gone already
     abort = getattr(transport, "abortConnection", None)
     if abort is not None:
         abort()
     else:
-        request.loseConnection()
+        sink.loseConnection()
 
 
 def log_stall(timeout: float, sent: int, length: int) -> None:
@@ -120,43 +126,26 @@ def log_stall(timeout: float, sent: int, length: int) -> None:
     )
 
 
-def send_file(request: Request, handle: BinaryIO, offset: int, length: int) -> None:
-    """Send ``length`` bytes of ``handle`` from ``offset``, then finish ``request``."""
-    transport = _plain_tcp(request)
+def send_file(sink: Sink, handle: BinaryIO, offset: int, length: int) -> None:
+    """Send ``length`` bytes of ``handle`` from ``offset``, then finish ``sink``."""
+    transport = plain_tcp_transport(sink) if hasattr(os, "sendfile") else None
     if transport is not None and length > 0:
-        SendfileSender(request, transport, handle, offset, length).start()
+        SendfileSender(sink, transport, handle, offset, length).start()
     else:
-        FileSender(request, handle, offset, length).start()
-
-
-def _plain_tcp(request: Request) -> Any | None:
-    """The request's TCP transport if nothing sits between it and the socket."""
-    channel = getattr(request, "channel", None)
-    transport = getattr(channel, "transport", None)
-    if not isinstance(transport, tcp.Connection) or not hasattr(os, "sendfile"):
-        return None
-    # The transport's own buffer (the response head) must be flushed before
-    # the kernel sends file bytes behind its back: we watch these to know.
-    if not all(
-        hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen")
-    ):
-        return None
-    return transport
+        FileSender(sink, handle, offset, length).start()
 
 
 @implementer(IPullProducer)
 class FileSender:
     """Writes ``length`` bytes of ``handle`` from ``offset`` on, then finishes."""
 
-    def __init__(
-        self, request: Request, handle: BinaryIO, offset: int, length: int
-    ) -> None:
-        self.request: Request | None = request
+    def __init__(self, sink: Sink, handle: BinaryIO, offset: int, length: int) -> None:
+        self.request: Sink | None = sink
         self.handle: BinaryIO | None = handle
         self.offset = offset
         self.length = length
         self.remaining = length
-        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
+        self._watchdog = WriteWatchdog.for_sink(sink, self._stalled)
 
     def start(self) -> None:
         assert self.request is not None
@@ -234,14 +223,15 @@ class SendfileSender:
 
     def __init__(
         self,
-        request: Request,
+        sink: Sink,
         transport: tcp.Connection,
         handle: BinaryIO,
         offset: int,
         length: int,
     ) -> None:
-        self.request: Request | None = request
+        self.request: Sink | None = sink
         self.transport = transport
+        self._reactor = transport_reactor(transport)
         self.handle: BinaryIO | None = handle
         self.offset = offset
         self.length = length
@@ -249,7 +239,7 @@ class SendfileSender:
         self._fd = -1
         self._watching = False
         self._paused = False
-        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
+        self._watchdog = WriteWatchdog.for_sink(sink, self._stalled)
 
     # IWriteDescriptor, for the reactor.
     def fileno(self) -> int:
@@ -274,23 +264,19 @@ class SendfileSender:
 
     def _watch(self) -> None:
         if not self._watching and self._fd >= 0:
-            self.transport.reactor.addWriter(self)  # type: ignore[attr-defined]
+            self._reactor.addWriter(self)
             self._watching = True
 
     def _unwatch(self) -> None:
         if self._watching:
-            self.transport.reactor.removeWriter(self)  # type: ignore[attr-defined]
+            self._reactor.removeWriter(self)
             self._watching = False
-
-    def _head_flushed(self) -> bool:
-        t = self.transport
-        return len(t.dataBuffer) == t.offset and not t._tempDataLen
 
     def doWrite(self) -> None:
         if self.handle is None or self.request is None:
             self._unwatch()
             return
-        if not self._head_flushed():
+        if not head_flushed(self.transport):
             return  # the transport sends it first: it is writable too
         try:
             sent = os.sendfile(
@@ -315,7 +301,7 @@ class SendfileSender:
             self._watchdog.progress()
         self.offset += sent
         self.remaining -= sent
-        self.request.sentLength += sent  # type: ignore[attr-defined]
+        self.request.sentLength += sent
         if self.remaining == 0:
             request = self.request
             self._release()

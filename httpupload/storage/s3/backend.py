@@ -10,12 +10,13 @@ metadata (``meta``).  Proxy mode writes through ``upload`` and reads through
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from httpupload.slots import FILE_ID_RE
@@ -24,8 +25,8 @@ from httpupload.storage.s3.client import S3Client, query_string, xml_children
 from httpupload.storage.s3.meta import DEFAULT_CONTENT_TYPE, info_from_headers
 from httpupload.storage.s3.probe import StoreCapabilities, check_store
 from httpupload.storage.s3.read import S3StoredFile
-from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
 from httpupload.storage.s3.upload import S3Upload
+from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
 
 log = Logger()
 
@@ -39,7 +40,7 @@ class S3Storage:
     def __init__(
         self,
         settings: S3Settings,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         agent: IAgent | None = None,
         threadpool: ThreadPool | None = None,
@@ -96,7 +97,7 @@ class S3Storage:
 
     # -- reading -----------------------------------------------------------
 
-    async def _head(self, file_id: str) -> tuple[str, Any] | None:
+    async def _head(self, file_id: str) -> tuple[str, Headers] | None:
         key = self._key(file_id)
         if key is None:
             return None
@@ -167,7 +168,7 @@ class S3Storage:
         return ensureDeferred(self._list_ids())
 
     def free_space(self) -> Deferred[int | None]:
-        """Object stores have no free space to tell (a quota error says StorageFull)."""
+        """Object stores have no free space to tell (a quota error says NoSpace)."""
         return succeed(None)
 
     # -- the sweep of crashed nodes' uploads ---------------------------------

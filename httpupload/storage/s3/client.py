@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import http.client
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
@@ -31,6 +31,7 @@ from botocore.credentials import (
 from botocore.session import Session
 from treq import content as read_body
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IConsumer, IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -50,6 +51,9 @@ from httpupload.errors import ConfigError
 from httpupload.storage.s3settings import S3Settings
 
 log = Logger()
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # Bodies at least this large are hashed for the signature in a thread.
 THREAD_SIGN_BYTES = 256 * 1024
@@ -128,7 +132,7 @@ class BytesProducer:
         self._data = data
         self.length = len(data)
 
-    def startProducing(self, consumer: Any) -> Deferred[None]:
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         consumer.write(self._data)
         self._data = b""
         return succeed(None)
@@ -157,12 +161,16 @@ def _resolve_credentials(settings: S3Settings) -> Credentials:
 
 
 class S3Client:
-    """Sends signed requests for one bucket; start() before use, close() after."""
+    """Sends signed requests for one bucket; start() before use, close() after.
+
+    ``reactor`` also provides ``IReactorThreads`` and ``IReactorTCP`` (every
+    reactor does): requests go out through an ``Agent`` on it.
+    """
 
     def __init__(
         self,
         settings: S3Settings,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         agent: IAgent | None = None,
         threadpool: ThreadPool | None = None,
@@ -185,9 +193,12 @@ class S3Client:
         self._refresher: LoopingCall | None = None
         self._start_waiters: list[Deferred[None]] = []
 
-    def _in_thread(self, f: Any, *args: Any) -> Deferred[Any]:
-        pool = self._threadpool or self._reactor.getThreadPool()
-        return deferToThreadPool(self._reactor, pool, f, *args)
+    def _in_thread(
+        self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> Deferred[_T]:
+        threads = IReactorThreads(self._reactor)
+        pool = self._threadpool or threads.getThreadPool()
+        return deferToThreadPool(threads, pool, f, *args, **kwargs)
 
     def start(self) -> Deferred[None]:
         """Resolve the credentials (in a thread: the chain may read files).
@@ -244,7 +255,7 @@ class S3Client:
         self._frozen = await self._in_thread(self._credentials.get_frozen_credentials)
 
     def _refresh_quietly(self) -> Deferred[None]:
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> None:
             log.failure("Refreshing S3 credentials failed", failure)
 
         return ensureDeferred(self._refresh()).addErrback(failed)
@@ -254,7 +265,8 @@ class S3Client:
         if self._refresher is not None and self._refresher.running:
             self._refresher.stop()
         if self._pool is not None:
-            return self._pool.closeCachedConnections()
+            closed: Deferred[None] = self._pool.closeCachedConnections()
+            return closed
         return succeed(None)
 
     def _credentials_now(self) -> Credentials:

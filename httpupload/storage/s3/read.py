@@ -1,4 +1,4 @@
-"""Streaming a range of an S3 object into a twisted.web response.
+"""Streaming a range of an S3 object into a ``Sink`` (a twisted.web response).
 
 The object's info came from a HEAD (``open_read``); ``send`` issues a GET
 with ``Range`` (and ``If-Match`` on the HEAD's ETag, so the bytes are those
@@ -17,19 +17,18 @@ arriving.  Both would otherwise hold the two connections for ever.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from treq import content as read_body
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from httpupload.storage import FileInfo
+from httpupload.storage import FileInfo, Sink
 from httpupload.storage.s3.client import S3Client
 from httpupload.storage.sending import WriteWatchdog, abort_connection, log_stall
 
@@ -39,18 +38,23 @@ _DONE = Failure(ResponseDone())
 
 @implementer(IPushProducer)
 class BodyRelay(Protocol):
-    """Receives an S3 body and writes it into ``request``, at the client's pace."""
+    """Receives an S3 body and writes it into ``sink``, at the client's pace.
 
-    def __init__(self, request: IRequest, length: int) -> None:
-        self.request: Any = request
+    The S3 response's transport (``_source``) is a push producer: the relay
+    pauses it while the client is slow and stops it when the client goes.
+    """
+
+    def __init__(self, sink: Sink, length: int) -> None:
+        self.request: Sink | None = sink
         self.length = length
         self.remaining = length
         self._paused = False
         self._stopped = False
-        self._source: Any = None
-        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
+        self._source: IPushProducer | None = None
+        self._watchdog = WriteWatchdog.for_sink(sink, self._stalled)
 
     def start(self) -> None:
+        assert self.request is not None
         if self._watchdog is not None:
             self._watchdog.start()
         self.request.registerProducer(self, True)
@@ -91,12 +95,15 @@ class BodyRelay(Protocol):
         abort_connection(request)
 
     # IProtocol, driven by the S3 response.
-    def makeConnection(self, transport: Any) -> None:
-        self._source = transport
+    def makeConnection(self, transport: ITransport) -> None:
+        # A response body's transport is a push producer (twisted.web.client's
+        # TransportProxyProducer), though typed as the transport it wraps.
+        source = cast(IPushProducer, transport)
+        self._source = source
         if self._stopped:
-            transport.stopProducing()
+            source.stopProducing()
         elif self._paused:
-            transport.pauseProducing()
+            source.pauseProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.request is None:
@@ -143,11 +150,11 @@ class S3StoredFile:
         self._etag = etag
         self.info = info
 
-    def send(self, request: IRequest, offset: int, length: int) -> None:
+    def send(self, sink: Sink, offset: int, length: int) -> None:
         if length <= 0:
-            request.finish()
+            sink.finish()
             return
-        relay = BodyRelay(request, length)
+        relay = BodyRelay(sink, length)
         relay.start()
         ensureDeferred(self._get(relay, offset, length)).addErrback(relay.fail)
 

@@ -3,7 +3,7 @@
 Under ``part_size`` the body is kept in memory and sent as one PutObject at
 commit.  At ``part_size`` a multipart upload starts and parts go out as they
 fill, at most ``parts_in_flight`` at once; while that many are on their way
-``write`` returns a Deferred, so the HTTP layer stops reading the body and
+``write`` returns a Deferred, so the caller stops reading the body and
 memory stays near ``(parts_in_flight + 1) * part_size`` however large the
 file.  Any failure aborts the multipart upload: a broken upload leaves no
 object behind (and the stale-upload sweep catches what a crash leaves).
@@ -29,7 +29,7 @@ both go on and the create-only commit decides.  Single-request uploads
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -38,10 +38,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from httpupload.errors import (
-    AlreadyStored,
-    StorageFull,
-    StorageUnavailable,
-    UploadRefused,
+    DuplicateFile,
+    NoSpace,
+    StorageError,
+    StorageFailed,
+    StoreDown,
 )
 from httpupload.logs import redact
 from httpupload.storage import FileInfo
@@ -59,20 +60,20 @@ _FULL_CODES = frozenset(
 )
 
 
-def refusal(error: BaseException) -> UploadRefused:
-    """The domain error for a failed store call (what the HTTP layer maps)."""
-    if isinstance(error, UploadRefused):
+def refusal(error: BaseException) -> StorageError:
+    """The storage error for a failed store call (S3's answer, or none at all)."""
+    if isinstance(error, StorageError):
         return error
     if isinstance(error, S3Error):
         if error.status == 412 or error.code == "ConditionalRequestConflict":
-            return AlreadyStored("This slot has already been used")
+            return DuplicateFile("This slot has already been used")
         if error.code in _FULL_CODES or error.status == 507:
-            return StorageFull("Insufficient storage")
+            return NoSpace("Insufficient storage")
         if error.status >= 500:
-            return StorageUnavailable(f"Storage unavailable: {error.code}")
-        return UploadRefused(f"Storage error: {error.code}")
+            return StoreDown(f"Storage unavailable: {error.code}")
+        return StorageFailed(f"Storage error: {error.code}")
     # Not an answer at all: the store could not be reached (or timed out).
-    return StorageUnavailable(f"Storage unavailable: {type(error).__name__}")
+    return StoreDown(f"Storage unavailable: {type(error).__name__}")
 
 
 def _complete_body(etags: Mapping[int, str]) -> bytes:
@@ -365,10 +366,10 @@ class S3Upload:
             return succeed(None)
         self._done = True
         # Not a failure worth a warning: the client went away, or was refused.
-        self._error = self._error or UploadRefused("aborted")
+        self._error = self._error or StorageFailed("aborted")
         self._fail(self._error)
 
-        def quiet(result: Any) -> None:
+        def quiet(result: object) -> None:
             if isinstance(result, Failure):
                 log.failure("Aborting an S3 upload failed", result)
 
