@@ -220,7 +220,8 @@ class SlotPolicy:
             raise NotAllowed(
                 f"Users of {requester.host} may not upload files to this service"
             )
-        return requester.userhost()
+        bare_jid: str = requester.userhost()
+        return bare_jid
 
     # -- what ----------------------------------------------------------------
 

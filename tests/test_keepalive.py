@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
+from wokkel.subprotocols import StreamManager
 from wokkel.test import helpers
 
 from httpupload.xmpp.keepalive import NS_PING, LinkWatchdog
@@ -68,6 +72,13 @@ def test_dead_link_is_cut_within_the_timeout() -> None:
 
 def test_stops_pinging_when_the_link_goes() -> None:
     """After the stream ends no timer is left behind."""
-    manager, clock, _ = setup(60)
-    manager._disconnected(None)
+    clock = Clock()
+    factory = xmlstream.XmlStreamFactory(xmlstream.Authenticator())
+    manager = StreamManager(factory, reactor=clock)
+    LinkWatchdog(clock, "localhost", "upload.localhost", 60).setHandlerParent(manager)
+    stream = factory.buildProtocol(None)
+    stream.makeConnection(StringTransport())
+    stream.dispatch(stream, xmlstream.STREAM_AUTHD_EVENT)
+    assert clock.getDelayedCalls() != []  # the next ping
+    stream.connectionLost(Failure(ConnectionDone()))
     assert clock.getDelayedCalls() == []

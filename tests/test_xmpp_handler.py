@@ -1,20 +1,29 @@
 """The XMPP handlers: disco and slot requests, against wokkel's stream stub."""
 
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 from wokkel import disco, generic
+from wokkel.iwokkel import IDisco
 from wokkel.test import helpers
+from zope.interface.verify import verifyObject
 
+from httpupload.config import QuotaLimits, QuotasConfig
+from httpupload.metadata import ALL_USAGE, FileRecord, MetadataStore, Usage, UsageNeeds
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.xmpp.component import ComponentService
@@ -56,10 +65,11 @@ class FakeEndpoint:
     """Connects the component to an in-memory transport."""
 
     def __init__(self) -> None:
-        self.connections: list[tuple[Protocol, StringTransport]] = []
+        self.connections: list[tuple[IProtocol, StringTransport]] = []
 
-    def connect(self, factory: Factory) -> Deferred[Protocol]:
-        protocol = factory.buildProtocol(None)
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+        assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.connections.append((protocol, transport))
@@ -74,26 +84,33 @@ class Service:
     own stream and answers leave as bytes (the path with the IQ routes).
     """
 
-    def __init__(self, mode: str = "dispatch") -> None:
+    def __init__(
+        self,
+        mode: str = "dispatch",
+        policy: SlotPolicy | None = None,
+        metadata: MetadataStore | None = None,
+    ) -> None:
         self.mode = mode
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.signer = SlotSigner(b"k" * 32, self.clock)
-        handlers = (
-            generic.FallbackHandler(),
-            disco.DiscoHandler(),
-            UploadHandler(
-                SlotPolicy(MAX, ("montague.tld",)),
-                self.signer,
-                "https://upload.montague.tld/",
-                "https://download.montague.tld/files/",
-                300,
-            ),
+        self.handler = UploadHandler(
+            policy or SlotPolicy(MAX, ("montague.tld",)),
+            self.signer,
+            "https://upload.montague.tld/",
+            "https://download.montague.tld/files/",
+            300,
+            metadata=metadata,
         )
+        handlers = (generic.FallbackHandler(), disco.DiscoHandler(), self.handler)
         if mode == "wire":
             endpoint = FakeEndpoint()
             self.component = ComponentService(
-                self.clock, endpoint, "upload.montague.tld", "secret", handlers
+                self.clock,
+                endpoint,  # type: ignore[arg-type]
+                "upload.montague.tld",
+                "secret",
+                handlers,
             )
             self.component.startService()
             self.protocol, self.transport = endpoint.connections[-1]
@@ -103,6 +120,22 @@ class Service:
         self.manager = helpers.TestableStreamManager(reactor=self.clock)
         for handler in handlers:
             handler.setHandlerParent(self.manager)
+
+    def send(
+        self,
+        child: domish.Element,
+        sender: str = "romeo@montague.tld/garden",
+        type: str = "get",
+    ) -> domish.Element:
+        """Send a request IQ on the stub, without looking for its reply."""
+        iq = domish.Element((None, "iq"))
+        iq["type"] = type
+        iq["id"] = "step_03"
+        iq["from"] = sender
+        iq["to"] = "upload.montague.tld"
+        iq.addChild(child)
+        self.manager.stub.send(iq)
+        return iq
 
     def ask(
         self,
@@ -148,6 +181,62 @@ def error_of(reply: domish.Element) -> tuple[str, str, str | None]:
     )
     text = next((str(c) for c in error.elements() if c.name == "text"), None)
     return error["type"], condition, text
+
+
+class PendingStore(MemoryMetadataStore):
+    """Reservations that finish only when the test says: a slow store thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Callable[[], None]] = []
+
+    def reserve(
+        self,
+        record: FileRecord,
+        window_seconds: float,
+        check: Callable[[Usage], None],
+        needs: UsageNeeds = ALL_USAGE,
+    ) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        inner = super().reserve
+
+        def finish() -> None:
+            inner(record, window_seconds, check, needs).chainDeferred(d)
+
+        self.pending.append(finish)
+        return d
+
+
+class ThreadedStore(MemoryMetadataStore):
+    """Runs each reservation (its check included) on another thread, as the
+    SQLite and PostgreSQL stores do, and waits for it."""
+
+    def reserve(
+        self,
+        record: FileRecord,
+        window_seconds: float,
+        check: Callable[[Usage], None],
+        needs: UsageNeeds = ALL_USAGE,
+    ) -> Deferred[None]:
+        results: list[Deferred[None]] = []
+        inner = super().reserve
+        worker = threading.Thread(
+            target=lambda: results.append(inner(record, window_seconds, check, needs))
+        )
+        worker.start()
+        worker.join()
+        return results[0]
+
+
+class WatchedPolicy(SlotPolicy):
+    """A policy that notes the thread its quota rule runs on."""
+
+    def check_quota(self, usage: Usage, size: int, purpose: str) -> None:
+        THREADS.append(threading.current_thread())
+        super().check_quota(usage, size, purpose)
+
+
+THREADS: list[threading.Thread] = []
 
 
 @pytest.fixture(params=["dispatch", "wire"])
@@ -469,3 +558,40 @@ def test_slot_log_keeps_the_file_id_out(service: Service) -> None:
     (event,) = [e for e in events if e.get("log_format", "").startswith("Slot ")]
     assert formatEvent(event).startswith(f"Slot {file_id[:6]}… for romeo@montague.tld")
     assert all(file_id not in str(value) for value in event.values())
+
+
+def test_upload_handler_provides_idisco() -> None:
+    """The upload handler provides IDisco: both methods, with the right arity."""
+    assert verifyObject(IDisco, Service().handler)
+
+
+def test_reply_waits_for_the_slots_record() -> None:
+    """With no quota to decide, the slot still goes out only once its record is
+    in the store, so its PUT finds it (no reliance on the store's FIFO order)."""
+    store = PendingStore()
+    service = Service(metadata=store)
+    output = service.manager.stub.output
+    service.send(request(filename="a.txt", size="3"))
+    assert output == []
+    (finish,) = store.pending
+    finish()
+    (reply,) = output
+    assert reply["type"] == "result"
+    file_id = urlsplit(reply.slot.get["url"]).path.split("/")[-2]
+    assert file_id in store.records
+
+
+def test_quota_rule_never_runs_on_the_stores_thread() -> None:
+    """A store that checks on its own thread: the quota rule (SlotPolicy.check_quota)
+    runs on the reactor's thread only; the refusal is the XEP's, with its stamp."""
+    policy = WatchedPolicy(
+        MAX,
+        ("montague.tld",),
+        quotas=QuotasConfig(window=86400, user=QuotaLimits(files_per_window=1)),
+    )
+    service = Service(policy=policy, metadata=ThreadedStore())
+    del THREADS[:]
+    assert service.ask(request(filename="a.txt", size="3"))["type"] == "result"
+    reply = service.ask(request(filename="a.txt", size="3"))
+    assert error_of(reply)[:2] == ("wait", "resource-constraint")
+    assert THREADS == [threading.current_thread()]

@@ -30,7 +30,7 @@ class PingRequest(generic.Request):
         self.timeout = timeout
 
     def toElement(self) -> domish.Element:
-        element = super().toElement()
+        element: domish.Element = super().toElement()
         element.addElement((NS_PING, "ping"))
         return element
 

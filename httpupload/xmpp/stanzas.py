@@ -107,6 +107,7 @@ def _child_text(element: domish.Element, name: str) -> str | None:
 
 def find_request(iq: domish.Element) -> domish.Element | None:
     """The ``<request/>`` child of a slot request IQ, in any upload namespace."""
+    child: domish.Element
     for child in iq.elements():
         if child.name == "request" and child.uri in NAMESPACES:
             return child
