@@ -45,14 +45,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IProtocol, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -232,7 +237,7 @@ class RawClient(Protocol):
 class Connection:
     """One in-memory connection to the site, seen from the client side."""
 
-    harness: Harness
+    harness: Wire
     pump: Pump
     client: IProtocol
 
@@ -362,7 +367,7 @@ def _body_producer(data: Any) -> IBodyProducer:
 @implementer(IAgentEndpointFactory)
 @dataclass
 class _Endpoints:
-    harness: Harness
+    harness: Wire
 
     def endpointForURI(self, uri: URI) -> _Endpoint:
         return _Endpoint(self.harness, uri.scheme == b"https")
@@ -370,7 +375,7 @@ class _Endpoints:
 
 @dataclass
 class _Endpoint:
-    harness: Harness
+    harness: Wire
     tls: bool
 
     def connect(self, factory: Factory) -> Deferred[IProtocol]:
@@ -549,44 +554,29 @@ def result_of(d: Deferred[T]) -> T:
     return found
 
 
-@dataclass
-class Harness:
-    """An ``UploadSite`` on a ``MemoryReactorClock``, and clients to talk to it."""
+class Wire:
+    """Any server factory (a ``Site``) on a clock, and clients to talk to it.
 
-    config: Config
-    clock: MemoryReactorClock
-    storage: Any
-    metadata: MetadataStore | None
-    metrics: Metrics
-    signer: SlotSigner
-    receiver: UploadReceiver
-    site: UploadSite
-    peer: IPv4Address = PEER
-    pumps: list[Pump] = field(default_factory=list)
+    ``connect`` opens a connection, ``send`` writes raw bytes on a new one,
+    ``request`` goes through treq; ``flush`` delivers what can move and runs
+    what is due, ``advance`` lets time pass.  URLs starting with ``/`` are
+    taken relative to ``base``; an ``https`` URL gets a transport that says
+    it is TLS (``ISSLTransport``), as treq's own testing does.
+    """
 
-    @property
-    def base(self) -> str:
-        return self.config.http.public_url
-
-    def mint(
+    def __init__(
         self,
-        name: str = "a.txt",
-        size: int = 5,
-        content_type: str | None = None,
+        factory: IProtocolFactory,
+        clock: MemoryReactorClock,
         *,
-        owner: str = OWNER,
-        lifetime: int = 300,
-    ) -> Minted:
-        """A new slot for ``name`` of ``size`` bytes, as the XMPP side grants it."""
-        slot, token = self.signer.mint(name, size, content_type, owner, lifetime)
-        return Minted(slot, token, self.base + slot.path)
-
-    def store(
-        self, data: bytes = b"hello", name: str = "file.bin", **kw: Any
-    ) -> tuple[FileInfo, str]:
-        """``stored_file`` into this site's stores: its info and GET path."""
-        info = result_of(stored_file(self.storage, self.metadata, data, name, **kw))
-        return info, "/" + url_path(info.file_id, name)
+        base: str = "http://127.0.0.1/",
+        peer: IPv4Address = PEER,
+    ) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.base = base
+        self.peer = peer
+        self.pumps: list[Pump] = []
 
     # -- connections
 
@@ -600,7 +590,7 @@ class Harness:
         """A new connection from ``client`` (a ``RawClient`` by default) to the site."""
         client = client if client is not None else RawClient()
         peer = peer or self.peer
-        server = self.site.buildProtocol(peer)
+        server = self.factory.buildProtocol(peer)
         assert server is not None
         server_io = FlowTransport(
             server, isServer=True, hostAddress=HOST, peerAddress=peer
@@ -680,10 +670,67 @@ class Harness:
 
     def start(self) -> None:
         """Start the site (its access log), as a listening port does."""
-        self.site.doStart()
+        self.factory.doStart()
 
     def stop(self) -> None:
-        self.site.doStop()
+        self.factory.doStop()
+
+
+class Harness(Wire):
+    """An ``UploadSite`` on a ``MemoryReactorClock``, its stores, and clients.
+
+    Made by ``make_harness``; ``storage`` is a ``MemoryStorage`` unless
+    another was given, ``clock`` the reactor of everything.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: MemoryReactorClock,
+        storage: Any,
+        metadata: MetadataStore | None,
+        metrics: Metrics,
+        signer: SlotSigner,
+        receiver: UploadReceiver,
+        site: UploadSite,
+    ) -> None:
+        super().__init__(site, clock, base=config.http.public_url)
+        self.config = config
+        self.storage = storage
+        self.metadata = metadata
+        self.metrics = metrics
+        self.signer = signer
+        self.receiver = receiver
+        self.site = site
+
+    def mint(
+        self,
+        name: str = "a.txt",
+        size: int = 5,
+        content_type: str | None = None,
+        *,
+        owner: str = OWNER,
+        lifetime: int = 300,
+    ) -> Minted:
+        """A new slot for ``name`` of ``size`` bytes, as the XMPP side grants it."""
+        slot, token = self.signer.mint(name, size, content_type, owner, lifetime)
+        return Minted(slot, token, self.base + slot.path)
+
+    def store(
+        self, data: bytes = b"hello", name: str = "file.bin", **kw: Any
+    ) -> tuple[FileInfo, str]:
+        """``stored_file`` into this site's stores: its info and GET path."""
+        info = result_of(stored_file(self.storage, self.metadata, data, name, **kw))
+        return info, "/" + url_path(info.file_id, name)
+
+    def upload(
+        self, data: bytes, name: str = "a.bin", content_type: str | None = None
+    ) -> str:
+        """PUT ``data`` through a fresh slot (it must be stored); its URL."""
+        slot = self.mint(name, len(data), content_type)
+        answer = self.request("PUT", slot.url, data=data, headers=slot.headers)
+        assert answer.code == 201, answer
+        return slot.url
 
 
 def make_harness(
@@ -730,6 +777,7 @@ __all__ = [
     "RawClient",
     "SlowBody",
     "WholeBody",
+    "Wire",
     "make_config",
     "make_harness",
     "make_receiver",

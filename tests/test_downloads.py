@@ -6,12 +6,11 @@ from email.utils import formatdate
 from urllib.parse import unquote
 
 import pytest
-import pytest_twisted
+from helpers import assert_common_headers, header
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.threads import deferToThread
-from webserver import Server, assert_common_headers, header, raw_exchange
 
+from httpupload.testing import Harness, make_harness
 from httpupload.web.disposition import content_disposition, is_inline
 from httpupload.web.ranges import ByteRange, Unsatisfiable, parse_range
 
@@ -107,43 +106,45 @@ def test_content_disposition_round_trip(filename: str, inline: bool) -> None:
     assert '"' not in fallback and "\\" not in fallback
 
 
-# -- over the wire --------------------------------------------------------------
+# -- over the wire (in memory) ----------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_range_requests(server: Server) -> None:
+@pytest.fixture
+def h() -> Harness:
+    """Our UploadSite with default limits, on memory storage and a clock."""
+    return make_harness()
+
+
+def test_range_requests(h: Harness) -> None:
     """206 with Content-Range for one range, 200 for several, 416 past the end."""
-    url = await server.put(DATA)
-    response, body = await server.request("GET", url, headers={"Range": "bytes=10-19"})
+    url = h.upload(DATA)
+    response = h.request("GET", url, headers={"Range": "bytes=10-19"})
     assert response.code == 206
-    assert body == DATA[10:20]
+    assert response.body == DATA[10:20]
     assert header(response, "Content-Range") == "bytes 10-19/10240"
     assert_common_headers(response)
 
-    response, body = await server.request("GET", url, headers={"Range": "bytes=-5"})
-    assert (response.code, body) == (206, DATA[-5:])
+    response = h.request("GET", url, headers={"Range": "bytes=-5"})
+    assert (response.code, response.body) == (206, DATA[-5:])
 
-    response, body = await server.request("GET", url, headers={"Range": "bytes=10000-"})
-    assert (response.code, body) == (206, DATA[10000:])
+    response = h.request("GET", url, headers={"Range": "bytes=10000-"})
+    assert (response.code, response.body) == (206, DATA[10000:])
 
-    response, body = await server.request(
-        "GET", url, headers={"Range": "bytes=0-1,5-6"}
-    )
-    assert (response.code, body) == (200, DATA)
+    response = h.request("GET", url, headers={"Range": "bytes=0-1,5-6"})
+    assert (response.code, response.body) == (200, DATA)
 
-    response, body = await server.request("GET", url, headers={"Range": "bytes=20000-"})
+    response = h.request("GET", url, headers={"Range": "bytes=20000-"})
     assert response.code == 416
     assert header(response, "Content-Range") == "bytes */10240"
     assert_common_headers(response)
 
 
-@pytest_twisted.ensureDeferred
-async def test_head_equals_get_without_body(server: Server) -> None:
+def test_head_equals_get_without_body(h: Harness) -> None:
     """HEAD carries exactly GET's headers, Content-Length included, and no body."""
-    url = await server.put(DATA, name="photo.jpg")
-    get, _ = await server.request("GET", url)
-    head, body = await server.request("HEAD", url)
-    assert body == b""
+    url = h.upload(DATA, name="photo.jpg")
+    get = h.request("GET", url)
+    head = h.request("HEAD", url)
+    assert head.body == b""
     for name in (
         "Content-Type",
         "ETag",
@@ -153,27 +154,25 @@ async def test_head_equals_get_without_body(server: Server) -> None:
         "Accept-Ranges",
     ):
         assert header(head, name) == header(get, name), name
-    path = url[len(server.base) - 1 :]
-    raw = await deferToThread(
-        raw_exchange,
-        server.port,
+    path = url[len(h.base) - 1 :]
+    raw = h.send(
         f"HEAD {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n"
-        "Connection: close\r\n\r\n".encode(),
-        False,
+        "Connection: close\r\n\r\n".encode()
     )
-    assert raw.startswith(b"HTTP/1.1 206 ")
-    assert b"\r\nContent-Length: 10\r\n" in raw
-    assert raw.endswith(b"\r\n\r\n")
+    assert raw.received.startswith(b"HTTP/1.1 206 ")
+    assert b"\r\nContent-Length: 10\r\n" in raw.received
+    assert raw.received.endswith(b"\r\n\r\n")
+    assert raw.closed
 
 
-@pytest_twisted.ensureDeferred
-async def test_conditional_requests(server: Server) -> None:
+def test_conditional_requests(h: Harness) -> None:
     """A strong ETag from the digest; If-None-Match and If-Modified-Since give 304."""
-    url = await server.put(DATA)
-    response, _ = await server.request("GET", url)
+    url = h.upload(DATA)
+    response = h.request("GET", url)
     etag = header(response, "ETag")
     assert etag is not None and etag.startswith('"') and len(etag) == 66
     modified = header(response, "Last-Modified")
+    assert modified is not None
 
     for headers in (
         {"If-None-Match": etag},
@@ -182,9 +181,9 @@ async def test_conditional_requests(server: Server) -> None:
         {"If-Modified-Since": modified},
         {"If-Modified-Since": formatdate(2_000_000_000, usegmt=True)},
     ):
-        response, body = await server.request("GET", url, headers=headers)
+        response = h.request("GET", url, headers=headers)
         assert response.code == 304, headers
-        assert body == b""
+        assert response.body == b""
         assert header(response, "ETag") == etag
         assert_common_headers(response)
 
@@ -195,15 +194,14 @@ async def test_conditional_requests(server: Server) -> None:
         # If-None-Match wins over If-Modified-Since.
         {"If-None-Match": '"other"', "If-Modified-Since": modified},
     ):
-        response, body = await server.request("GET", url, headers=headers)
-        assert (response.code, body) == (200, DATA), headers
+        response = h.request("GET", url, headers=headers)
+        assert (response.code, response.body) == (200, DATA), headers
 
 
-@pytest_twisted.ensureDeferred
-async def test_if_range(server: Server) -> None:
+def test_if_range(h: Harness) -> None:
     """If-Range: the range if the validator matches, else the whole file."""
-    url = await server.put(DATA)
-    response, _ = await server.request("GET", url)
+    url = h.upload(DATA)
+    response = h.request("GET", url)
     etag, modified = header(response, "ETag"), header(response, "Last-Modified")
     for validator, partial in (
         (etag, True),
@@ -212,31 +210,31 @@ async def test_if_range(server: Server) -> None:
         (f"W/{etag}", False),
         (formatdate(1_000_000_000, usegmt=True), False),
     ):
-        response, body = await server.request(
+        assert validator is not None
+        response = h.request(
             "GET", url, headers={"Range": "bytes=0-3", "If-Range": validator}
         )
         if partial:
-            assert (response.code, body) == (206, DATA[:4]), validator
+            assert (response.code, response.body) == (206, DATA[:4]), validator
         else:
-            assert (response.code, body) == (200, DATA), validator
+            assert (response.code, response.body) == (200, DATA), validator
 
 
-@pytest_twisted.ensureDeferred
-async def test_content_disposition_over_the_wire(server: Server) -> None:
+def test_content_disposition_over_the_wire(h: Harness) -> None:
     """Images inline, HTML as an attachment named as uploaded (RFC 8187)."""
-    image = await server.put(b"\x89PNG", name="pic.png")
-    _, url, headers = server.mint("évil page.html", 6, "text/html")
-    response, _ = await server.request("PUT", url, data=b"<html>", headers=headers)
+    image = h.upload(b"\x89PNG", name="pic.png")
+    slot = h.mint("évil page.html", 6, "text/html")
+    response = h.request("PUT", slot.url, data=b"<html>", headers=slot.headers)
     assert response.code == 201
-    response, _ = await server.request("GET", url)
+    response = h.request("GET", slot.url)
     assert header(response, "Content-Type") == "text/html"
-    disposition = header(response, "Content-Disposition")
+    disposition = header(response, "Content-Disposition") or ""
     assert disposition.startswith("attachment;")
     assert "filename*=UTF-8''%C3%A9vil%20page.html" in disposition
-    _, url, headers = server.mint("cat.png", 4, "image/png")
-    await server.request("PUT", url, data=b"\x89PNG", headers=headers)
-    response, _ = await server.request("GET", url)
-    assert header(response, "Content-Disposition").startswith("inline;")
-    response, _ = await server.request("GET", image)
+    slot = h.mint("cat.png", 4, "image/png")
+    h.request("PUT", slot.url, data=b"\x89PNG", headers=slot.headers)
+    response = h.request("GET", slot.url)
+    assert (header(response, "Content-Disposition") or "").startswith("inline;")
+    response = h.request("GET", image)
     assert header(response, "Content-Type") == "application/octet-stream"
-    assert header(response, "Content-Disposition").startswith("attachment;")
+    assert (header(response, "Content-Disposition") or "").startswith("attachment;")
