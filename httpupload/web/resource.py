@@ -209,7 +209,9 @@ class UploadResource(Resource):
             try:
                 record = await self._metadata.get(parsed[0])
             except BaseException:
-                # Failed, or cancelled: the file is closed once it is open.
+                # Failed, or cancelled: the file is closed once it is open
+                # (now, if it is open already).
+                opening.addCallback(_close_quietly)
                 opening.addErrback(lambda f: None)
                 opening.cancel()
                 raise
