@@ -25,12 +25,32 @@ What is touched, and where Twisted defines it (twisted/web/http.py):
 - ``HTTPChannel.writeHeaders(version, code, reason, headers)``: called by
   ``Request.write`` to send the head (we drop ``Server``);
 - ``Request._disconnected``: set once the connection is gone.
+
+For downloads (``storage.sending``, ``storage.s3.read``), the twisted.web
+connection behind a storage ``Sink`` and the TCP transport internals that
+``sendfile`` relies on (pinned by ``tests/test_sendfile_private.py``):
+
+- ``Request.channel``: the request's ``HTTPChannel``, None once the
+  connection is gone; its ``transport`` (the connection), ``callLater``
+  (``TimeoutMixin``'s clock, the site's reactor) and ``site.timeOut`` (the
+  idle timeout the ``Site`` was given; the channel's own copy is None while
+  a request is answered);
+- ``tcp.Connection.dataBuffer``, ``.offset`` and ``._tempDataLen``
+  (twisted/internet/abstract.py ``FileDescriptor``): what the transport
+  still has to send.  ``sendfile`` writes behind the transport's back, so
+  the response head must be out of that buffer first;
+- ``tcp.Connection.reactor``: the reactor the socket is registered with,
+  which watches our duplicate of the socket for writability.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from typing import cast
 
+from twisted.internet import tcp
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
 
@@ -106,4 +126,62 @@ def is_disconnected(request: object) -> bool:
     return bool(getattr(request, "_disconnected", False))
 
 
-__all__ = ["Head", "HookedChannel", "is_disconnected", "newest_request"]
+def connection_of(sink: object) -> object | None:
+    """The transport of a sink's connection (``Request.channel``); None once gone."""
+    return getattr(getattr(sink, "channel", None), "transport", None)
+
+
+def watchdog_clock(
+    sink: object,
+) -> tuple[Callable[[float, Callable[[], None]], IDelayedCall], float] | None:
+    """The clock and idle timeout (seconds) of a sink's connection, if it has both.
+
+    None for a sink without a channel (gone, or not twisted.web's) and for
+    a site whose timeout is off.
+    """
+    channel = getattr(sink, "channel", None)
+    call_later = getattr(channel, "callLater", None)
+    timeout = getattr(getattr(channel, "site", None), "timeOut", None)
+    if call_later is None or not isinstance(timeout, int | float) or timeout <= 0:
+        return None
+    clock = cast(Callable[[float, Callable[[], None]], IDelayedCall], call_later)
+    return clock, float(timeout)
+
+
+def plain_tcp_transport(sink: object) -> tcp.Connection | None:
+    """A sink's TCP transport if nothing sits between it and the socket.
+
+    None over TLS, HTTP/2 or anything else, and if the transport lacks the
+    buffer attributes ``head_flushed`` reads (a Twisted that changed them).
+    """
+    transport = connection_of(sink)
+    if not isinstance(transport, tcp.Connection):
+        return None
+    if not all(
+        hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen")
+    ):
+        return None
+    return transport
+
+
+def head_flushed(transport: tcp.Connection) -> bool:
+    """Whether the transport has sent everything written to it (the head)."""
+    return len(transport.dataBuffer) == transport.offset and not transport._tempDataLen
+
+
+def transport_reactor(transport: tcp.Connection) -> IReactorFDSet:
+    """The reactor the transport's socket is registered with."""
+    return transport.reactor
+
+
+__all__ = [
+    "Head",
+    "HookedChannel",
+    "connection_of",
+    "head_flushed",
+    "is_disconnected",
+    "newest_request",
+    "plain_tcp_transport",
+    "transport_reactor",
+    "watchdog_clock",
+]

@@ -34,14 +34,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from httpupload.storage import Sink
-from httpupload.storage._private import (
+from httpupload._twisted_private import (
     connection_of,
     head_flushed,
     plain_tcp_transport,
     transport_reactor,
     watchdog_clock,
 )
+from httpupload.storage import Sink
 
 log = Logger()
 
