@@ -106,7 +106,8 @@ class FlowTransport(FakeTransport):
     wire).  A streaming producer registered here (the HTTP channel, a body
     producer) is paused while more than ``HIGH_WATER`` bytes written here
     wait for the other side, and resumed once they are taken.
-    ``abortConnection`` drops what is waiting, unlike ``loseConnection``.
+    ``abortConnection`` closes at once, even if the peer is not reading
+    (``loseConnection`` waits until it has read everything).
     """
 
     reading = True
@@ -149,9 +150,10 @@ class FlowTransport(FakeTransport):
         self.reading = True
 
     def abortConnection(self) -> None:
+        # What is written so far still reaches a peer that reads (it is on
+        # the wire); a peer that does not read never gets it.
         self.aborted = True
         self.disconnecting = True
-        self.stream = []
 
 
 class Pump(IOPump):

@@ -1,167 +1,81 @@
 """The HTTP wire, in memory: what a hostile or unusual client sends, byte for byte.
 
-An ``UploadSite`` is driven over ``twisted.test.iosim`` on a
-``MemoryReactorClock``; its filesystem storage runs its "thread" work inline,
-and the cooperator that twisted.web uses to pull a file into a response runs
-on the same clock, so a whole PUT and GET happen inside one call, with no
-real reactor.
+Our ``UploadSite`` is driven by ``httpupload.testing`` over ``twisted.test.iosim``
+on a ``MemoryReactorClock``, with memory storage, so a whole PUT and GET
+happen inside one call, with no real reactor.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from twisted.internet import _producer_helpers
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Protocol
-from twisted.internet.task import Cooperator
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
-from twisted.python.failure import Failure
-from twisted.test.iosim import FakeTransport, connect
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from httpupload.metrics import Metrics
-from httpupload.slots import SlotSigner
-from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.slots import url_path
+from httpupload.testing import Connection, Harness, make_harness
 from httpupload.web.addresses import canonical_address, parse_networks
 from httpupload.web.ranges import ByteRange, Unsatisfiable, parse_range
-from httpupload.web.site import UploadSite, log_safe
-from httpupload.web.uploads import UploadReceiver
+from httpupload.web.site import log_safe
 from httpupload.web.wire import content_length, head_problem
 
-OWNER = "romeo@montague.tld"
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
 
-class InlineReactor(MemoryReactorClock):
-    """A memory reactor whose calls "from a thread" run at once."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        f(*args, **kw)
-
-
-class InlinePool:
-    """A thread pool that runs each job inline (storage's fsync, link, open)."""
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, object], None], f: Any, *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
+def mint(
+    wire: Harness, name: str = "a.txt", size: int = 5, content_type: str | None = None
+) -> tuple[str, str]:
+    """A slot's path (``/<id>/<name>``) and its token."""
+    minted = wire.mint(name, size, content_type)
+    return minted.path, minted.token
 
 
-class Client(Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.closed = True
-
-
-@dataclass
-class Wire:
-    site: UploadSite
-    reactor: InlineReactor
-    signer: SlotSigner
-    storage: FilesystemStorage
-    metrics: Metrics
-    connections: list[Client] = field(default_factory=list)
-
-    def mint(
-        self, name: str = "a.txt", size: int = 5, content_type: str | None = None
-    ) -> tuple[str, str]:
-        """A slot's path (``/<id>/<name>``) and its token."""
-        slot, token = self.signer.mint(name, size, content_type, OWNER, lifetime=300)
-        return "/" + slot.path, token
-
-    def send(self, payload: bytes, *, close: bool = False) -> Client:
-        """Send raw bytes on a new connection; the client holds what came back."""
-        server = self.site.buildProtocol(PEER)
-        client = Client()
-        server_io = FakeTransport(server, isServer=True, peerAddress=PEER)
-        client_io = FakeTransport(client, isServer=False)
-        pump = connect(server, server_io, client, client_io, greet=False)
-        client_io.write(payload)
-        self._run(pump)
-        if close:
-            client_io.loseConnection()
-            self._run(pump)
-        self.connections.append(client)
-        return client
-
-    def _run(self, pump: Any) -> None:
-        """Deliver bytes and run what is due now, until nothing is left to do."""
-        for _ in range(10_000):
-            pump.flush()
-            now = self.reactor.seconds()
-            if not any(c.getTime() <= now for c in self.reactor.getDelayedCalls()):
-                return
-            self.reactor.advance(0)
-        raise AssertionError("the exchange never settled")
-
-    def put(self, target: bytes, token: str, body: bytes, *extra: bytes) -> Client:
-        head = [
-            b"PUT " + target + b" HTTP/1.1",
-            b"Host: upload.example",
-            b"Authorization: Bearer " + token.encode(),
-            b"Content-Length: %d" % len(body),
-            *extra,
-        ]
-        return self.send(b"\r\n".join(head) + b"\r\n\r\n" + body)
+def put(
+    wire: Harness, target: bytes, token: str, body: bytes, *extra: bytes
+) -> Connection:
+    """A PUT of ``body`` to ``target`` with the token, on a new connection."""
+    head = [
+        b"PUT " + target + b" HTTP/1.1",
+        b"Host: upload.example",
+        b"Authorization: Bearer " + token.encode(),
+        b"Content-Length: %d" % len(body),
+        *extra,
+    ]
+    return wire.send(b"\r\n".join(head) + b"\r\n\r\n" + body)
 
 
 @pytest.fixture
-def wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Wire:
-    reactor = InlineReactor()
-    reactor.advance(1_700_000_000)
-    # twisted.web drives a pull producer (a file being sent) with the global
-    # cooperator, on the global reactor: drive it on this clock instead.
-    cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
-    monkeypatch.setattr(_producer_helpers, "cooperate", cooperator.cooperate)
-    storage = FilesystemStorage(tmp_path / "store", reactor, InlinePool())  # type: ignore[arg-type]
-    storage.prepare()
-    signer = SlotSigner(b"k" * 32, reactor)
-    metrics = Metrics()
-    site = UploadSite(
-        UploadReceiver(signer, storage, reactor), storage, reactor, metrics=metrics
-    )
-    return Wire(site, reactor, signer, storage, metrics)
+def wire() -> Harness:
+    """Our UploadSite, memory storage, a clock; clients come from 192.0.2.7."""
+    h = make_harness()
+    h.peer = PEER
+    return h
 
 
-def status(client: Client) -> int:
+def status(client: Connection) -> int:
     """The status of the first response the client got (0: none)."""
-    if not client.data.startswith(b"HTTP/1.1 "):
-        return 0
-    return int(client.data.split(b" ", 2)[1])
+    return client.status
 
 
-def head_of(client: Client) -> bytes:
-    return client.data.split(b"\r\n\r\n", 1)[0]
+def head_of(client: Connection) -> bytes:
+    return client.head
 
 
-def body_of(client: Client) -> bytes:
-    return client.data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in client.data else b""
+def body_of(client: Connection) -> bytes:
+    return client.body
 
 
-def stored(wire: Wire) -> list[Path]:
-    return [p for p in (wire.storage.root / "files").rglob("*") if p.is_file()]
+def stored(wire: Harness) -> list[str]:
+    """The ids of stored files."""
+    return list(wire.storage.files)
 
 
 # -- numbers from clients ----------------------------------------------------
@@ -182,16 +96,16 @@ def stored(wire: Wire) -> list[Path]:
         b"1" * 20,
     ],
 )
-def test_bad_content_length_gets_400_with_a_reason(wire: Wire, value: bytes) -> None:
+def test_bad_content_length_gets_400_with_a_reason(wire: Harness, value: bytes) -> None:
     """A Content-Length that is not 1-19 ASCII digits: 400 with a reason, closed."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     with capturedLogs() as events:
         client = wire.send(
             b"PUT " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
             b"Authorization: Bearer " + token.encode() + b"\r\n"
             b"Content-Length: " + value + b"\r\n\r\nhello"
         )
-    assert status(client) == 400, client.data
+    assert status(client) == 400, client.received
     assert b"Content-Length" in body_of(client)
     assert client.closed
     assert stored(wire) == []
@@ -210,32 +124,32 @@ def test_bad_content_length_gets_400_with_a_reason(wire: Wire, value: bytes) -> 
     ],
 )
 def test_conflicting_framing_gets_400_with_a_reason(
-    wire: Wire, framing: list[bytes]
+    wire: Harness, framing: list[bytes]
 ) -> None:
     """Several lengths, or a length beside a transfer coding: 400 naming it, closed."""
     client = wire.send(
         b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"\r\n".join(framing) + b"\r\n\r\nhello"
     )
-    assert status(client) == 400, client.data
+    assert status(client) == 400, client.received
     assert b"given" in body_of(client) or b"chunked" in body_of(client)
     assert client.closed
 
 
-def test_a_valid_content_length_still_works(wire: Wire) -> None:
+def test_a_valid_content_length_still_works(wire: Harness) -> None:
     """A length of leading zeros and surrounding spaces is still the length."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     client = wire.send(
         b"PUT " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
         b"Authorization: Bearer " + token.encode() + b"\r\n"
         b"Content-Length:  0005 \r\n\r\nhello"
     )
-    assert status(client) == 201, client.data
+    assert status(client) == 201, client.received
 
 
-def test_huge_range_is_answered(wire: Wire) -> None:
+def test_huge_range_is_answered(wire: Harness) -> None:
     """Range numbers of 5,000 digits: 416 for a start, the whole file for an end."""
-    path, token = wire.mint(size=5)
-    assert status(wire.put(path.encode(), token, b"hello")) == 201
+    path, token = mint(wire, size=5)
+    assert status(put(wire, path.encode(), token, b"hello")) == 201
     huge = b"9" * 5000
     cases = {
         b"bytes=" + huge + b"-": 416,
@@ -249,7 +163,7 @@ def test_huge_range_is_answered(wire: Wire) -> None:
                 b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
                 b"Range: " + value + b"\r\n\r\n"
             )
-        assert status(client) == expected, (value[:20], client.data[:200])
+        assert status(client) == expected, (value[:20], client.received[:200])
         assert not [e for e in events if e.get("log_failure")]
         if expected != 416:
             assert body_of(client) == b"hello"
@@ -259,65 +173,64 @@ def test_huge_range_is_answered(wire: Wire) -> None:
 
 
 @pytest.mark.parametrize("scheme", [b"http", b"HTTPS"])
-def test_absolute_form_put_and_get(wire: Wire, scheme: bytes) -> None:
+def test_absolute_form_put_and_get(wire: Harness, scheme: bytes) -> None:
     """PUT and GET to http://host/<id>/<name> work as they do in origin form."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     target = scheme + b"://upload.example:8443" + path.encode()
-    client = wire.put(target, token, b"hello")
-    assert status(client) == 201, client.data
+    client = put(wire, target, token, b"hello")
+    assert status(client) == 201, client.received
     client = wire.send(b"GET " + target + b" HTTP/1.1\r\nHost: other\r\n\r\n")
-    assert status(client) == 200, client.data
+    assert status(client) == 200, client.received
     assert body_of(client) == b"hello"
 
 
-def test_absolute_form_with_a_query_token(wire: Wire) -> None:
+def test_absolute_form_with_a_query_token(wire: Harness) -> None:
     """An absolute-form PUT carrying its token in the query is accepted."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     client = wire.send(
         b"PUT http://h" + path.encode() + b"?token=" + token.encode() + b" HTTP/1.1\r\n"
         b"Host: h\r\nContent-Length: 5\r\n\r\nhello"
     )
-    assert status(client) == 201, client.data
+    assert status(client) == 201, client.received
 
 
-def test_put_with_content_range_is_refused_before_storing(wire: Wire) -> None:
+def test_put_with_content_range_is_refused_before_storing(wire: Harness) -> None:
     """A PUT with Content-Range gets 400 (RFC 9110 §14.5) and stores nothing."""
-    path, token = wire.mint(size=5)
-    tmp = wire.storage.root / "tmp"
-    client = wire.put(path.encode(), token, b"hello", b"Content-Range: bytes 0-4/5")
-    assert status(client) == 400, client.data
+    path, token = mint(wire, size=5)
+    client = put(wire, path.encode(), token, b"hello", b"Content-Range: bytes 0-4/5")
+    assert status(client) == 400, client.received
     assert b"Content-Range" in body_of(client)
-    assert stored(wire) == [] and list(tmp.iterdir()) == []
+    assert stored(wire) == [] and wire.storage.pending == set()
     # The slot is untouched: a whole PUT after it is stored.
-    assert status(wire.put(path.encode(), token, b"hello")) == 201
+    assert status(put(wire, path.encode(), token, b"hello")) == 201
 
 
 @pytest.mark.parametrize(
     "hosts",
     [[], [b"Host: a", b"Host: b"], [b"Host: a", b"Host: a"], [b"Host: a b"]],
 )
-def test_http11_needs_exactly_one_valid_host(wire: Wire, hosts: list[bytes]) -> None:
+def test_http11_needs_exactly_one_valid_host(wire: Harness, hosts: list[bytes]) -> None:
     """HTTP/1.1 without Host, with several, or with a bad value: 400, closed."""
     client = wire.send(b"\r\n".join([b"GET /x HTTP/1.1", *hosts]) + b"\r\n\r\n")
-    assert status(client) == 400, client.data
+    assert status(client) == 400, client.received
     assert b"Host" in body_of(client)
     assert client.closed
     # The refusal carries the headers every response carries.
     assert b"\r\nAccess-Control-Allow-Origin: *" in head_of(client)
 
 
-def test_http10_without_host_is_served(wire: Wire) -> None:
+def test_http10_without_host_is_served(wire: Harness) -> None:
     """HTTP/1.0 needs no Host; an empty Host or one with a port is fine too."""
     client = wire.send(b"GET /x HTTP/1.0\r\n\r\n")
-    assert client.data.startswith(b"HTTP/1.0 404 ")
+    assert client.received.startswith(b"HTTP/1.0 404 ")
     for host in (b"", b"[::1]:8080", b"upload.example:443"):
         client = wire.send(b"GET /x HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
-        assert status(client) == 404, (host, client.data)
+        assert status(client) == 404, (host, client.received)
 
 
-def test_put_without_host_is_refused_before_storing(wire: Wire) -> None:
+def test_put_without_host_is_refused_before_storing(wire: Harness) -> None:
     """A PUT lacking Host gets 400 and its slot stays usable."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     client = wire.send(
         b"PUT " + path.encode() + b" HTTP/1.1\r\n"
         b"Authorization: Bearer " + token.encode() + b"\r\n"
@@ -325,53 +238,53 @@ def test_put_without_host_is_refused_before_storing(wire: Wire) -> None:
     )
     assert status(client) == 400
     assert stored(wire) == []
-    assert status(wire.put(path.encode(), token, b"hello")) == 201
+    assert status(put(wire, path.encode(), token, b"hello")) == 201
 
 
-def test_a_refused_head_sends_no_100_continue(wire: Wire) -> None:
+def test_a_refused_head_sends_no_100_continue(wire: Harness) -> None:
     """A client waiting for 100 Continue on a refused head gets the 400 instead."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     client = wire.send(
         b"PUT " + path.encode() + b" HTTP/1.1\r\nExpect: 100-continue\r\n"
         b"Authorization: Bearer " + token.encode() + b"\r\n"
         b"Content-Length: 5\r\n\r\n"
     )
-    assert status(client) == 400, client.data
-    assert b"100 Continue" not in client.data
+    assert status(client) == 400, client.received
+    assert b"100 Continue" not in client.received
     assert client.closed
 
 
-def test_no_server_version_is_sent(wire: Wire) -> None:
+def test_no_server_version_is_sent(wire: Harness) -> None:
     """No response names the server software or its version."""
-    path, token = wire.mint(size=5)
+    path, token = mint(wire, size=5)
     answers = [
-        wire.put(path.encode(), token, b"hello"),
+        put(wire, path.encode(), token, b"hello"),
         wire.send(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
         wire.send(b"OPTIONS /x HTTP/1.1\r\nHost: x\r\n\r\n"),
         wire.send(b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n"),
         wire.send(b"GET /x HTTP/1.1\r\n\r\n"),
     ]
     for client in answers:
-        assert status(client), client.data
+        assert status(client), client.received
         assert b"\r\nserver:" not in head_of(client).lower(), head_of(client)
-        assert b"Twisted" not in client.data
+        assert b"Twisted" not in client.received
 
 
-def test_large_bodies_of_other_methods_are_not_read(wire: Wire) -> None:
+def test_large_bodies_of_other_methods_are_not_read(wire: Harness) -> None:
     """A GET announcing a large or chunked body is answered at once and closed."""
     for framing in (b"Content-Length: 100000000", b"Transfer-Encoding: chunked"):
         client = wire.send(b"POST /x HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
-        assert status(client) == 405, client.data
+        assert status(client) == 405, client.received
         assert client.closed
 
 
-def test_small_bodies_of_other_methods_are_dropped(wire: Wire) -> None:
+def test_small_bodies_of_other_methods_are_dropped(wire: Harness) -> None:
     """A small body on a GET is read and dropped; the connection goes on."""
     client = wire.send(
         b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
         b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n"
     )
-    assert client.data.count(b"HTTP/1.1 404 ") == 2, client.data
+    assert client.received.count(b"HTTP/1.1 404 ") == 2, client.received
     assert not client.closed
 
 
@@ -383,7 +296,7 @@ def series(metrics: Metrics) -> int:
     return sum(len(m.samples) for m in metrics.registry.collect())
 
 
-def test_invented_methods_add_no_series(wire: Wire) -> None:
+def test_invented_methods_add_no_series(wire: Harness) -> None:
     """3,000 distinct invented methods leave the number of series as one did."""
     wire.send(b"ZZ0 /x HTTP/1.1\r\nHost: x\r\n\r\n")
     before = series(wire.metrics)
@@ -391,7 +304,7 @@ def test_invented_methods_add_no_series(wire: Wire) -> None:
         b"ZZ%dQ%s /x HTTP/1.1\r\nHost: x\r\n\r\n" % (i, b"Q" * 200) for i in range(3000)
     )
     client = wire.send(requests)
-    assert client.data.count(b"HTTP/1.1 405 ") == 3000
+    assert client.received.count(b"HTTP/1.1 405 ") == 3000
     assert series(wire.metrics) == before
     value = wire.metrics.registry.get_sample_value(
         "httpupload_http_responses_total", {"method": "other", "status": "405"}
@@ -399,7 +312,7 @@ def test_invented_methods_add_no_series(wire: Wire) -> None:
     assert value == 3001
 
 
-def test_method_labels_are_the_served_ones(wire: Wire) -> None:
+def test_method_labels_are_the_served_ones(wire: Harness) -> None:
     """GET, HEAD, PUT and OPTIONS keep their names; lower case is not GET."""
     for method in (b"GET", b"HEAD", b"OPTIONS", b"get"):
         wire.send(method + b" /x HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -415,19 +328,19 @@ def test_method_labels_are_the_served_ones(wire: Wire) -> None:
 # -- logs ---------------------------------------------------------------------------
 
 
-def access_lines(events: list[dict[str, Any]]) -> list[str]:
+def access_lines(events: Sequence[dict[str, Any]]) -> list[str]:
     return [formatEvent(e) for e in events if " - - " in (formatEvent(e) or "")]
 
 
 @pytest.fixture
-def logged_wire(wire: Wire) -> Any:
+def logged_wire(wire: Harness) -> Any:
     """The wire with the access log on (the site started, as a port does)."""
-    wire.site.doStart()
+    wire.start()
     yield wire
-    wire.site.doStop()
+    wire.stop()
 
 
-def test_access_log_escapes_control_characters(logged_wire: Wire) -> None:
+def test_access_log_escapes_control_characters(logged_wire: Harness) -> None:
     """Terminal escapes, C1 and bidi bytes in User-Agent reach the log escaped."""
     agent = b'\x1b[2J\x1b]0;pwned\x07 "q" \\ \x7f\x9b\xc2\x85\xe2\x80\xae end'
     with capturedLogs() as events:
@@ -440,9 +353,9 @@ def test_access_log_escapes_control_characters(logged_wire: Wire) -> None:
     assert "\\xe2\\x80\\xae end" in line
 
 
-def test_access_log_redacts_absolute_form_and_queries(logged_wire: Wire) -> None:
+def test_access_log_redacts_absolute_form_and_queries(logged_wire: Harness) -> None:
     """Neither the file name, the id past six characters nor a token reaches the log."""
-    path, token = logged_wire.mint("secret-name.txt", 5)
+    path, token = mint(logged_wire, "secret-name.txt", 5)
     file_id = path.split("/")[1]
     with capturedLogs() as events:
         logged_wire.send(
@@ -484,30 +397,30 @@ class _Raising(Resource):
         raise RuntimeError("boom")
 
 
-def test_a_failure_before_the_head_is_a_plain_500(wire: Wire) -> None:
+def test_a_failure_before_the_head_is_a_plain_500(wire: Harness) -> None:
     """An exception in rendering: a text 500 with the common headers, not the rest."""
     wire.site.resource = _Raising(after_head=False)
     with capturedLogs():
         client = wire.send(
             b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n"
         )
-    assert client.data.count(b"HTTP/1.1 500 ") == 2, client.data
+    assert client.received.count(b"HTTP/1.1 500 ") == 2, client.received
     head = head_of(client)
     assert b"text/plain" in head and b"Access-Control-Allow-Origin: *" in head
     assert b"X-Half" not in head
 
 
-def test_a_failure_after_the_head_cuts_the_connection(wire: Wire) -> None:
+def test_a_failure_after_the_head_cuts_the_connection(wire: Harness) -> None:
     """Once the head is out, a failure aborts the connection: no page appended."""
     wire.site.resource = _Raising(after_head=True)
     with capturedLogs():
         client = wire.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert client.data.startswith(b"HTTP/1.1 200 ")
+    assert client.received.startswith(b"HTTP/1.1 200 ")
     assert body_of(client) == b"partial"
     assert client.closed
 
 
-def test_a_failing_access_log_leaves_no_request_hanging(wire: Wire) -> None:
+def test_a_failing_access_log_leaves_no_request_hanging(wire: Harness) -> None:
     """If counting a response raises, the request still ends and the next is served."""
 
     class Broken(Metrics):
@@ -519,8 +432,8 @@ def test_a_failing_access_log_leaves_no_request_hanging(wire: Wire) -> None:
         client = wire.send(
             b"OPTIONS /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n"
         )
-    assert b"HTTP/1.1 204 " in client.data
-    assert b"HTTP/1.1 404 " in client.data
+    assert b"HTTP/1.1 204 " in client.received
+    assert b"HTTP/1.1 404 " in client.received
     assert any(e.get("log_failure") for e in events)
 
 
@@ -556,14 +469,13 @@ numbers = st.one_of(
 )
 
 
-def stored_path(wire: Wire) -> bytes:
+def stored_path(wire: Harness) -> bytes:
     """The path of a 5-byte file on the wire, stored on first use."""
-    found = getattr(wire, "_stored_path", None)
-    if found is None:
-        path, token = wire.mint(size=5)
-        assert status(wire.put(path.encode(), token, b"hello")) == 201
-        found = wire._stored_path = path.encode()  # type: ignore[attr-defined]
-    return found
+    for info, _ in wire.storage.files.values():
+        return b"/" + url_path(info.file_id, info.filename).encode()
+    path, token = mint(wire, size=5)
+    assert status(put(wire, path.encode(), token, b"hello")) == 201
+    return path.encode()
 
 
 @given(
@@ -594,7 +506,7 @@ def stored_path(wire: Wire) -> bytes:
 )
 @WIRE_FUZZ
 def test_any_head_gets_an_answer(
-    wire: Wire,
+    wire: Harness,
     method: bytes,
     target: bytes,
     version: bytes,
@@ -608,7 +520,9 @@ def test_any_head_gets_an_answer(
     with capturedLogs() as events:
         client = wire.send(b"\r\n".join(head) + b"\r\n\r\n" + body, close=True)
     assert client.closed
-    assert client.data == b"" or client.data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))
+    assert client.received == b"" or client.received.startswith(
+        (b"HTTP/1.1 ", b"HTTP/1.0 ")
+    )
     failures = [e for e in events if e.get("log_failure")]
     assert not failures, [formatEvent(e) for e in failures]
     # Nothing the client sent becomes a metric label.
@@ -733,7 +647,7 @@ def test_canonical_address_is_plain(text: str) -> None:
         assert canonical_address(address) == address
 
 
-def test_forwarded_zones_and_mapped_addresses(logged_wire: Wire) -> None:
+def test_forwarded_zones_and_mapped_addresses(logged_wire: Harness) -> None:
     """Behind a trusted proxy: a hop with a zone id is no address, a mapped one IPv4."""
     logged_wire.site.trusted_proxies = parse_networks(["192.0.2.0/24"])
     with capturedLogs() as events:
