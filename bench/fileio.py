@@ -161,8 +161,8 @@ def main() -> None:
         walls = [w for n, w, _ in results if n == name]
         cpus = [c for n, _, c in results if n == name]
         print(
-            f"{name:28} {min(walls):8.0f}–{max(walls):<8.0f} "
-            f"{min(cpus):10.0f}–{max(cpus):<10.0f}"
+            f"{name:28} {min(walls):8.0f}-{max(walls):<8.0f} "
+            f"{min(cpus):10.0f}-{max(cpus):<10.0f}"
         )
 
 
