@@ -1,30 +1,40 @@
-"""XEP-0050 ad-hoc commands: list, delete and usage, on a real store and storage."""
+"""XEP-0050 ad-hoc commands: list, delete and usage, in memory.
+
+The handler runs on wokkel's stream stub (``wokkel.test.helpers``) over the
+memory metadata store and storage, on a ``Clock``: every reply is sent
+before ``send`` returns, and sessions expire as the clock advances.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.threadpool import ThreadPool
+from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
-from webserver import start_server
 from wokkel import disco, generic
+from wokkel.iwokkel import IDisco
 from wokkel.test import helpers
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from httpupload import make_service, parse_config
+from httpupload._reactor import IServiceReactor
 from httpupload.config import QuotaLimits, QuotasConfig
+from httpupload.errors import NotAllowed
 from httpupload.metadata import FileRecord
-from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.owners import Uploads
 from httpupload.policy import SlotPolicy
 from httpupload.slots import new_file_id, url_path
-from httpupload.storage import FileInfo
-from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.storage.memory import MemoryStorage
+from httpupload.testing import make_harness, result_of, stored_file
 from httpupload.xmpp.adhoc import (
     MAX_FORM_BYTES,
     NS_COMMANDS,
@@ -32,6 +42,13 @@ from httpupload.xmpp.adhoc import (
     Sessions,
     size_text,
     xml_size,
+)
+from httpupload.xmpp.commands import (
+    Command,
+    CommandRequest,
+    CommandsHandler,
+    command_element,
+    new_session_id,
 )
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -44,16 +61,25 @@ GET_BASE = "https://download.montague.tld/files/"
 NOW = 1_700_000_000.0
 DAY = 86400
 
+T = TypeVar("T")
+
+
+def done(work: Deferred[T] | Coroutine[Any, Any, T]) -> T:
+    """The result of work on the memory stores, which has finished already."""
+    return result_of(ensureDeferred(work))
+
 
 class Service:
-    """The component's handlers on wokkel's stream stub, over a real store."""
+    """The component's handlers on wokkel's stream stub, over memory stores."""
 
     def __init__(
         self,
-        store: SQLiteMetadataStore,
-        storage: FilesystemStorage,
+        store: MemoryMetadataStore,
+        storage: MemoryStorage,
         policy: SlotPolicy | None = None,
-        **options: int,
+        *,
+        max_files: int = 100,
+        handler: CommandsHandler | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -70,15 +96,16 @@ class Service:
             ),
         )
         self.uploads = Uploads(store, storage, policy, GET_BASE, self.clock)
-        self.handler = AdHocHandler(self.uploads, **options)
+        self.handler = handler or AdHocHandler(self.uploads, max_files=max_files)
         self.manager = helpers.TestableStreamManager(reactor=self.clock)
-        for handler in (generic.FallbackHandler(), disco.DiscoHandler(), self.handler):
-            handler.setHandlerParent(self.manager)
+        for each in (generic.FallbackHandler(), disco.DiscoHandler(), self.handler):
+            each.setHandlerParent(self.manager)
         self._ids = 0
 
-    async def ask(
+    def ask(
         self, child: domish.Element, sender: str = ROMEO, type: str = "set"
     ) -> domish.Element:
+        """Send an IQ with ``child``; its one reply, sent before this returns."""
         self._ids += 1
         iq = domish.Element((None, "iq"))
         iq["type"] = type
@@ -89,18 +116,14 @@ class Service:
         output = self.manager.stub.output
         before = len(output)
         self.manager.stub.send(iq)
-        for _ in range(1000):  # the store and storage answer from threads
-            if len(output) > before:
-                break
-            await deferLater(reactor, 0.005, lambda: None)
         assert len(output) == before + 1, "exactly one reply"
-        reply = output[-1]
+        reply: domish.Element = output[-1]
         assert reply["id"] == iq["id"]
         assert reply["to"] == sender
         assert reply["from"] == SERVICE
         return reply
 
-    async def run(
+    def run(
         self,
         node: str,
         sender: str = ROMEO,
@@ -108,6 +131,7 @@ class Service:
         sessionid: str | None = None,
         payload: domish.Element | None = None,
     ) -> domish.Element:
+        """One step of a command."""
         command = domish.Element((NS_COMMANDS, "command"))
         command["node"] = node
         if action is not None:
@@ -116,9 +140,9 @@ class Service:
             command["sessionid"] = sessionid
         if payload is not None:
             command.addChild(payload)
-        return await self.ask(command, sender)
+        return self.ask(command, sender)
 
-    async def store_file(
+    def store_file(
         self,
         owner: str,
         name: str,
@@ -126,54 +150,48 @@ class Service:
         at: float,
         expires: float | None = None,
     ) -> FileRecord:
-        """A stored file with its completed record, as an upload leaves them."""
-        file_id = new_file_id()
-        record = FileRecord(
-            file_id=file_id,
-            owner=owner,
-            filename=name,
-            size=len(data),
-            content_type="text/plain",
-            purpose="message",
-            created=at,
-            slot_expires=at + 300,
-            expires=expires,
+        """A stored file with its completed record, uploaded at ``at + 1``."""
+        info = done(
+            stored_file(
+                self.storage,
+                self.store,
+                data,
+                name,
+                "text/plain",
+                created=at + 1,
+                owner=owner,
+                expires=expires,
+            )
         )
-        await self.store.reserve(record, DAY, lambda usage: None)
-        upload = self.storage.begin_write(file_id)
-        upload.write(data)
-        digest = hashlib.sha256(data).hexdigest()
-        await upload.commit(
-            FileInfo(file_id, name, len(data), "text/plain", digest, at + 1)
-        )
-        done = await self.store.complete(file_id, digest, "text/plain", at + 1)
-        assert done is not None
-        return done
+        record = done(self.store.get(info.file_id))
+        assert record is not None
+        return record
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> FilesystemStorage:
-    s = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
-    s.prepare()
+def storage() -> MemoryStorage:
+    """An empty storage in memory."""
+    return MemoryStorage()
+
+
+@pytest.fixture
+def store() -> MemoryMetadataStore:
+    """An empty metadata store in memory, started."""
+    s = MemoryMetadataStore()
+    done(s.start())
     return s
 
 
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
-    s = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
-    await s.start()
-    yield s
-    await s.stop()
-
-
 @pytest.fixture
-def service(store: SQLiteMetadataStore, storage: FilesystemStorage) -> Service:
+def service(store: MemoryMetadataStore, storage: MemoryStorage) -> Service:
+    """The ad-hoc handler with the default test policy."""
     return Service(store, storage)
 
 
 def command_of(reply: domish.Element) -> domish.Element:
     assert reply["type"] == "result", reply.toXml()
-    return next(reply.elements(NS_COMMANDS, "command"))
+    found: domish.Element = next(reply.elements(NS_COMMANDS, "command"))
+    return found
 
 
 def error_of(reply: domish.Element) -> tuple[str, str, list[str]]:
@@ -192,7 +210,8 @@ def notes_of(command: domish.Element) -> list[tuple[str, str]]:
 
 
 def form_of(command: domish.Element) -> domish.Element:
-    return next(command.elements(NS_DATA, "x"))
+    found: domish.Element = next(command.elements(NS_DATA, "x"))
+    return found
 
 
 def names_in(form: domish.Element) -> list[str]:
@@ -223,22 +242,25 @@ def disco_query(namespace: str, node: str | None = None) -> domish.Element:
     return query
 
 
+def test_the_handler_provides_idisco(service: Service) -> None:
+    """The ad-hoc handler is a wokkel disco provider (IDisco, checked)."""
+    assert verifyObject(IDisco, service.handler)
+    assert verifyObject(IDisco, CommandsHandler(Clock()))
+
+
 # -- discovery -------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_disco_info_advertises_commands(service: Service) -> None:
-    reply = await service.ask(disco_query(disco.NS_DISCO_INFO), type="get")
+def test_disco_info_advertises_commands(service: Service) -> None:
+    """The service's disco info has the commands feature."""
+    reply = service.ask(disco_query(disco.NS_DISCO_INFO), type="get")
     features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
     assert NS_COMMANDS in features
 
 
-@pytest_twisted.ensureDeferred
-async def test_disco_items_list_the_commands(service: Service) -> None:
+def test_disco_items_list_the_commands(service: Service) -> None:
     """Each command is an item of the commands node, at the JID that was asked."""
-    reply = await service.ask(
-        disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), type="get"
-    )
+    reply = service.ask(disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), type="get")
     assert reply["type"] == "result"
     assert reply.query["node"] == NS_COMMANDS
     items = [
@@ -251,19 +273,18 @@ async def test_disco_items_list_the_commands(service: Service) -> None:
         (SERVICE, "usage", "Show my usage and quotas"),
     ]
     # The service's own items stay empty; outsiders see no commands.
-    reply = await service.ask(disco_query(disco.NS_DISCO_ITEMS), type="get")
+    reply = service.ask(disco_query(disco.NS_DISCO_ITEMS), type="get")
     assert list(reply.query.elements()) == []
-    reply = await service.ask(
+    reply = service.ask(
         disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), OUTSIDER, type="get"
     )
     assert reply["type"] == "result"
     assert list(reply.query.elements()) == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_disco_info_of_a_command_node(service: Service) -> None:
+def test_disco_info_of_a_command_node(service: Service) -> None:
     """automation/command-node with commands and data forms; forbidden to outsiders."""
-    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, "delete"), type="get")
+    reply = service.ask(disco_query(disco.NS_DISCO_INFO, "delete"), type="get")
     assert reply["type"] == "result"
     identities = [
         (i["category"], i["type"], i["name"])
@@ -273,33 +294,32 @@ async def test_disco_info_of_a_command_node(service: Service) -> None:
     features = {f["var"] for f in reply.query.elements(disco.NS_DISCO_INFO, "feature")}
     assert features == {NS_COMMANDS, NS_DATA}
 
-    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, NS_COMMANDS), type="get")
-    identities = [
+    reply = service.ask(disco_query(disco.NS_DISCO_INFO, NS_COMMANDS), type="get")
+    kinds = [
         (i["category"], i["type"])
         for i in reply.query.elements(disco.NS_DISCO_INFO, "identity")
     ]
-    assert identities == [("automation", "command-list")]
+    assert kinds == [("automation", "command-list")]
 
-    reply = await service.ask(
+    reply = service.ask(
         disco_query(disco.NS_DISCO_INFO, "delete"), OUTSIDER, type="get"
     )
     assert error_of(reply)[:2] == ("cancel", "forbidden")
-    reply = await service.ask(disco_query(disco.NS_DISCO_INFO, "nope"), type="get")
+    reply = service.ask(disco_query(disco.NS_DISCO_INFO, "nope"), type="get")
     assert error_of(reply)[1] == "item-not-found"
 
 
 # -- list --------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_list_shows_my_files_newest_first(service: Service) -> None:
+def test_list_shows_my_files_newest_first(service: Service) -> None:
     """A result form: reported columns, one item per file of mine, none of others."""
-    older = await service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
-    newer = await service.store_file(
+    older = service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
+    newer = service.store_file(
         "romeo@montague.tld", "très b.txt", b"x" * 2048, NOW - 10, expires=NOW + DAY
     )
-    await service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
-    command = command_of(await service.run("list"))
+    service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
+    command = command_of(service.run("list"))
     assert command["node"] == "list"
     assert command["status"] == "completed"
     assert command["sessionid"]
@@ -327,23 +347,22 @@ async def test_list_shows_my_files_newest_first(service: Service) -> None:
     ]
 
 
-@pytest_twisted.ensureDeferred
-async def test_list_without_files_completes_with_a_note(service: Service) -> None:
-    command = command_of(await service.run("list", action="execute"))
+def test_list_without_files_completes_with_a_note(service: Service) -> None:
+    """With no files, list completes at once with an info note and no form."""
+    command = command_of(service.run("list", action="execute"))
     assert command["status"] == "completed"
     assert notes_of(command) == [("info", "You have no uploads.")]
     assert list(command.elements(NS_DATA, "x")) == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_list_is_paged_by_count(
-    store: SQLiteMetadataStore, storage: FilesystemStorage
+def test_list_is_paged_by_count(
+    store: MemoryMetadataStore, storage: MemoryStorage
 ) -> None:
     """At most max_files per page; next shows the rest, then the command completes."""
     service = Service(store, storage, max_files=2)
     for n in range(3):
-        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
-    command = command_of(await service.run("list"))
+        service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
+    command = command_of(service.run("list"))
     assert command["status"] == "executing"
     actions = next(command.elements(NS_COMMANDS, "actions"))
     assert actions["execute"] == "next"
@@ -352,7 +371,7 @@ async def test_list_is_paged_by_count(
     assert str(next(form.elements(NS_DATA, "title"))) == "Your uploads, 1-2 of 3"
     assert names_in(form) == ["2.txt", "1.txt"]
     command = command_of(
-        await service.run("list", action="next", sessionid=command["sessionid"])
+        service.run("list", action="next", sessionid=command["sessionid"])
     )
     assert command["status"] == "completed"
     form = form_of(command)
@@ -369,32 +388,31 @@ def long_name(n: int) -> str:
     return name
 
 
-async def page_through(
+def page_through(
     service: Service, node: str, action: str = "next"
 ) -> list[domish.Element]:
     """Every reply of a paged command, from the first to the completed one."""
-    replies = [await service.run(node)]
+    replies = [service.run(node)]
     while command_of(replies[-1])["status"] == "executing":
         assert len(replies) < 100
         replies.append(
-            await service.run(
+            service.run(
                 node, action=action, sessionid=command_of(replies[-1])["sessionid"]
             )
         )
     return replies
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_list_of_100_long_names_stays_under_the_byte_bound(
+def test_a_list_of_100_long_names_stays_under_the_byte_bound(
     service: Service,
 ) -> None:
     """100 files of 255-byte names: every page's form is at most MAX_FORM_BYTES,
     and paging through (next, or execute) shows every file exactly once."""
     names = [long_name(n) for n in range(100)]
     for n, name in enumerate(names):
-        await service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
+        service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
     for action in ("next", "execute"):
-        replies = await page_through(service, "list", action)
+        replies = page_through(service, "list", action)
         assert len(replies) > 1
         shown: list[str] = []
         for reply in replies:
@@ -406,68 +424,61 @@ async def test_a_list_of_100_long_names_stays_under_the_byte_bound(
         assert len({command_of(r)["sessionid"] for r in replies}) == 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_paging_shows_each_file_once_while_files_come_and_go(
-    store: SQLiteMetadataStore, storage: FilesystemStorage
+def test_paging_shows_each_file_once_while_files_come_and_go(
+    store: MemoryMetadataStore, storage: MemoryStorage
 ) -> None:
     """A file uploaded or deleted between pages neither repeats nor hides another."""
     service = Service(store, storage, max_files=2)
     records = [
-        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 100 + n)
+        service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 100 + n)
         for n in range(5)
     ]
-    command = command_of(await service.run("list"))
+    command = command_of(service.run("list"))
     assert names_in(form_of(command)) == ["4.txt", "3.txt"]
-    await service.store_file("romeo@montague.tld", "new.txt", b"x", NOW)
-    await service.uploads.delete("romeo@montague.tld", records[4].file_id)
+    service.store_file("romeo@montague.tld", "new.txt", b"x", NOW)
+    done(service.uploads.delete("romeo@montague.tld", records[4].file_id))
     command = command_of(
-        await service.run("list", action="next", sessionid=command["sessionid"])
+        service.run("list", action="next", sessionid=command["sessionid"])
     )
     assert names_in(form_of(command)) == ["2.txt", "1.txt"]
-    command = command_of(await service.run("list", sessionid=command["sessionid"]))
+    command = command_of(service.run("list", sessionid=command["sessionid"]))
     assert names_in(form_of(command)) == ["0.txt"]
     assert command["status"] == "completed"
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_paged_list_can_be_completed_or_canceled_early(
-    store: SQLiteMetadataStore, storage: FilesystemStorage
+def test_a_paged_list_can_be_completed_or_canceled_early(
+    store: MemoryMetadataStore, storage: MemoryStorage
 ) -> None:
     """complete and cancel end the session; prev is not offered."""
     service = Service(store, storage, max_files=1)
     for n in range(3):
-        await service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
+        service.store_file("romeo@montague.tld", f"{n}.txt", b"x", NOW - 10 + n)
     for action, status in (("complete", "completed"), ("cancel", "canceled")):
-        sessionid = command_of(await service.run("list"))["sessionid"]
-        reply = await service.run("list", action="prev", sessionid=sessionid)
+        sessionid = command_of(service.run("list"))["sessionid"]
+        reply = service.run("list", action="prev", sessionid=sessionid)
         assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
-        command = command_of(
-            await service.run("list", action=action, sessionid=sessionid)
-        )
+        command = command_of(service.run("list", action=action, sessionid=sessionid))
         assert command["status"] == status
-        reply = await service.run("list", action="next", sessionid=sessionid)
+        reply = service.run("list", action="next", sessionid=sessionid)
         assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
 
 
-@pytest_twisted.ensureDeferred
-async def test_names_are_shown_escaped(service: Service) -> None:
+def test_names_are_shown_escaped(service: Service) -> None:
     """U+202E and control characters in stored names show as escapes in the
     list, the delete form and the note."""
-    record = await service.store_file(
+    record = service.store_file(
         "romeo@montague.tld", "invoice\u202efdp\x1b.exe", b"x", NOW - 5
     )
     shown = "invoice\\u202efdp\\x1b.exe"
-    form = form_of(command_of(await service.run("list")))
+    form = form_of(command_of(service.run("list")))
     assert names_in(form) == [shown]
-    sessionid, command = await delete_form(service)
+    sessionid, command = delete_form(service)
     (option,) = next(form_of(command).elements(NS_DATA, "field")).elements(
         NS_DATA, "option"
     )
     assert option["label"].startswith(shown + " (")
     command = command_of(
-        await service.run(
-            "delete", sessionid=sessionid, payload=submit(file=record.file_id)
-        )
+        service.run("delete", sessionid=sessionid, payload=submit(file=record.file_id))
     )
     assert notes_of(command) == [("info", f"Deleted {shown}.")]
 
@@ -475,20 +486,21 @@ async def test_names_are_shown_escaped(service: Service) -> None:
 # -- delete ------------------------------------------------------------------------
 
 
-async def delete_form(service: Service) -> tuple[str, domish.Element]:
-    command = command_of(await service.run("delete"))
+def delete_form(service: Service) -> tuple[str, domish.Element]:
+    command = command_of(service.run("delete"))
     assert command["status"] == "executing"
     return command["sessionid"], command
 
 
-@pytest_twisted.ensureDeferred
-async def test_delete_offers_my_files_then_deletes_the_chosen_one(
+def test_delete_offers_my_files_then_deletes_the_chosen_one(
     service: Service,
 ) -> None:
-    mine = await service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
-    kept = await service.store_file("romeo@montague.tld", "b.txt", b"kept", NOW - 10)
-    await service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
-    sessionid, command = await delete_form(service)
+    """delete offers only my files (newest first, required before options), deletes the
+    one submitted, and ends the session."""
+    mine = service.store_file("romeo@montague.tld", "a.txt", b"12345", NOW - 50)
+    kept = service.store_file("romeo@montague.tld", "b.txt", b"kept", NOW - 10)
+    service.store_file("juliet@montague.tld", "hers.txt", b"secret", NOW - 5)
+    sessionid, command = delete_form(service)
     actions = next(command.elements(NS_COMMANDS, "actions"))
     assert actions["execute"] == "complete"
     assert [a.name for a in actions.elements()] == ["complete"]
@@ -507,36 +519,33 @@ async def test_delete_offers_my_files_then_deletes_the_chosen_one(
     ]
 
     command = command_of(
-        await service.run(
-            "delete", sessionid=sessionid, payload=submit(file=mine.file_id)
-        )
+        service.run("delete", sessionid=sessionid, payload=submit(file=mine.file_id))
     )
     assert command["status"] == "completed"
     assert command["sessionid"] == sessionid
     assert notes_of(command) == [("info", "Deleted a.txt.")]
-    assert await service.store.get(mine.file_id) is None
-    assert await service.storage.stat(mine.file_id) is None
-    assert await service.storage.stat(kept.file_id) is not None
+    assert done(service.store.get(mine.file_id)) is None
+    assert done(service.storage.stat(mine.file_id)) is None
+    assert done(service.storage.stat(kept.file_id)) is not None
     # The session ended with the command.
-    reply = await service.run(
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=kept.file_id)
     )
     assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
-    assert await service.store.get(kept.file_id) is not None
+    assert done(service.store.get(kept.file_id)) is not None
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_delete_form_is_paged_under_the_byte_bound(
+def test_the_delete_form_is_paged_under_the_byte_bound(
     service: Service,
 ) -> None:
     """100 long names: each form is at most MAX_FORM_BYTES, next offers the
     following files (each once), and a file of a later page can be deleted."""
     names = [long_name(n) for n in range(100)]
     records = [
-        await service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
+        service.store_file("romeo@montague.tld", name, b"x", NOW - 1000 + n)
         for n, name in enumerate(names)
     ]
-    replies = [await service.run("delete")]
+    replies = [service.run("delete")]
     offered: list[str] = []
     while True:
         command = command_of(replies[-1])
@@ -556,31 +565,31 @@ async def test_the_delete_form_is_paged_under_the_byte_bound(
         if not more:
             break
         replies.append(
-            await service.run("delete", action="next", sessionid=command["sessionid"])
+            service.run("delete", action="next", sessionid=command["sessionid"])
         )
     assert len(replies) > 1
     assert offered == [r.file_id for r in records[::-1]]
     # The last page's files can be deleted; the first page's are no longer offered.
     sessionid = command_of(replies[-1])["sessionid"]
-    reply = await service.run(
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=records[-1].file_id)
     )
     assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
     command = command_of(
-        await service.run(
+        service.run(
             "delete", sessionid=sessionid, payload=submit(file=records[0].file_id)
         )
     )
     assert command["status"] == "completed"
-    assert await service.store.get(records[0].file_id) is None
+    assert done(service.store.get(records[0].file_id)) is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_delete_with_action_complete(service: Service) -> None:
-    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    sessionid, _ = await delete_form(service)
+def test_delete_with_action_complete(service: Service) -> None:
+    """Submitting the form with action complete deletes the chosen file too."""
+    record = service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = delete_form(service)
     command = command_of(
-        await service.run(
+        service.run(
             "delete",
             action="complete",
             sessionid=sessionid,
@@ -588,99 +597,101 @@ async def test_delete_with_action_complete(service: Service) -> None:
         )
     )
     assert command["status"] == "completed"
-    assert await service.store.get(record.file_id) is None
+    assert done(service.store.get(record.file_id)) is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_deleting_someone_elses_file_fails(service: Service) -> None:
-    await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    hers = await service.store_file("juliet@montague.tld", "hers.txt", b"2", NOW - 5)
-    sessionid, _ = await delete_form(service)
-    reply = await service.run(
+def test_deleting_someone_elses_file_fails(service: Service) -> None:
+    """A file the form did not offer (someone else's) is bad-payload and stays."""
+    service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    hers = service.store_file("juliet@montague.tld", "hers.txt", b"2", NOW - 5)
+    sessionid, _ = delete_form(service)
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=hers.file_id)
     )
     assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
-    assert await service.store.get(hers.file_id) is not None
-    assert await service.storage.stat(hers.file_id) is not None
+    assert done(service.store.get(hers.file_id)) is not None
+    assert done(service.storage.stat(hers.file_id)) is not None
     # Even if she offered it to him by mistake, Uploads.delete checks the owner.
-    assert await service.uploads.delete("romeo@montague.tld", hers.file_id) is None
+    assert done(service.uploads.delete("romeo@montague.tld", hers.file_id)) is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_deleting_a_file_gone_meanwhile(service: Service) -> None:
-    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    sessionid, _ = await delete_form(service)
-    await service.uploads.delete("romeo@montague.tld", record.file_id)
-    reply = await service.run(
+def test_deleting_a_file_gone_meanwhile(service: Service) -> None:
+    """A file deleted between the form and its submission is item-not-found."""
+    record = service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = delete_form(service)
+    done(service.uploads.delete("romeo@montague.tld", record.file_id))
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=record.file_id)
     )
     assert error_of(reply)[:2] == ("cancel", "item-not-found")
 
 
-@pytest_twisted.ensureDeferred
-async def test_delete_needs_a_choice(service: Service) -> None:
-    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    sessionid, _ = await delete_form(service)
+def test_delete_needs_a_choice(service: Service) -> None:
+    """A submission without a file or with prev is refused, and the session survives
+    it."""
+    record = service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = delete_form(service)
     for payload in (None, submit(), submit(file="  ")):
-        reply = await service.run("delete", sessionid=sessionid, payload=payload)
+        reply = service.run("delete", sessionid=sessionid, payload=payload)
         assert error_of(reply) == ("modify", "bad-request", ["bad-payload"])
-    reply = await service.run("delete", action="prev", sessionid=sessionid)
+    reply = service.run("delete", action="prev", sessionid=sessionid)
     assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
     # The session survives a bad submission.
-    reply = await service.run(
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=record.file_id)
     )
     assert command_of(reply)["status"] == "completed"
 
 
-@pytest_twisted.ensureDeferred
-async def test_delete_cancel(service: Service) -> None:
-    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    sessionid, _ = await delete_form(service)
-    command = command_of(
-        await service.run("delete", action="cancel", sessionid=sessionid)
-    )
+def test_delete_cancel(service: Service) -> None:
+    """cancel ends the delete session and deletes nothing."""
+    record = service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = delete_form(service)
+    command = command_of(service.run("delete", action="cancel", sessionid=sessionid))
     assert (command["status"], command["sessionid"]) == ("canceled", sessionid)
-    reply = await service.run(
+    reply = service.run(
         "delete", sessionid=sessionid, payload=submit(file=record.file_id)
     )
     assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
-    assert await service.store.get(record.file_id) is not None
+    assert done(service.store.get(record.file_id)) is not None
 
 
-@pytest_twisted.ensureDeferred
-async def test_delete_without_files_completes_with_a_note(service: Service) -> None:
-    command = command_of(await service.run("delete"))
+def test_delete_without_files_completes_with_a_note(service: Service) -> None:
+    """With no files, delete completes at once with an info note."""
+    command = command_of(service.run("delete"))
     assert command["status"] == "completed"
     assert notes_of(command) == [("info", "You have no uploads to delete.")]
 
 
-@pytest_twisted.ensureDeferred
-async def test_sessions_belong_to_requester_and_node_and_expire(
+def test_sessions_belong_to_requester_and_node_and_expire(
     service: Service,
 ) -> None:
-    record = await service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
-    sessionid, _ = await delete_form(service)
+    """A session answers only its full JID and node, and ends after 600 s of the clock
+    without a step."""
+    record = service.store_file("romeo@montague.tld", "a.txt", b"1", NOW - 5)
+    sessionid, _ = delete_form(service)
     payload = submit(file=record.file_id)
     for sender, node in (
         ("romeo@montague.tld/other", "delete"),  # another resource
         (JULIET, "delete"),
         (ROMEO, "list"),
     ):
-        reply = await service.run(node, sender, sessionid=sessionid, payload=payload)
+        reply = service.run(node, sender, sessionid=sessionid, payload=payload)
         assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
-    reply = await service.run("delete", sessionid="made-up", payload=payload)
+    reply = service.run("delete", sessionid="made-up", payload=payload)
     assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
     service.clock.advance(599)
     assert len(service.handler.sessions) == 1
     service.clock.advance(1)
-    reply = await service.run("delete", sessionid=sessionid, payload=payload)
+    reply = service.run("delete", sessionid=sessionid, payload=payload)
     assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
     assert len(service.handler.sessions) == 0
-    assert await service.store.get(record.file_id) is not None
+    assert done(service.store.get(record.file_id)) is not None
 
 
 def test_sessions_are_bounded() -> None:
+    """At most per_owner sessions per user and limit in all are kept, the oldest going
+    first."""
     clock = Clock()
     sessions = Sessions(clock, timeout=60, per_owner=2, limit=3)
     a1 = sessions.start("delete", "a@x/1", "a@x")
@@ -702,11 +713,10 @@ def test_sessions_are_bounded() -> None:
 # -- usage -------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_usage_against_quotas(service: Service) -> None:
+def test_usage_against_quotas(service: Service) -> None:
     """Stored bytes, and files and bytes in the window (live slots too), with limits."""
-    await service.store_file("romeo@montague.tld", "old.txt", b"o" * 100, NOW - 2 * DAY)
-    await service.store_file("romeo@montague.tld", "new.txt", b"n" * 200, NOW - 60)
+    service.store_file("romeo@montague.tld", "old.txt", b"o" * 100, NOW - 2 * DAY)
+    service.store_file("romeo@montague.tld", "new.txt", b"n" * 200, NOW - 60)
     slot = FileRecord(
         file_id=new_file_id(),
         owner="romeo@montague.tld",
@@ -718,9 +728,9 @@ async def test_usage_against_quotas(service: Service) -> None:
         slot_expires=NOW + 290,
         expires=None,
     )
-    await service.store.reserve(slot, DAY, lambda usage: None)
-    await service.store_file("juliet@montague.tld", "hers.txt", b"h" * 999, NOW - 5)
-    command = command_of(await service.run("usage"))
+    done(service.store.reserve(slot, DAY, lambda usage: None))
+    service.store_file("juliet@montague.tld", "hers.txt", b"h" * 999, NOW - 5)
+    command = command_of(service.run("usage"))
     assert command["status"] == "completed"
     assert fields_of(form_of(command)) == {
         "stored-bytes": "350",
@@ -740,12 +750,12 @@ async def test_usage_against_quotas(service: Service) -> None:
     ]
 
 
-@pytest_twisted.ensureDeferred
-async def test_usage_without_limits(
-    store: SQLiteMetadataStore, storage: FilesystemStorage
+def test_usage_without_limits(
+    store: MemoryMetadataStore, storage: MemoryStorage
 ) -> None:
+    """Without quotas, usage says "no limit" and its limit fields are 0."""
     service = Service(store, storage, SlotPolicy(100, ("montague.tld",)))
-    command = command_of(await service.run("usage"))
+    command = command_of(service.run("usage"))
     assert notes_of(command) == [
         (
             "info",
@@ -757,96 +767,110 @@ async def test_usage_without_limits(
 
 
 def test_size_text() -> None:
+    """Byte counts in sentences: bytes under 1 KiB, then binary units up to PiB
+    (one formatter, ``_units.human_size``, since #11: it stopped at TiB)."""
     assert size_text(0) == "0 bytes"
     assert size_text(1023) == "1023 bytes"
     assert size_text(1536) == "1.5 KiB"
     assert size_text(5 * 1024**3) == "5.0 GiB"
-    assert size_text(3 * 1024**5) == "3072.0 TiB"
+    assert size_text(3 * 1024**5) == "3.0 PiB"
 
 
 # -- refusals ----------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_outsiders_are_forbidden(service: Service) -> None:
+def test_outsiders_are_forbidden(service: Service) -> None:
+    """Users the policy refuses get cancel/forbidden for every node, known or not."""
     for node in ("list", "delete", "usage", "nope"):
-        reply = await service.run(node, OUTSIDER)
+        reply = service.run(node, OUTSIDER)
         assert error_of(reply)[:2] == ("cancel", "forbidden")
 
 
-@pytest_twisted.ensureDeferred
-async def test_malformed_commands(service: Service) -> None:
-    reply = await service.run("nope")
+def test_malformed_commands(service: Service) -> None:
+    """No node, unknown actions, prev at the start, IQ get and unknown nodes are
+    refused with XEP-0050's conditions, echoing client values short and escaped."""
+    reply = service.run("nope")
     assert error_of(reply) == ("cancel", "item-not-found", [])
-    reply = await service.run("list", action="jump")
+    reply = service.run("list", action="jump")
     assert error_of(reply) == ("modify", "bad-request", ["malformed-action"])
-    reply = await service.run("list", action="prev")
+    reply = service.run("list", action="prev")
     assert error_of(reply) == ("modify", "bad-request", ["bad-action"])
-    reply = await service.ask(domish.Element((NS_COMMANDS, "command")))
+    reply = service.ask(domish.Element((NS_COMMANDS, "command")))
     assert error_of(reply)[:2] == ("modify", "bad-request")
     get = domish.Element((NS_COMMANDS, "command"))
     get["node"] = "list"
-    reply = await service.ask(get, type="get")
+    reply = service.ask(get, type="get")
     assert error_of(reply)[:2] == ("modify", "bad-request")
     # A cancel before anything started is simply canceled.
-    command = command_of(await service.run("delete", action="cancel"))
+    command = command_of(service.run("delete", action="cancel"))
     assert command["status"] == "canceled"
     # A client's long or odd value is echoed short and escaped.
-    reply = await service.run("list", action="\u202e" + "x" * 5000)
+    reply = service.run("list", action="\u202e" + "x" * 5000)
     text = str(next(reply.error.elements(NS_STANZAS, "text")))
     assert text.startswith("Unknown action: '\\u202exxx") and len(text) < 80
-    reply = await service.run("n" * 5000)
+    reply = service.run("n" * 5000)
     text = str(next(reply.error.elements(NS_STANZAS, "text")))
     assert len(text) < 80
     # The error echoes the command (XEP-0050's examples do).
-    reply = await service.run("nope")
+    reply = service.run("nope")
     assert next(reply.elements(NS_COMMANDS, "command"))["node"] == "nope"
 
 
 # -- the HTTP side and the service tree ----------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_deleted_file_answers_404_at_once(
-    tmp_path: Path, store: SQLiteMetadataStore
+def test_deleted_file_answers_404_at_once(
+    store: MemoryMetadataStore, storage: MemoryStorage
 ) -> None:
     """GET checks the record first: right after the command, the URL is dead."""
-    server = start_server(tmp_path, metadata=store)
-    try:
-        service = Service(store, server.storage)
-        gone = await service.store_file("romeo@montague.tld", "a.txt", b"bye", NOW)
-        kept = await service.store_file("romeo@montague.tld", "b.txt", b"hi", NOW)
-        urls = {
-            r.file_id: server.base + url_path(r.file_id, r.filename)
-            for r in (gone, kept)
-        }
-        for url in urls.values():
-            response, _ = await server.request("GET", url)
-            assert response.code == 200
-        sessionid, _ = await delete_form(service)
-        reply = await service.run(
-            "delete", sessionid=sessionid, payload=submit(file=gone.file_id)
-        )
-        assert command_of(reply)["status"] == "completed"
-        response, _ = await server.request("GET", urls[gone.file_id])
-        assert response.code == 404
-        response, body = await server.request("GET", urls[kept.file_id])
-        assert (response.code, body) == (200, b"hi")
-    finally:
-        await server.listening.stopListening()
+    site = make_harness(metadata=store, storage=storage)
+    service = Service(store, storage)
+    gone = service.store_file("romeo@montague.tld", "a.txt", b"bye", NOW)
+    kept = service.store_file("romeo@montague.tld", "b.txt", b"hi", NOW)
+    urls = {r.file_id: "/" + url_path(r.file_id, r.filename) for r in (gone, kept)}
+    for url in urls.values():
+        assert site.request("GET", url).code == 200
+    sessionid, _ = delete_form(service)
+    reply = service.run(
+        "delete", sessionid=sessionid, payload=submit(file=gone.file_id)
+    )
+    assert command_of(reply)["status"] == "completed"
+    assert site.request("GET", urls[gone.file_id]).code == 404
+    answer = site.request("GET", urls[kept.file_id])
+    assert (answer.code, answer.body) == (200, b"hi")
+
+
+@implementer(IServiceReactor)
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """A memory reactor with a thread pool that is never started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = ThreadPool(1, 1)
+
+    def getThreadPool(self) -> ThreadPool:
+        return self.pool
+
+    def callFromThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None:
+        callable(*args, **kwargs)
+
+    def callInThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None:
+        raise AssertionError("no thread is used before the service starts")
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        pass
 
 
 def test_the_service_runs_the_commands(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """make_service gives the xmpp service an AdHocHandler on the config's GET
+    URL, domains, and the reactor it was given (never started: no port)."""
     config = parse_config(
         {
-            "component": {
-                "jid": "upload.localhost",
-                "secret": "s",
-                "server_port": port,
-            },
+            "component": {"jid": "upload.localhost", "secret": "s"},
             "http": {
                 "listen": "tcp:0:interface=127.0.0.1",
                 "public_url": "https://upload.localhost/",
@@ -855,9 +879,64 @@ def test_the_service_runs_the_commands(tmp_path: Path) -> None:
         },
         tmp_path,
     )
+    reactor = ThreadedMemoryReactor()
     root = make_service(config, reactor)
-    handlers = list(root.getServiceNamed("xmpp").streams)
+    xmpp: Any = root.getServiceNamed("xmpp")
+    handlers = list(xmpp.streams)
     (adhoc,) = [h for h in handlers if isinstance(h, AdHocHandler)]
     assert adhoc.uploads.get_base_url == "https://upload.localhost/"
     assert adhoc.policy.domains == ("localhost",)
     assert adhoc.uploads.clock is reactor
+    assert reactor.tcpServers == [] and reactor.tcpClients == []
+
+
+# -- the machinery, for an embedder's own commands ------------------------------------
+
+
+class Hello(Command):
+    """A one-stage command, as an embedder would write it."""
+
+    node = "hello"
+    name = "Say hello"
+
+    async def start(self, request: CommandRequest) -> domish.Element:
+        return command_element(
+            self.node,
+            new_session_id(),
+            "completed",
+            notes=[("info", f"Hi {request.user}")],
+        )
+
+
+def only_romeo(requester: JID | None) -> str:
+    if requester is None or requester.userhost() != "romeo@montague.tld":
+        raise NotAllowed("Romeo only")
+    return "romeo@montague.tld"
+
+
+def test_an_embedders_command_is_listed_and_run(
+    store: MemoryMetadataStore, storage: MemoryStorage
+) -> None:
+    """A Command registered with CommandsHandler is a disco item, runs for
+    those ``authorize`` lets in, and others are forbidden it."""
+    handler = CommandsHandler(Clock(), [Hello()], authorize=only_romeo)
+    service = Service(store, storage, handler=handler)
+    reply = service.ask(disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), type="get")
+    items = [(i["node"], i["name"]) for i in reply.query.elements()]
+    assert items == [("hello", "Say hello")]
+    command = command_of(service.run("hello"))
+    assert (command["status"], notes_of(command)) == (
+        "completed",
+        [("info", "Hi romeo@montague.tld")],
+    )
+    assert error_of(service.run("hello", JULIET))[:2] == ("cancel", "forbidden")
+    # A one-stage command has no session to go on with.
+    reply = service.run("hello", sessionid=command["sessionid"])
+    assert error_of(reply) == ("modify", "bad-request", ["bad-sessionid"])
+
+
+def test_a_node_is_registered_once() -> None:
+    """A second command at a node already taken is refused."""
+    handler = CommandsHandler(Clock(), [Hello()])
+    with pytest.raises(ValueError, match="hello"):
+        handler.register(Hello())
