@@ -17,14 +17,14 @@ from twisted.words.xish import domish
 from wokkel import disco, generic
 from wokkel.test import helpers
 
-from httpupload.storage.s3.direct import DirectUrls, complete_direct_uploads
+from httpupload.config_s3 import S3Settings
 from httpupload.metadata import FileRecord
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import Slot, SlotSigner, new_file_id
 from httpupload.storage import FileInfo
 from httpupload.storage.s3 import S3Storage
-from httpupload.storage.s3settings import S3Settings
+from httpupload.storage.s3.direct import DirectUrls, complete_direct_uploads
 from httpupload.xmpp.handler import UploadHandler
 from httpupload.xmpp.stanzas import NS_UPLOAD, NS_UPLOAD_LEGACY
 

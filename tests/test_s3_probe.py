@@ -23,11 +23,11 @@ from s3server import REGION, SeaweedFS
 from twisted.internet import reactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+from httpupload.config_s3 import MiB, S3Settings
 from httpupload.errors import ConfigError
 from httpupload.storage.s3 import S3Storage
 from httpupload.storage.s3.client import query_string, xml_children
 from httpupload.storage.s3.probe import PROBE_NAME, StoreCapabilities
-from httpupload.storage.s3settings import MiB, S3Settings
 
 # Sent by http.client or added by signing: never forwarded as they came.
 _HOP = {

@@ -29,6 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from httpupload.config_s3 import MiB, S3Settings
 from httpupload.errors import AlreadyStored, StorageUnavailable, UploadRefused
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
@@ -36,7 +37,6 @@ from httpupload.storage.s3 import S3Storage
 from httpupload.storage.s3.client import object_url, query_string, xml_children
 from httpupload.storage.s3.meta import info_from_headers, info_headers
 from httpupload.storage.s3.read import BodyRelay
-from httpupload.storage.s3settings import MiB, S3Settings
 from httpupload.web.responses import http_status
 
 reactor: Any = _reactor
@@ -445,7 +445,7 @@ async def test_stale_sweep_age_is_the_setting(
 
 def test_stale_multipart_after_is_read_from_the_config(tmp_path: Any) -> None:
     """[storage.s3] stale_multipart_after is seconds, 86400 unless given."""
-    from httpupload.config_deploy import parse_s3
+    from httpupload.config_s3 import parse_s3
 
     assert parse_s3({"bucket": "b"}, tmp_path).stale_multipart_after == 86400
     given = parse_s3({"bucket": "b", "stale_multipart_after": 7200}, tmp_path)
@@ -468,7 +468,7 @@ def test_bad_stale_multipart_after_names_the_key(
     tmp_path: Any, value: object, problem: str
 ) -> None:
     """A bad age is refused in one line naming [storage.s3] stale_multipart_after."""
-    from httpupload.config_deploy import parse_s3
+    from httpupload.config_s3 import parse_s3
     from httpupload.errors import ConfigError
 
     with pytest.raises(ConfigError) as refused:

@@ -19,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from httpupload.config_s3 import MIN_PART_SIZE, S3Settings
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
 from httpupload.storage.s3.client import S3Client, query_string, xml_children
@@ -26,7 +27,6 @@ from httpupload.storage.s3.meta import DEFAULT_CONTENT_TYPE, info_from_headers
 from httpupload.storage.s3.probe import StoreCapabilities, check_store
 from httpupload.storage.s3.read import S3StoredFile
 from httpupload.storage.s3.upload import S3Upload
-from httpupload.storage.s3settings import MIN_PART_SIZE, S3Settings
 
 log = Logger()
 

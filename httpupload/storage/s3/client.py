@@ -47,8 +47,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from httpupload.config_s3 import S3Settings
 from httpupload.errors import ConfigError
-from httpupload.storage.s3settings import S3Settings
 
 log = Logger()
 
