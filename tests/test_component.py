@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from httpupload.xmpp.component import HANDSHAKE_TIMEOUT_SECONDS, ComponentService
 
@@ -23,17 +32,19 @@ NOT_AUTHORIZED = (
 )
 
 
+@implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """Connects to an in-memory transport, or refuses while ``refuse`` is set."""
 
     def __init__(self) -> None:
         self.refuse = False
-        self.connections: list[tuple[Protocol, StringTransport]] = []
+        self.connections: list[tuple[IProtocol, StringTransport]] = []
 
-    def connect(self, factory: Factory) -> Deferred[Protocol]:
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         if self.refuse:
             return fail(ConnectionRefusedError())
-        protocol = factory.buildProtocol(None)
+        protocol = protocolFactory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5347))
+        assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.connections.append((protocol, transport))
@@ -55,11 +66,11 @@ def make_service() -> tuple[ComponentService, FakeEndpoint, Clock]:
     return service, endpoint, clock
 
 
-def lose(protocol: Protocol) -> None:
+def lose(protocol: IProtocol) -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
 
 
-def messages(events: list[dict]) -> str:
+def messages(events: Sequence[dict[str, Any]]) -> str:
     return "\n".join(formatEvent(e) for e in events)
 
 
@@ -86,7 +97,7 @@ def test_refused_handshake_is_logged_and_retried_with_backoff() -> None:
     service, endpoint, clock = make_service()
     with capturedLogs() as events:
         service.startService()
-        delays = []
+        delays: list[float] = []
         for _ in range(4):
             protocol, _ = endpoint.connections[-1]
             protocol.dataReceived(STREAM_HEADER)
@@ -201,7 +212,7 @@ def test_conflict_means_standby() -> None:
     assert service.state == "offline"
     with capturedLogs() as events:
         service.startService()
-        delays = []
+        delays: list[float] = []
         for _ in range(5):
             refuse_with_conflict(endpoint)
             assert service.state == "standby" and not service.online

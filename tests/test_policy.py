@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,18 +17,19 @@ from httpupload.errors import (
     PurposeNotAvailable,
     QuotaExceeded,
     QuotaFull,
+    SlotRequestError,
     TypeNotAllowed,
 )
 from httpupload.metadata import Grant, Usage
-from httpupload.policy import SlotPolicy, pending_retry, window_retry
+from httpupload.policy import OutOfBounds, SlotPolicy, pending_retry, window_retry
 
 DAY = 86400
 
 
 def usage(
     now: float,
-    grants: list[tuple[float, int]] = (),
-    purpose: str = "message",  # type: ignore[assignment]
+    grants: Sequence[tuple[float, int]] = (),
+    purpose: str = "message",
     held: dict[str, int] | None = None,
     global_bytes: int = 0,
 ) -> Usage:
@@ -78,7 +81,9 @@ def test_access_lists() -> None:
         (("*/*",), ("image/svg+xml",), "image/png", True),
     ],
 )
-def test_content_types(allow, deny, content_type, ok) -> None:  # type: ignore[no-untyped-def]
+def test_content_types(
+    allow: tuple[str, ...], deny: tuple[str, ...], content_type: str | None, ok: bool
+) -> None:
     """Wildcard allow and deny lists decide; a refusal names the type."""
     policy = SlotPolicy(100, ("x",), allow_types=allow, deny_types=deny)
     if ok:
@@ -328,3 +333,79 @@ def test_no_sequence_exceeds_the_budget_or_the_unused_slots(
         current = at(now)
         assert sum(g.size for g in current.window) <= limit
         assert len(current.pending) <= pending
+
+
+LIMITS = st.builds(
+    QuotaLimits,
+    bytes_per_window=st.sampled_from([0, 1, 50, 100, 400]),
+    files_per_window=st.integers(0, 4),
+    total_bytes=st.sampled_from([0, 1, 80, 300]),
+)
+PURPOSE_NAMES = st.sampled_from(["message", "profile"])
+USAGES = st.builds(
+    Usage,
+    now=st.just(float(DAY)),
+    window=st.lists(
+        st.builds(
+            Grant,
+            at=st.floats(1, DAY),
+            size=st.integers(1, 200),
+            purpose=PURPOSE_NAMES,
+            slot_expires=st.one_of(st.none(), st.floats(DAY + 1, 2 * DAY)),
+        ),
+        max_size=6,
+    ).map(tuple),
+    held=st.dictionaries(PURPOSE_NAMES, st.integers(0, 400)),
+    global_bytes=st.integers(0, 1000),
+    pending=st.lists(st.floats(DAY + 1, 2 * DAY), max_size=4).map(
+        lambda p: tuple(sorted(p))
+    ),
+)
+
+
+@given(
+    LIMITS,
+    LIMITS,
+    st.sampled_from([0, 500, 1000]),
+    st.integers(0, 3),
+    USAGES,
+    st.integers(1, 500),
+    PURPOSE_NAMES,
+)
+def test_quota_bound_admits_exactly_what_check_quota_allows(
+    user: QuotaLimits,
+    profile: QuotaLimits,
+    global_bytes: int,
+    pending_slots: int,
+    held: Usage,
+    size: int,
+    purpose: str,
+) -> None:
+    """The numbers the store compares (QuotaBound) admit a usage exactly when
+    check_quota, the rule, lets the request through."""
+    policy = SlotPolicy(
+        10**9,
+        ("x",),
+        quotas=QuotasConfig(
+            window=DAY,
+            user=user,
+            global_bytes=global_bytes,
+            pending_slots=pending_slots,
+        ),
+        purposes={
+            "message": PurposeConfig(True, 0, 0),
+            "profile": PurposeConfig(True, 0, 0, profile),
+        },
+    )
+    try:
+        policy.check_quota(held, size, purpose)
+    except SlotRequestError:
+        allowed = False
+    else:
+        allowed = True
+    bound = policy.quota_bound(size, purpose)
+    assert bound.admits(held) is allowed
+    if not allowed:
+        with pytest.raises(OutOfBounds) as out:
+            bound(held)
+        assert out.value.usage is held
