@@ -10,26 +10,29 @@ The conditional-request parsers answer a bool for any bytes at all.
 from __future__ import annotations
 
 import math
-import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import pytest
-import pytest_twisted
-from clocked_server import START, start_clocked_server, store_file
+from helpers import assert_common_headers, header
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
-from webserver import Server, assert_common_headers, header
 
-from httpupload.metadata import FileRecord
-from httpupload.storage import FileInfo
-from httpupload.storage.filesystem import FilesystemFile
-from httpupload.web import resource
+from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.slots import url_path
+from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage.memory import MemoryFile, MemoryStorage
+from httpupload.testing import (
+    START,
+    Answer,
+    Harness,
+    make_harness,
+    result_of,
+    stored_file,
+)
+from httpupload.web import put, resource
 from httpupload.web.conditional import (
     etag,
     last_modified,
@@ -40,8 +43,6 @@ from httpupload.web.disposition import content_disposition
 from httpupload.web.resource import YEAR, cache_control
 
 DATA = b"0123456789" * 100
-# No answer within this is the bug: a request left hanging.
-ANSWER_WITHIN = 5
 
 
 class Records:
@@ -57,28 +58,28 @@ class Records:
         return succeed(self.records.get(file_id))
 
 
-@pytest_twisted.async_yield_fixture
-async def site(tmp_path: Path) -> AsyncIterator[tuple[Server, Records]]:
-    """A site with records, on a Clock."""
+@pytest.fixture
+def site() -> tuple[Harness, Records]:
+    """A site with records, on a clock."""
     records = Records()
-    server = await start_clocked_server(tmp_path, metadata=records)
-    yield server, records
-    await server.listening.stopListening()
+    return make_harness(metadata=cast(MetadataStore, records)), records
 
 
-@pytest_twisted.async_yield_fixture
-async def bare(tmp_path: Path) -> AsyncIterator[Server]:
+@pytest.fixture
+def bare() -> Harness:
     """A site without a metadata store (as some embeddings run it)."""
-    server = await start_clocked_server(tmp_path)
-    yield server
-    await server.listening.stopListening()
+    return make_harness()
 
 
-async def get(server: Server, path: str, **kwargs: Any) -> tuple[Any, bytes]:
-    url = server.base + path.lstrip("/")
-    return await server.request(
-        kwargs.pop("method", "GET"), url, timeout=ANSWER_WITHIN, **kwargs
-    )
+def store_file(h: Harness, data: bytes, **kw: Any) -> tuple[FileInfo, str]:
+    """Store ``data`` straight into storage (any info at all); its info, GET path."""
+    info = result_of(stored_file(h.storage, None, data, **kw))
+    return info, "/" + url_path(info.file_id, info.filename)
+
+
+def get(h: Harness, path: str, **kwargs: Any) -> Answer:
+    """A request that must be answered (a hang fails: nothing comes back)."""
+    return h.request(kwargs.pop("method", "GET"), path, **kwargs)
 
 
 # -- Cache-Control --------------------------------------------------------------
@@ -103,61 +104,58 @@ def test_max_age_never_exceeds_the_time_left(expires: float | None, now: float) 
         assert max_age <= max(0.0, expires - now)
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_expiring_file_is_cached_no_longer_than_it_is_served(
-    site: tuple[Server, Records],
+def test_an_expiring_file_is_cached_no_longer_than_it_is_served(
+    site: tuple[Harness, Records],
 ) -> None:
     """Sixty seconds left: max-age=60, then less; 304 and 416 say the same; then 404."""
     server, records = site
-    info, path = await store_file(server, DATA)
+    info, path = store_file(server, DATA)
     records.add(info, expires=START + 60)
-    response, body = await get(server, path)
+    response = get(server, path)
+    body = response.body
     assert (response.code, body) == (200, DATA)
     expected = "public, max-age=60, immutable, must-revalidate"
     assert header(response, "Cache-Control") == expected
     server.clock.advance(30.5)
     expected = "public, max-age=29, immutable, must-revalidate"
-    response, _ = await get(server, path)
+    response = get(server, path)
     assert header(response, "Cache-Control") == expected
-    response, _ = await get(
-        server, path, headers={"If-None-Match": header(response, "ETag")}
-    )
+    response = get(server, path, headers={"If-None-Match": header(response, "ETag")})
     assert response.code == 304
     assert header(response, "Cache-Control") == expected
-    response, _ = await get(server, path, headers={"Range": "bytes=5000-"})
+    response = get(server, path, headers={"Range": "bytes=5000-"})
     assert response.code == 416
     assert header(response, "Cache-Control") == expected
     server.clock.advance(30)
-    response, _ = await get(server, path)
+    response = get(server, path)
     assert response.code == 404
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_file_kept_for_ever_or_for_years_is_cached_a_year(
-    site: tuple[Server, Records],
+def test_a_file_kept_for_ever_or_for_years_is_cached_a_year(
+    site: tuple[Harness, Records],
 ) -> None:
     """No expiry: a year and immutable; an expiry years away: a year at most."""
     server, records = site
-    forever, forever_path = await store_file(server, DATA)
+    forever, forever_path = store_file(server, DATA)
     records.add(forever, expires=None)
-    later, later_path = await store_file(server, DATA)
+    later, later_path = store_file(server, DATA)
     records.add(later, expires=START + 3 * YEAR)
-    response, _ = await get(server, forever_path)
+    response = get(server, forever_path)
     assert header(response, "Cache-Control") == "public, max-age=31536000, immutable"
-    response, _ = await get(server, later_path)
+    response = get(server, later_path)
     assert header(response, "Cache-Control") == (
         "public, max-age=31536000, immutable, must-revalidate"
     )
 
 
-@pytest_twisted.ensureDeferred
-async def test_without_records_caches_must_ask_each_time(bare: Server) -> None:
+def test_without_records_caches_must_ask_each_time(bare: Harness) -> None:
     """No metadata store, no known expiry: caches keep the file but revalidate."""
-    _, path = await store_file(bare, DATA)
-    response, body = await get(bare, path)
+    _, path = store_file(bare, DATA)
+    response = get(bare, path)
+    body = response.body
     assert (response.code, body) == (200, DATA)
     assert header(response, "Cache-Control") == "public, no-cache"
-    response, _ = await get(bare, path, headers={"If-None-Match": "*"})
+    response = get(bare, path, headers={"If-None-Match": "*"})
     assert response.code == 304
     assert header(response, "Cache-Control") == "public, no-cache"
 
@@ -176,14 +174,14 @@ async def test_without_records_caches_must_ask_each_time(bare: Server) -> None:
         "",
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_a_stored_type_that_cannot_be_a_header_is_served_safely(
-    bare: Server, content_type: str
+def test_a_stored_type_that_cannot_be_a_header_is_served_safely(
+    bare: Harness, content_type: str
 ) -> None:
     """The file is served (GET and HEAD) as application/octet-stream, an attachment."""
-    _, path = await store_file(bare, DATA, name="a.png", content_type=content_type)
+    _, path = store_file(bare, DATA, name="a.png", content_type=content_type)
     for method in ("GET", "HEAD"):
-        response, body = await get(bare, path, method=method)
+        response = get(bare, path, method=method)
+        body = response.body
         assert response.code == 200
         assert body == (DATA if method == "GET" else b"")
         assert header(response, "Content-Type") == "application/octet-stream"
@@ -204,13 +202,11 @@ async def test_a_stored_type_that_cannot_be_a_header_is_served_safely(
         {"created": -1e300},
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_a_damaged_validator_is_left_out(
-    bare: Server, damage: dict[str, Any]
-) -> None:
+def test_a_damaged_validator_is_left_out(bare: Harness, damage: dict[str, Any]) -> None:
     """A digest or time that is none is not sent; conditions then never match."""
-    _, path = await store_file(bare, DATA, **damage)
-    response, body = await get(bare, path)
+    _, path = store_file(bare, DATA, **damage)
+    response = get(bare, path)
+    body = response.body
     assert (response.code, body) == (200, DATA)
     if "sha256" in damage:
         assert header(response, "ETag") is None
@@ -225,22 +221,23 @@ async def test_a_damaged_validator_is_left_out(
         {"Range": "bytes=0-3", "If-Range": '"not a digest"'},
         {"Range": "bytes=0-3", "If-Range": "Thu, 01 Jan 1970 00:00:00 GMT"},
     ):
-        response, body = await get(bare, path, headers=conditions)
+        response = get(bare, path, headers=conditions)
+        body = response.body
         assert (response.code, body) == (200, DATA), conditions
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_error_before_the_response_starts_is_a_500(
-    bare: Server, monkeypatch: pytest.MonkeyPatch
+def test_an_error_before_the_response_starts_is_a_500(
+    bare: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Anything unforeseen while setting headers answers 500 with the usual headers."""
-    _, path = await store_file(bare, DATA, name="a.png", content_type="image/png")
+    _, path = store_file(bare, DATA, name="a.png", content_type="image/png")
 
     def broken(content_type: str) -> bool:
         raise RuntimeError("unforeseen")
 
     monkeypatch.setattr(resource, "is_inline", broken)
-    response, body = await get(bare, path)
+    response = get(bare, path)
+    body = response.body
     assert response.code == 500
     assert body == b"Internal server error\n"
     assert header(response, "Content-Type") == "text/plain; charset=utf-8"
@@ -249,56 +246,47 @@ async def test_an_error_before_the_response_starts_is_a_500(
     assert_common_headers(response)
     # The site goes on serving.
     monkeypatch.undo()
-    response, body = await get(bare, path)
+    response = get(bare, path)
+    body = response.body
     assert (response.code, body) == (200, DATA)
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_error_after_the_response_started_cuts_the_connection(
-    bare: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once the head is out a 500 is impossible: the client sees a cut, not a hang."""
-    _, path = await store_file(bare, DATA)
+class BrokenFile(MemoryFile):
+    """A stored file that fails once its response has started."""
 
-    def broken(self: Any, request: Any, offset: int, length: int) -> None:
+    def send(self, request: Any, offset: int, length: int) -> None:
         request.write(DATA[:10])
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr(FilesystemFile, "send", broken)
-    got, ending = await deferToThread(_exchange, bare.port, path)
-    assert ending in ("closed", "reset")
-    assert DATA not in got  # never ended as if whole
+
+class BrokenStorage(MemoryStorage):
+    """Memory storage whose files fail midway through being sent."""
+
+    def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
+        info, data = self.files[file_id]
+        return succeed(BrokenFile(info, data, self.chunk_size))
 
 
-def _exchange(port: int, path: str) -> tuple[bytes, str]:
-    """A raw GET: what came back, and how it ended (closed, reset, or silence)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        got = b""
-        try:
-            while chunk := sock.recv(65536):
-                got += chunk
-        except ConnectionResetError:
-            return got, "reset"
-        except TimeoutError:
-            return got, "silence"
-        return got, "closed"
+def test_an_error_after_the_response_started_cuts_the_connection() -> None:
+    """Once the head is out a 500 is impossible: the client sees a cut, not a hang."""
+    h = make_harness(storage=BrokenStorage())
+    _, path = store_file(h, DATA)
+    conn = h.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert conn.closed
+    assert DATA not in conn.received  # never ended as if whole
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_error_after_an_upload_is_stored_is_a_500(
-    bare: Server, monkeypatch: pytest.MonkeyPatch
+def test_an_error_after_an_upload_is_stored_is_a_500(
+    bare: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The PUT's answer is sent even if building it fails."""
 
     def broken(sha256: str) -> bytes:
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr(resource, "repr_digest", broken)
-    _, url, headers = bare.mint("a.txt", 5, "text/plain")
-    response, _ = await bare.request(
-        "PUT", url, data=b"hello", headers=headers, timeout=ANSWER_WITHIN
-    )
+    monkeypatch.setattr(put, "repr_digest", broken)
+    slot = bare.mint("a.txt", 5, "text/plain")
+    response = bare.request("PUT", slot.url, data=b"hello", headers=slot.headers)
     assert response.code == 500
 
 
