@@ -18,38 +18,84 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from httpupload._reactor import IServiceReactor
 from httpupload.config import Config
 from httpupload.errors import ConfigError
 from httpupload.keys import KeyRing, load_or_create_signing_key
 from httpupload.metadata import MetadataStore
 from httpupload.storage import Storage
 
+if TYPE_CHECKING:
+    # Imported only when named: a single node needs neither botocore nor
+    # the S3 modules.
+    from httpupload.storage.filesystem import FilesystemStorage
+    from httpupload.storage.s3 import S3Storage
+
 log = Logger()
+
+# How often to look for multipart uploads left in an object store.
+STALE_UPLOAD_SWEEP = 3600.0
 
 
 class Backends:
-    """The storage and metadata store of one node, and how to stop them."""
+    """The storage and metadata store of one node: opened at start, closed at stop.
+
+    ``tighten``: the walk that makes a storage folder owner-only (the
+    service's start only: an operator command leaves the folder as it is);
+    ``sweep_stale``: the sweep of multipart uploads a crashed node left in an
+    object store.  Both are handed in by whoever built the storage (it knows
+    its backend), so nothing here asks a store what it can do.
+    """
 
     def __init__(
         self,
         storage: Storage,
         metadata: MetadataStore,
         tighten: Callable[[], Deferred[tuple[int, int]]] | None = None,
+        sweep_stale: Callable[[], Deferred[int]] | None = None,
     ) -> None:
         self.storage = storage
         self.metadata = metadata
-        # The walk that makes a storage folder owner-only (the service's
-        # start only: an operator command leaves the folder as it is).
         self._tighten = tighten
+        self._sweep_stale = sweep_stale
+
+    def start(self) -> Deferred[None]:
+        """Start the storage, then the metadata store (both protocols' ``start``)."""
+
+        async def start() -> None:
+            await self.start_storage()
+            await self.metadata.start()
+
+        return ensureDeferred(start())
+
+    def close(self) -> Deferred[None]:
+        """Close the metadata store, then the storage; each is closed even if
+        the other fails (the failure is logged)."""
+
+        async def close() -> None:
+            for name, closing in (
+                ("metadata store", self.metadata.close),
+                ("storage", self.storage.close),
+            ):
+                try:
+                    await closing()
+                except Exception:
+                    log.failure("Closing the {name} failed", name=name)
+
+        return ensureDeferred(close())
 
     def start_storage(self) -> Deferred[None]:
-        start = getattr(self.storage, "start", None)
-        started = start() if start is not None else succeed(None)
+        """Start the storage alone (an operator command starts its store itself)."""
+        started = self.storage.start()
         if self._tighten is not None:
             tighten, self._tighten = self._tighten, None
             # Not waited for: the folder itself is closed to others already.
@@ -57,8 +103,8 @@ class Backends:
         return started
 
     def stop_storage(self) -> Deferred[None]:
-        close = getattr(self.storage, "close", None)
-        return close() if close is not None else succeed(None)
+        """Close the storage alone (the old name, for operator commands)."""
+        return self.storage.close()
 
     def abort_stale_uploads(self) -> Deferred[int]:
         """Multipart uploads a crashed node left in an object store; 0 elsewhere.
@@ -66,8 +112,66 @@ class Backends:
         How old counts as stale is the store's own setting
         (``[storage.s3] stale_multipart_after``).
         """
-        abort = getattr(self.storage, "abort_stale_uploads", None)
-        return abort() if abort is not None else succeed(0)
+        if self._sweep_stale is None:
+            return succeed(0)
+        return self._sweep_stale()
+
+
+class BackendsService(MultiService):
+    """Owns a node's stores; every service that uses them is its child.
+
+    On start the stores are opened first, then the children start in the
+    order they were added; on stop the children stop in the reverse order,
+    each after the ones added later have stopped, and the stores close after
+    the last.  So a child that must outlive others (the expiry sweep, which
+    holds the records of the uploads still arriving) is added before them,
+    and services that stop together go in one ``MultiService`` child.  It
+    also sweeps, hourly, the multipart uploads a crashed node left behind.
+    """
+
+    def __init__(self, backends: Backends, clock: IReactorTime) -> None:
+        super().__init__()
+        self.backends = backends
+        self.clock = clock
+        self._sweeper: LoopingCall | None = None
+        self.setName("backends")
+
+    def startService(self) -> None:
+        Service.startService(self)
+        d = self.backends.start()
+        d.addErrback(lambda f: log.failure("Starting the stores failed", f))
+        for child in self:
+            child.startService()
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(STALE_UPLOAD_SWEEP, now=False)
+
+    def _sweep(self) -> Deferred[None]:
+        def done(count: int) -> None:
+            if count:
+                log.info("Aborted {count} stale multipart uploads", count=count)
+
+        d = self.backends.abort_stale_uploads().addCallback(done)
+        d.addErrback(
+            lambda f: log.failure("Sweeping stale multipart uploads failed", f)
+        )
+        return d
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+
+        async def stop() -> None:
+            for child in reversed(list(self)):
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception:
+                    log.failure("Stopping {name} failed", name=child.name)
+            await self.backends.close()
+
+        return ensureDeferred(stop())
 
 
 def _tightened(counts: tuple[int, int]) -> None:
@@ -81,18 +185,30 @@ def _tightened(counts: tuple[int, int]) -> None:
         )
 
 
-def _tighten_failed(failure: Any) -> None:
+def _tighten_failed(failure: Failure) -> None:
     log.failure("Making the storage folder owner-only failed", failure)
 
 
-def open_backends(config: Config, reactor: Any, *, tool: bool = False) -> Backends:
+def open_backends(
+    config: Config, reactor: IServiceReactor, *, tool: bool = False
+) -> Backends:
     """The node's backends; ``tool``: for an operator command beside a running
     service (nothing created, cleared, upgraded or re-moded)."""
     if tool:
         _check_tool_folder(config)
-    storage = _storage(config, reactor, prepare=not tool)
-    tighten = None if tool else getattr(storage, "tighten_modes", None)
-    return Backends(storage, _metadata(config, reactor, upgrade=not tool), tighten)
+    if config.storage.backend == "s3":
+        bucket = _s3_storage(config, reactor, prepare=not tool)
+        return Backends(
+            bucket,
+            _metadata(config, reactor, upgrade=not tool),
+            sweep_stale=bucket.abort_stale_uploads,
+        )
+    folder = _filesystem_storage(config, reactor, prepare=not tool)
+    return Backends(
+        folder,
+        _metadata(config, reactor, upgrade=not tool),
+        tighten=None if tool else folder.tighten_modes,
+    )
 
 
 def private_database(path: Path) -> None:
@@ -138,28 +254,35 @@ def _check_tool_folder(config: Config) -> None:
         )
 
 
-def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
+def _s3_storage(
+    config: Config, reactor: IServiceReactor, *, prepare: bool = True
+) -> S3Storage:
     s = config.storage
-    if s.backend == "s3":
-        assert s.s3 is not None
-        try:
-            from httpupload.storage.s3 import S3Storage
-        except ImportError as e:
-            raise ConfigError(
-                "[storage] backend",
-                f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
-            ) from None
-        try:
-            bucket = S3Storage(s.s3, reactor)
-        except ValueError as e:
-            raise ConfigError("[storage.s3]", str(e)) from None
-        if prepare:
-            # Blocking, before the reactor runs: a store that would lose
-            # uploads stops start-up with one line (storage/s3probe.py).
-            bucket.check_at_start(largest_file=config.limits.max_file_size)
-        return bucket
+    assert s.s3 is not None
+    try:
+        from httpupload.storage.s3 import S3Storage
+    except ImportError as e:
+        raise ConfigError(
+            "[storage] backend",
+            f'"s3" needs the s3 extra (pip install "httpupload[s3]"): {e}',
+        ) from None
+    try:
+        bucket = S3Storage(s.s3, reactor)
+    except ValueError as e:
+        raise ConfigError("[storage.s3]", str(e)) from None
+    if prepare:
+        # Blocking, before the reactor runs: a store that would lose
+        # uploads stops start-up with one line (storage/s3/probe.py).
+        bucket.check_at_start(largest_file=config.limits.max_file_size)
+    return bucket
+
+
+def _filesystem_storage(
+    config: Config, reactor: IServiceReactor, *, prepare: bool = True
+) -> FilesystemStorage:
     from httpupload.storage.filesystem import FilesystemStorage
 
+    s = config.storage
     assert s.path is not None
     storage = FilesystemStorage(s.path, reactor, reactor.getThreadPool())
     if not prepare:
@@ -177,7 +300,9 @@ def _storage(config: Config, reactor: Any, *, prepare: bool = True) -> Storage:
     return storage
 
 
-def _metadata(config: Config, reactor: Any, *, upgrade: bool = True) -> MetadataStore:
+def _metadata(
+    config: Config, reactor: IServiceReactor, *, upgrade: bool = True
+) -> MetadataStore:
     m = config.metadata
     if m.backend == "postgresql":
         try:

@@ -122,6 +122,10 @@ async def remove_due(
 class Maintenance(Service):
     """Reconciles at start, then sweeps expired files and dead slots.
 
+    It uses the stores but does not own them: whoever does (the node's
+    ``backends.BackendsService``, its parent) opens them before it starts and
+    closes them after it stopped.
+
     Each sweep handles at most ``batch`` records, so a large backlog never
     holds the reactor for long; a full batch is followed by another soon.
     Every node sharing a store may run one: each sweep claims its batch for
@@ -185,7 +189,6 @@ class Maintenance(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.metadata.start()
         if self.in_flight is not None:
             self._holder = LoopingCall(self._hold)
             self._holder.clock = self.clock
@@ -283,6 +286,5 @@ class Maintenance(Service):
                 await self._running  # never fails: its steps log their own errors
             if self._holding is not None:
                 await self._holding  # nor this one
-            await self.metadata.stop()
 
         return ensureDeferred(stop())

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from twisted.application.service import IService
 from twisted.python import usage
 
 from httpupload.config import Config, load_config
@@ -31,12 +30,13 @@ class Options(usage.Options):
             raise SystemExit(f"httpupload: config error: {e}") from None
 
 
-def makeService(options: Options) -> Any:
-    from twisted.internet import reactor
-
+def makeService(options: Options) -> IService:
+    """The service tree, on the reactor twistd installed (the one place the
+    global reactor is named)."""
+    from httpupload._reactor import running_reactor
     from httpupload.service import make_service
 
     try:
-        return make_service(options.config, reactor)
+        return make_service(options.config, running_reactor())
     except ConfigError as e:
         raise SystemExit(f"httpupload: config error: {e}") from None

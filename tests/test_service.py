@@ -1,66 +1,135 @@
-"""The service tree twistd runs, started and stopped in-process."""
+"""The service tree twistd runs, built, started and stopped in-process."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
+from treq.client import HTTPClient
+from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from httpupload import make_service, parse_config
+from httpupload._reactor import IServiceReactor, as_service_reactor
+from httpupload.backends import STALE_UPLOAD_SWEEP, Backends, BackendsService
+from httpupload.config import Config
 from httpupload.errors import ConfigError
 from httpupload.keys import KEY_FILE_NAME
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REACTOR = as_service_reactor(reactor)
 
 
-def config(tmp_path: Path, **http: object):  # type: ignore[no-untyped-def]
+def config(tmp_path: Path, server_port: int = 5347, **http: object) -> Config:
+    """Both roles on one folder; listeners on UNIX sockets in ``tmp_path``."""
     return parse_config(
         {
             "component": {
                 "jid": "upload.localhost",
                 "secret": "s",
-                "server_port": closed_port(),
+                "server_port": server_port,
             },
             "http": {
-                "listen": "tcp:0:interface=127.0.0.1",
+                "listen": f"unix:{tmp_path / 'http.sock'}",
                 "public_url": "https://upload.localhost/",
                 **http,
             },
             "storage": {"path": str(tmp_path / "store")},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+            "metrics": {"listen": f"unix:{tmp_path / 'metrics.sock'}"},
         },
         tmp_path,
     )
 
 
+@implementer(IAgentEndpointFactory)
+class UnixSocket:
+    """Every URL's connection goes to one UNIX socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
+        return UNIXClientEndpoint(reactor, str(self.path))
+
+
+def client_of(path: Path) -> HTTPClient:
+    """A treq client whose requests all reach the listener at ``path``."""
+    return HTTPClient(Agent.usingEndpointFactory(reactor, UnixSocket(path)))
+
+
+@pytest.fixture
+def no_xmpp_server() -> Iterator[int]:
+    """A loopback port, held bound by this test and never listening: a
+    connection to it is refused, as to an XMPP server that is not running."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def descendants(service: MultiService) -> Iterator[str]:
+    """The names below ``service``, depth first."""
+    for child in service:
+        yield child.name
+        if isinstance(child, MultiService):
+            yield from descendants(child)
+
+
 def test_children_in_start_order(tmp_path: Path) -> None:
-    """storage, expiry, http, uploads (the drain), xmpp, metrics, in start order."""
-    service = make_service(config(tmp_path), reactor)
-    names = [s.name for s in service]
-    assert names == ["storage", "expiry", "http", "uploads", "xmpp", "metrics"]
+    """The store owner first, then what it holds (the sweep, then what serves),
+    then the metrics; the generated signing key is kept for the next start."""
+    service = make_service(config(tmp_path), REACTOR)
+    assert service.names() == [
+        "backends",
+        "expiry",
+        "serving",
+        "uploads",
+        "http",
+        "xmpp",
+        "metrics",
+    ]
     key = (tmp_path / "store" / KEY_FILE_NAME).read_bytes()
     assert len(key.strip()) >= 32
     assert (tmp_path / "store" / KEY_FILE_NAME).stat().st_mode & 0o077 == 0
     # The key is kept: a second start signs with the same one.
-    make_service(config(tmp_path), reactor)
+    make_service(config(tmp_path), REACTOR)
     assert (tmp_path / "store" / KEY_FILE_NAME).read_bytes() == key
+
+
+def test_every_store_user_is_under_the_store_owner(tmp_path: Path) -> None:
+    """expiry, http, uploads and xmpp are descendants of ``backends``, found by
+    name from the root; metrics, which uses no store, is not."""
+    service = make_service(config(tmp_path), REACTOR)
+    backends = service.getServiceNamed("backends")
+    assert isinstance(backends, BackendsService)
+    assert set(descendants(backends)) == {
+        "expiry",
+        "serving",
+        "uploads",
+        "http",
+        "xmpp",
+    }
+    assert service.getServiceNamed("metrics").parent is service
+    with pytest.raises(KeyError):
+        service.getServiceNamed("storage")
 
 
 def test_the_sweep_holds_this_nodes_uploads_in_flight(tmp_path: Path) -> None:
     """With the http role, the expiry child asks the upload receiver which
-    slots are still arriving; without it, it knows of none (the long grace)."""
-    service = make_service(config(tmp_path), reactor)
-    expiry = service.getServiceNamed("expiry")
-    receiver = service.getServiceNamed("http").factory.uploads
+    slots are still arriving."""
+    service = make_service(config(tmp_path), REACTOR)
+    expiry: Any = service.getServiceNamed("expiry")
+    receiver = service.getServiceNamed("http").factory.uploads  # type: ignore[attr-defined]
     assert expiry.in_flight is not None
     assert expiry.in_flight == receiver.slot_ids
 
@@ -68,8 +137,11 @@ def test_the_sweep_holds_this_nodes_uploads_in_flight(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("roles", "names"),
     [
-        (["http"], ["storage", "expiry", "http", "uploads", "metrics"]),
-        (["component"], ["storage", "expiry", "xmpp", "metrics"]),
+        (
+            ["http"],
+            ["backends", "expiry", "serving", "uploads", "http", "metrics"],
+        ),
+        (["component"], ["backends", "expiry", "serving", "xmpp", "metrics"]),
     ],
 )
 def test_roles_decide_the_children(
@@ -79,21 +151,20 @@ def test_roles_decide_the_children(
     raw = {
         "component": {
             "jid": "upload.localhost",
-            "server_port": closed_port(),
             **({"secret": "s"} if "component" in roles else {}),
         },
         "http": {
             "public_url": "https://upload.localhost/",
             "signing_key": "k" * 32,
-            **({"listen": "tcp:0:interface=127.0.0.1"} if "http" in roles else {}),
+            **({"listen": f"unix:{tmp_path / 'http.sock'}"} if "http" in roles else {}),
         },
         "storage": {"path": str(tmp_path / "store")},
-        "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+        "metrics": {"listen": f"unix:{tmp_path / 'metrics.sock'}"},
         "node": {"roles": roles},
         "metadata": {"backend": "postgresql", "dsn": postgresql.new_database()},
     }
-    service = make_service(parse_config(raw, tmp_path), reactor)
-    assert [s.name for s in service] == names
+    service = make_service(parse_config(raw, tmp_path), REACTOR)
+    assert service.names() == names
 
 
 @pytest_twisted.ensureDeferred
@@ -104,19 +175,20 @@ async def test_health_of_an_http_node(tmp_path: Path, postgresql: Any) -> None:
         "http": {
             "public_url": "https://upload.localhost/",
             "signing_key": "k" * 32,
-            "listen": "tcp:0:interface=127.0.0.1",
+            "listen": f"unix:{tmp_path / 'http.sock'}",
         },
         "storage": {"path": str(tmp_path / "store")},
-        "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+        "metrics": {"listen": f"unix:{tmp_path / 'metrics.sock'}"},
         "node": {"roles": ["http"], "name": "web-1"},
         "metadata": {"backend": "postgresql", "dsn": postgresql.new_database()},
     }
-    service = make_service(parse_config(raw, tmp_path), reactor)
+    service = make_service(parse_config(raw, tmp_path), REACTOR)
     service.privilegedStartService()
     service.startService()
     try:
-        port = await service.getServiceNamed("metrics")._waitingForPort
-        response = await treq.get(f"http://127.0.0.1:{port.getHost().port}/health")
+        response = await client_of(tmp_path / "metrics.sock").get(
+            "http://metrics/health"
+        )
         assert await response.json() == {
             "status": "ok",
             "node": "web-1",
@@ -129,64 +201,147 @@ async def test_health_of_an_http_node(tmp_path: Path, postgresql: Any) -> None:
 def test_bad_listen_names_the_key(tmp_path: Path) -> None:
     """An endpoint description that does not parse is a config error."""
     with pytest.raises(ConfigError) as info:
-        make_service(config(tmp_path, listen="tcp:notaport"), reactor)
+        make_service(config(tmp_path, listen="tcp:notaport"), REACTOR)
     assert info.value.key == "[http] listen"
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
-async def test_start_and_stop(tmp_path: Path) -> None:
-    """Crash leftovers are gone before anything listens; start and stop are clean."""
+async def test_start_and_stop(tmp_path: Path, no_xmpp_server: int) -> None:
+    """Crash leftovers are gone before anything listens; start and stop are
+    clean, and an XMPP server that refuses the link makes the node degraded."""
     leftover = tmp_path / "store" / "tmp" / "deadbeef"
     leftover.mkdir(parents=True)
     (leftover / "data").write_bytes(b"half")
-    service = make_service(config(tmp_path, shutdown_grace=1), reactor)
+    service = make_service(
+        config(tmp_path, server_port=no_xmpp_server, shutdown_grace=1), REACTOR
+    )
     assert not leftover.exists()
     service.privilegedStartService()
     service.startService()
-    port = await service.getServiceNamed("metrics")._waitingForPort
-    base = f"http://127.0.0.1:{port.getHost().port}"
-    response = await treq.get(f"{base}/metrics")
+    metrics = client_of(tmp_path / "metrics.sock")
+    response = await metrics.get("http://metrics/metrics")
     text = (await response.text()).splitlines()
     assert "httpupload_xmpp_connected 0.0" in text
     assert "httpupload_uploads_in_flight 0.0" in text
-    response = await treq.get(f"{base}/health")
-    assert response.code == 503  # the XMPP server of this test does not exist
+    response = await metrics.get("http://metrics/health")
+    assert response.code == 503
     assert (await response.json())["xmpp"] == "offline"
+    response = await client_of(tmp_path / "http.sock").get("http://upload/")
+    assert response.code == 404
+    await treq.collect(response, lambda _: None)
     await service.stopService()
 
 
-def test_the_storage_child_sweeps_stale_multipart_uploads() -> None:
-    """Started with the service, hourly, for uploads older than a dead slot."""
-    from twisted.internet.defer import succeed
-    from twisted.internet.task import Clock
+class Events:
+    """What the stores and the children of a BackendsService did, in order."""
 
-    from httpupload.backends import Backends
-    from httpupload.service import STALE_UPLOAD_SWEEP, BackendsService
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.closing: dict[str, Deferred[None]] = {}
 
-    calls: list[str | float] = []
 
-    class Store:
-        def start(self):  # type: ignore[no-untyped-def]
-            calls.append("start")
-            return succeed(None)
+class Store:
+    """A storage or metadata store that records its start and close."""
 
-        def close(self):  # type: ignore[no-untyped-def]
-            calls.append("close")
-            return succeed(None)
+    def __init__(self, name: str, events: Events) -> None:
+        self.name = name
+        self.events = events
 
-        def abort_stale_uploads(self, *args: object):  # type: ignore[no-untyped-def]
-            # No age given: the store's own stale_multipart_after decides.
-            calls.append("sweep" if not args else "sweep with an age")
-            return succeed(2)
+    def start(self) -> Deferred[None]:
+        self.events.log.append(f"start {self.name}")
+        return succeed(None)
 
-    clock = Clock()
-    service = BackendsService(Backends(Store(), None), clock)  # type: ignore[arg-type]
-    service.startService()
-    assert calls == ["start"]
+    def close(self) -> Deferred[None]:
+        self.events.log.append(f"close {self.name}")
+        return succeed(None)
+
+    def abort_stale_uploads(self) -> Deferred[int]:
+        # No age given: the store's own stale_multipart_after decides.
+        self.events.log.append("sweep")
+        return succeed(2)
+
+
+class Child(Service):
+    """A store user whose stop ends only when the test says so."""
+
+    def __init__(self, name: str, events: Events) -> None:
+        self.setName(name)
+        self.label = name
+        self.events = events
+
+    def startService(self) -> None:
+        super().startService()
+        self.events.log.append(f"start {self.label}")
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.events.log.append(f"stop {self.label}")
+        d: Deferred[None] = Deferred()
+        self.events.closing[self.label] = d
+        return d
+
+
+def backends_service(events: Events, clock: Clock) -> BackendsService:
+    storage, metadata = Store("storage", events), Store("metadata", events)
+    backends = Backends(
+        storage,  # type: ignore[arg-type]
+        metadata,  # type: ignore[arg-type]
+        sweep_stale=storage.abort_stale_uploads,
+    )
+    return BackendsService(backends, clock)
+
+
+def test_stores_open_before_and_close_after_their_users() -> None:
+    """Storage then metadata start before any child; children stop newest
+    first, each after the later ones ended (those in one MultiService at once);
+    the metadata store, then the storage, close after the last."""
+    events, clock = Events(), Clock()
+    owner = backends_service(events, clock)
+    Child("expiry", events).setServiceParent(owner)
+    serving = MultiService()
+    serving.setServiceParent(owner)
+    Child("http", events).setServiceParent(serving)
+    Child("xmpp", events).setServiceParent(serving)
+    owner.startService()
+    assert events.log == [
+        "start storage",
+        "start metadata",
+        "start expiry",
+        "start http",
+        "start xmpp",
+    ]
+    del events.log[:]
+    stopped = owner.stopService()
+    assert sorted(events.log) == ["stop http", "stop xmpp"]
+    events.closing["http"].callback(None)
+    assert "stop expiry" not in events.log
+    events.closing["xmpp"].callback(None)
+    assert events.log[-1] == "stop expiry"
+    assert not stopped.called
+    events.closing["expiry"].callback(None)
+    assert events.log[-2:] == ["close metadata", "close storage"]
+    assert stopped.called
+
+
+def test_the_store_owner_sweeps_stale_multipart_uploads() -> None:
+    """Started with the service, hourly, until it stops."""
+    events, clock = Events(), Clock()
+    owner = backends_service(events, clock)
+    owner.startService()
+    assert "sweep" not in events.log
     clock.advance(STALE_UPLOAD_SWEEP)
     clock.advance(STALE_UPLOAD_SWEEP)
-    assert calls == ["start", "sweep", "sweep"]
-    service.stopService()
-    assert calls[-1] == "close"
+    assert events.log.count("sweep") == 2
+    owner.stopService()
+    assert events.log[-1] == "close storage"
     clock.advance(STALE_UPLOAD_SWEEP)
-    assert calls.count("sweep") == 2
+    assert events.log.count("sweep") == 2
+
+
+def test_the_global_reactor_is_a_service_reactor() -> None:
+    """The running reactor provides every interface the service asks for,
+    and a reactor lacking one is refused by name."""
+    assert IServiceReactor.providedBy(REACTOR) or REACTOR is reactor
+    with pytest.raises(TypeError, match="IReactorThreads"):
+        as_service_reactor(Clock())
