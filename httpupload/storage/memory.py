@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
-from twisted.web.server import Request
 from zope.interface import implementer
 
 from httpupload.errors import DuplicateFile, NoSpace
 from httpupload.slots import FILE_ID_RE
-from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage import FileInfo, Sink, StoredFile
 from httpupload.storage.sending import WriteWatchdog, abort_connection, log_stall
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -78,21 +77,21 @@ class MemoryUpload:
 
 @implementer(IPushProducer)
 class MemorySender:
-    """Writes a slice of a stored file into a request, a chunk at a time.
+    """Writes a slice of a stored file into a sink, a chunk at a time.
 
     A push producer: it writes while the transport takes bytes, stops when
-    the transport pauses it (the client stopped reading), and the request's
+    the transport pauses it (the client stopped reading), and the sink's
     connection is cut if the client takes nothing for the idle timeout.
     """
 
-    def __init__(self, request: Request, data: bytes, chunk_size: int) -> None:
-        self.request: Request | None = request
+    def __init__(self, request: Sink, data: bytes, chunk_size: int) -> None:
+        self.request: Sink | None = request
         self.data = data
         self.chunk_size = chunk_size
         self.sent = 0
         self.paused = False
         self._sending = False
-        self._watchdog = WriteWatchdog.for_request(request, self._stalled)
+        self._watchdog = WriteWatchdog.for_sink(request, self._stalled)
 
     def start(self) -> None:
         assert self.request is not None
@@ -154,7 +153,7 @@ class MemoryFile:
         self._data: bytes | None = data
         self._chunk_size = chunk_size
 
-    def send(self, request: Request, offset: int, length: int) -> None:
+    def send(self, request: Sink, offset: int, length: int) -> None:
         """Send ``length`` bytes from ``offset``, paced by the client, then finish."""
         data, self._data = self._data, None
         if data is None:
