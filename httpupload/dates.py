@@ -71,7 +71,8 @@ def parse_datetime(text: str) -> float:
             offset = -offset
     seconds = calendar.timegm((year, month, day, hour, minute, second)) - offset
     if fraction is not None:
-        return seconds + int(fraction) / 10 ** len(fraction)
+        divisor: int = 10 ** len(fraction)
+        return seconds + int(fraction) / divisor
     return float(seconds)
 
 

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from httpupload import cli, send
+import httpupload
+from httpupload import cli
 from httpupload.cli_args import HIDDEN, ArgumentParser, hide_secrets, secret_values
+from httpupload.client import send
 
-PACKAGE = Path(send.__file__).resolve().parent
+PACKAGE = Path(httpupload.__file__).resolve().parent
 SECRET = "S3cret-Pa55!"
 
 

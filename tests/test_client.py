@@ -1,50 +1,55 @@
-"""The Twisted client API (httpupload.client) and the command's pure parts.
+"""The Twisted client API (httpupload.client), all in memory.
 
-The XMPP side runs in-process: a wokkel ``Router`` with our ``UploadHandler``
-as an ``InternalComponent`` and a client ``StreamManager`` on an ``XmlPipe``
-(with a stand-in for the user's server answering disco#items of the domain);
-the client sends as ``romeo@example.org/phone``, as a component would. The
-HTTP side is a real ``UploadSite`` on a loopback port (tests/webserver.py),
-or a recording ``twisted.web`` site where the test needs to see the request.
+XMPP: a wokkel ``Router`` with our ``UploadHandler`` as an
+``InternalComponent``, and a client ``StreamManager`` on an ``XmlPipe`` (with
+a stand-in for the user's server answering disco#items of the domain); the
+client sends as ``romeo@example.org/phone``, as a component would. HTTP: our
+own ``UploadSite`` (``httpupload.testing``), or a recording ``twisted.web``
+site where the test needs to see the request, reached through twisted.web's
+``Agent`` over iosim. One ``MemoryReactorClock`` runs all of it: no socket,
+no thread, no wall clock.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
-import pytest_twisted
-import treq
-from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import ensureDeferred, fail, succeed
-from twisted.internet.error import ConnectionLost
+from hypothesis import given
+from hypothesis import strategies as st
+from treq.client import HTTPClient
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, ISSLTransport
 from twisted.internet.task import Clock, Cooperator
-from twisted.names import dns
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from twisted.words.xish.utility import EventDispatcher
-from webserver import Server
+from twisted.words.xish.xmlstream import BootstrapMixin
 from wokkel import component, data_form, disco, generic
 from wokkel.generic import XmlPipe
 from wokkel.iwokkel import IDisco
 from wokkel.subprotocols import IQHandlerMixin, StreamManager, XMPPHandler
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
-from httpupload import SlotPolicy, UploadHandler, send
+from httpupload import SlotPolicy, UploadHandler
 from httpupload.client import (
+    ALLOWED_HEADERS,
     NS_UPLOAD,
     FileProducer,
     FileTooLarge,
@@ -59,20 +64,15 @@ from httpupload.client import (
     UploadError,
     UploadService,
     XmppError,
-    _max_file_size,
     parse_slot,
     slot_headers,
     upload_file,
 )
+from httpupload.client.parsing import max_file_size
 from httpupload.errors import HttpUploadError
-from httpupload.send import (
-    ProgressBar,
-    UsageError,
-    oob_message,
-    parse_server,
-    read_password,
-    render_progress,
-)
+from httpupload.testing import FlowTransport, Harness, Pump, make_harness, settle
+
+T = TypeVar("T")
 
 DOMAIN = "example.org"
 UPLOAD = "upload.example.org"
@@ -80,6 +80,79 @@ SCRIPTED = "scripted.example.org"
 SILENT = "silent.example.org"
 ROMEO = JID("romeo@example.org/phone")
 LIMIT = 300_000
+#: Where the recording site listens (in memory).
+RECORDING = "http://recording.example:8080/"
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+HOST = IPv4Address("TCP", "127.0.0.1", 443)
+
+
+# ---- HTTP in memory: named hosts served by protocol factories
+
+
+@implementer(IAgentEndpointFactory)
+class Network:
+    """Hosts (a URL's host and port) served in memory by protocol factories;
+    a host nobody serves refuses the connection."""
+
+    def __init__(self, clock: MemoryReactorClock) -> None:
+        self.clock = clock
+        self.hosts: dict[tuple[bytes, int], IProtocolFactory] = {}
+        self.pumps: list[Pump] = []
+
+    def serve(self, base_url: str, factory: IProtocolFactory) -> None:
+        parts = urlsplit(base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.hosts[(parts.hostname or "").encode(), port] = factory
+
+    def endpointForURI(self, uri: URI) -> _Endpoint:
+        return _Endpoint(self, (uri.host, uri.port), uri.scheme == b"https")
+
+    def open(
+        self, key: tuple[bytes, int], factory: IProtocolFactory, tls: bool
+    ) -> Deferred[IProtocol]:
+        server_factory = self.hosts.get(key)
+        if server_factory is None:
+            return fail(ConnectionRefusedError("Connection refused"))
+        client = factory.buildProtocol(PEER)
+        server = server_factory.buildProtocol(PEER)
+        assert client is not None and server is not None
+        client_io = FlowTransport(
+            client, isServer=False, hostAddress=PEER, peerAddress=HOST
+        )
+        server_io = FlowTransport(
+            server, isServer=True, hostAddress=HOST, peerAddress=PEER
+        )
+        if tls:
+            directlyProvides(server_io, ISSLTransport)
+            directlyProvides(client_io, ISSLTransport)
+        server.makeConnection(server_io)
+        client.makeConnection(client_io)
+        self.pumps.append(Pump(client, server, client_io, server_io, False, self.clock))
+        return succeed(client)
+
+    def http(self) -> HTTPClient:
+        pool = HTTPConnectionPool(self.clock, persistent=False)
+        return HTTPClient(Agent.usingEndpointFactory(self.clock, self, pool=pool))
+
+    def flush(self) -> None:
+        """Move bytes and run what is due until nothing moves (new
+        connections included)."""
+        while True:
+            count = len(self.pumps)
+            settle(self.clock, self.pumps)
+            if len(self.pumps) == count:
+                break
+        self.pumps = [pump for pump in self.pumps if not pump.closed]
+
+
+@dataclass
+class _Endpoint:
+    network: Network
+    key: tuple[bytes, int]
+    tls: bool
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self.network.open(self.key, factory, self.tls)
 
 
 # ---- the in-process XMPP world
@@ -177,31 +250,84 @@ class Recorder(XMPPHandler):
         ]
 
 
-class DummyFactory:
-    def addBootstrap(self, event: str, fn: Callable[..., object]) -> None:
-        pass
+class Recording(Resource):
+    """Answers every PUT with ``code`` and ``body`` (or never), keeping it."""
+
+    isLeaf = True
+
+    def __init__(self, code: int = 201, body: bytes = b"", hold: bool = False) -> None:
+        super().__init__()
+        self.code = code
+        self.body = body
+        self.hold = hold
+        self.requests: list[tuple[list[tuple[bytes, list[bytes]]], bytes]] = []
+
+    def render_PUT(self, request: Request) -> bytes | int:
+        assert request.content is not None
+        headers = [(k, list(v)) for k, v in request.requestHeaders.getAllRawHeaders()]
+        self.requests.append((headers, request.content.read()))
+        if self.hold:
+            return NOT_DONE_YET
+        request.setResponseCode(self.code)
+        return self.body
 
 
 @dataclass
 class World:
     router: component.Router
+    stream: EventDispatcher
     manager: StreamManager
     upload_log: Recorder
     client: UploadClient
+    clock: MemoryReactorClock
+    net: Network
+    site: Harness
+    recording: Recording
     scripted: ScriptedService | None = None
     components: list[component.InternalComponent] = field(default_factory=list)
 
+    def run(self, work: Coroutine[Any, Any, T]) -> Deferred[T]:
+        """Start ``work`` and let the exchange settle (it may still wait on
+        the clock)."""
+        d = ensureDeferred(work)
+        self.net.flush()
+        return d
+
+    def result(self, work: Coroutine[Any, Any, T]) -> T:
+        """What ``work`` returns once the exchange settles (its error raised)."""
+        d = self.run(work)
+        results: list[T | Failure] = []
+        d.addBoth(results.append)
+        assert results, "the work is still waiting"
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def fetch(self, url: str) -> tuple[int, bytes]:
+        """GET ``url`` from our site."""
+        answer = self.site.request("GET", url)
+        return answer.code, answer.body
+
+    def close_stream(self) -> None:
+        """The client's stream ends, as its connection closing ends it."""
+        self.stream.dispatch(Failure(ConnectionLost()), xmlstream.STREAM_END_EVENT)
+
 
 def make_world(
-    server: Server | None,
     items: tuple[str, ...] = ("conference.example.org", "broken.example.org", UPLOAD),
     limit: int = LIMIT,
-    clock: Any = None,
     answer: Callable[[domish.Element], domish.Element] | None = None,
     scripted_limit: int | None = None,
     **client_options: Any,
 ) -> World:
-    """A Router with the upload service, and a client stream manager on it."""
+    """A Router with the upload service, a client stream manager on it, and
+    the HTTP sites, all on one MemoryReactorClock."""
+    site = make_harness()
+    clock = site.clock
+    net = Network(clock)
+    net.serve(site.base, site.site)
+    recording = Recording()
+    net.serve(RECORDING, Site(recording, reactor=clock))
     router = component.Router()
     components = []
 
@@ -213,17 +339,15 @@ def make_world(
         components.append(part)
 
     upload_log = Recorder()
-    if server is not None:
-        add(
-            UPLOAD,
-            upload_log,
-            generic.FallbackHandler(),
-            disco.DiscoHandler(),
-            UploadHandler(
-                SlotPolicy(limit, (DOMAIN,)), server.signer, server.base,
-                server.base, 300,
-            ),
-        )  # fmt: skip
+    add(
+        UPLOAD,
+        upload_log,
+        generic.FallbackHandler(),
+        disco.DiscoHandler(),
+        UploadHandler(
+            SlotPolicy(limit, (DOMAIN,)), site.signer, site.base, site.base, 300
+        ),
+    )
 
     @implementer(IDisco)
     class Muc(XMPPHandler):
@@ -245,71 +369,36 @@ def make_world(
     router.addRoute(SILENT, silent.sink)
 
     # The user's stream: replies to romeo@example.org come back on it, and so
-    # do its requests to example.org itself, where ServerDisco answers.
+    # do its requests to example.org itself, where ServerDisco answers. The
+    # manager learns of it through the factory's bootstrap events, as from a
+    # real stream.
     pipe = XmlPipe()
     router.addRoute(DOMAIN, pipe.sink)
-    manager = StreamManager(DummyFactory(), reactor=clock or global_reactor)
-    manager._connected(pipe.source)
-    manager._authd(pipe.source)
+    factory = BootstrapMixin()
+    manager = StreamManager(factory, reactor=clock)
+    factory.installBootstraps(pipe.source)
+    pipe.source.dispatch(pipe.source, xmlstream.STREAM_CONNECTED_EVENT)
+    pipe.source.dispatch(pipe.source, xmlstream.STREAM_AUTHD_EVENT)
     disco.DiscoHandler().setHandlerParent(manager)
     ServerDisco(list(items)).setHandlerParent(manager)
-    options = {"sender": ROMEO, **client_options}
-    client = UploadClient(global_reactor, manager, **options)
-    return World(router, manager, upload_log, client, scripted, components)
+    options = {"sender": ROMEO, "http": net.http(), **client_options}
+    client = UploadClient(clock, manager, **options)
+    return World(
+        router, pipe.source, manager, upload_log, client, clock, net, site,
+        recording, scripted, components,
+    )  # fmt: skip
 
 
 @pytest.fixture
-def world(server: Server) -> World:
-    return make_world(server)
+def world() -> World:
+    """The default world: the upload service behind two other items."""
+    return make_world()
 
 
 def write_file(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data)
     return path
-
-
-async def fetch(url: str) -> tuple[int, bytes]:
-    response = await treq.get(url, persistent=False)
-    return response.code, await response.content()
-
-
-# ---- a recording HTTP server
-
-
-class Recording(Resource):
-    """Answers every PUT with ``code`` and ``body`` (or never), keeping it."""
-
-    isLeaf = True
-
-    def __init__(self, code: int = 201, body: bytes = b"", hold: bool = False) -> None:
-        super().__init__()
-        self.code = code
-        self.body = body
-        self.hold = hold
-        self.requests: list[tuple[list[tuple[bytes, list[bytes]]], bytes]] = []
-        self.held: list[Request] = []
-
-    def render_PUT(self, request: Request) -> bytes | int:
-        assert request.content is not None
-        headers = [(k, list(v)) for k, v in request.requestHeaders.getAllRawHeaders()]
-        self.requests.append((headers, request.content.read()))
-        if self.hold:
-            self.held.append(request)
-            return NOT_DONE_YET
-        request.setResponseCode(self.code)
-        return self.body
-
-
-@pytest_twisted.async_yield_fixture
-async def recording() -> AsyncIterator[tuple[Recording, str]]:
-    resource = Recording()
-    port = global_reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
-    yield resource, f"http://127.0.0.1:{port.getHost().port}/"
-    for request in resource.held:
-        if not request.finished and request.channel is not None:
-            request.channel.transport.abortConnection()
-    await port.stopListening()
 
 
 def slot_answer(
@@ -325,6 +414,20 @@ def slot_answer(
         return slot
 
     return answer
+
+
+def scripted_world(
+    put_url: str,
+    get_url: str,
+    headers: list[tuple[str, str]] | None = None,
+    **options: Any,
+) -> World:
+    """A world whose only service answers with this slot."""
+    return make_world(
+        items=(SCRIPTED,),
+        answer=slot_answer(put_url, get_url, headers or []),
+        **options,
+    )
 
 
 # ---- pure parts
@@ -353,6 +456,16 @@ def test_slot_headers_keep_only_the_three_allowed_in_order() -> None:
     )
 
 
+@given(st.lists(st.tuples(st.text(), st.text()), max_size=8))
+def test_slot_headers_never_pass_a_newline_or_another_name(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """Whatever a slot holds, a PUT carries only the allowed names, no CR or LF."""
+    for name, value in slot_headers(pairs):
+        assert name in ALLOWED_HEADERS
+        assert "\r" not in value and "\n" not in value
+
+
 def _slot_element(put: str | None, get: str | None) -> domish.Element:
     slot = domish.Element((NS_UPLOAD, "slot"))
     if put is not None:
@@ -374,6 +487,7 @@ def _slot_element(put: str | None, get: str | None) -> domish.Element:
 def test_a_slot_without_http_urls_is_a_protocol_error(
     put: str | None, get: str | None
 ) -> None:
+    """A slot missing a URL, or with one that is not HTTP(S), is refused."""
     with pytest.raises(ProtocolError):
         parse_slot(_slot_element(put, get), "a", 1, None)
 
@@ -410,7 +524,7 @@ def _advertised(value: str) -> int | None:
     query = domish.Element((disco.NS_DISCO_INFO, "query"))
     query.addElement("feature")["var"] = NS_UPLOAD
     query.addChild(form.toElement())
-    return _max_file_size(disco.DiscoInfo.fromElement(query))
+    return max_file_size(disco.DiscoInfo.fromElement(query))
 
 
 def test_an_advertised_limit_of_thousands_of_digits_is_unknown() -> None:
@@ -480,7 +594,8 @@ def test_producer_reads_in_bounded_chunks_and_stops_at_the_length() -> None:
     clock = Clock()
     cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
     data = os.urandom(200_000) + b"not announced"
-    spy, sink, seen = Spy(data), Sink(), []
+    spy, sink = Spy(data), Sink()
+    seen: list[int] = []
     producer = FileProducer(spy, 200_000, cooperator, seen.append)
     done = producer.startProducing(sink)  # type: ignore[arg-type]
     for _ in range(10):
@@ -492,6 +607,7 @@ def test_producer_reads_in_bounded_chunks_and_stops_at_the_length() -> None:
 
 
 def test_producer_fails_when_the_file_shrank() -> None:
+    """A file shorter than the slot's size fails the body, saying it changed."""
     clock = Clock()
     cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
     producer = FileProducer(io.BytesIO(b"short"), 10, cooperator)
@@ -504,177 +620,75 @@ def test_producer_fails_when_the_file_shrank() -> None:
     assert "changed during the upload" in errors[0].getErrorMessage()
 
 
-def test_render_progress() -> None:
-    line = render_progress(512 * 1024, 1024 * 1024, 2.0, width=10)
-    assert line == " 50% [#####-----] 512.0 KiB / 1.0 MiB 256.0 KiB/s"
-    assert render_progress(3, 3, 0.0, width=4) == "100% [####] 3 B / 3 B"
-
-
-def test_progress_bar_redraws_one_line_at_most_every_interval() -> None:
-    out, now = io.StringIO(), [0.0]
-    bar = ProgressBar(out, interval=0.1, clock=lambda: now[0])
-    bar(0, 100)
-    bar(10, 100)  # too soon: not drawn
-    now[0] = 0.5
-    bar(50, 100)
-    bar(100, 100)  # the end is always drawn
-    bar.finish()
-    text = out.getvalue()
-    assert text.count("\r") == 3
-    assert text.endswith("\n") and text.count("\n") == 1
-    assert " 50% " in text and "100% " in text and " 10% " not in text
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("xmpp.example.org:5223", ("xmpp.example.org", 5223)),
-        ("127.0.0.1", ("127.0.0.1", 5222)),
-        ("[::1]:5299", ("::1", 5299)),
-        ("[::1]", ("::1", 5222)),
-    ],
-)
-def test_parse_server(text: str, expected: tuple[str, int]) -> None:
-    assert parse_server(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "host:0",
-        "host:99999",
-        "host:x",
-        ":5222",
-        "[::1]x",
-        "host:\u0665\u0662\u0662\u0662",  # Arabic-Indic digits
-        "host:+5222",
-        "host:" + "9" * 5000,
-    ],
-)
-def test_parse_server_refuses(text: str) -> None:
-    """A port that is not 1-65535 in ASCII digits is a usage error, said briefly."""
-    with pytest.raises(UsageError) as refused:
-        parse_server(text)
-    assert len(str(refused.value)) < 200
-
-
-def test_read_password(tmp_path: Path) -> None:
-    (tmp_path / "p").write_text("s3cret pass \nsecond line\n")
-    assert read_password(str(tmp_path / "p")) == "s3cret pass "
-    (tmp_path / "empty").write_text("\n")
-    with pytest.raises(UsageError, match="empty"):
-        read_password(str(tmp_path / "empty"))
-    with pytest.raises(UsageError, match="cannot read"):
-        read_password(str(tmp_path / "missing"))
-
-
-@pytest_twisted.ensureDeferred
-async def test_srv_records_then_the_domain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SRV targets by priority; no service (target "."), a failure: the domain."""
-
-    def answer(*records: tuple[int, int, str, int]) -> Callable[..., Any]:
-        rows = [
-            dns.RRHeader(
-                type=dns.SRV, payload=dns.Record_SRV(prio, weight, port, target)
-            )
-            for prio, weight, target, port in records
-        ]
-        return lambda name, timeout=None: succeed((rows, [], []))
-
-    monkeypatch.setattr(
-        send.dns,
-        "lookupService",
-        answer((20, 0, "b.example.org", 5223), (10, 5, "a.example.org", 5222)),
-    )
-    assert await send._srv_candidates("example.org", 1) == [
-        ("a.example.org", 5222),
-        ("b.example.org", 5223),
-    ]
-    monkeypatch.setattr(send.dns, "lookupService", answer((0, 0, "", 0)))
-    assert await send._srv_candidates("example.org", 1) == [("example.org", 5222)]
-    monkeypatch.setattr(
-        send.dns, "lookupService", lambda *a, **k: fail(dns.DomainError())
-    )
-    assert await send._srv_candidates("example.org", 1) == [("example.org", 5222)]
-
-
-def test_oob_message() -> None:
-    url = "https://upload.example.org/abc/photo%20one.jpg"
-    message = oob_message(JID("juliet@example.org"), url)
-    assert message["to"] == "juliet@example.org"
-    assert message["type"] == "chat"
-    assert str(message.body) == url
-    oob = next(message.elements("jabber:x:oob", "x"))
-    assert str(next(oob.elements("jabber:x:oob", "url"))) == url
+def test_slot_is_a_plain_value() -> None:
+    """A Slot is a frozen value built from its fields."""
+    slot = Slot("https://u/p", "https://u/g", (("Cookie", "a"),), "p", 1, None)
+    assert slot.headers == (("Cookie", "a"),)
 
 
 # ---- discovery
 
 
-@pytest_twisted.ensureDeferred
-async def test_discover_finds_the_service_and_its_limit(world: World) -> None:
+def test_discover_finds_the_service_and_its_limit(world: World) -> None:
     """disco#items, then disco#info of each: items that refuse are skipped."""
-    service = await world.client.discover(DOMAIN)
+    service = world.result(world.client.discover(DOMAIN))
     assert service == UploadService(JID(UPLOAD), LIMIT)
     # Cached: no second round of disco.
     before = len(world.upload_log.received)
-    assert await world.client.discover(DOMAIN) is service
+    assert world.result(world.client.discover(DOMAIN)) is service
     assert len(world.upload_log.received) == before
 
 
-@pytest_twisted.ensureDeferred
-async def test_discover_without_a_service(server: Server) -> None:
-    world = make_world(server, items=("conference.example.org",))
+def test_discover_without_a_service() -> None:
+    """A domain whose items offer no upload (nor itself): NoUploadService."""
+    world = make_world(items=("conference.example.org",))
     with pytest.raises(NoUploadService, match=r"example\.org offers no HTTP File"):
-        await world.client.discover(DOMAIN)
+        world.result(world.client.discover(DOMAIN))
 
 
-@pytest_twisted.ensureDeferred
-async def test_discover_reads_no_limit_when_none_is_advertised(server: Server) -> None:
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer("http://x/", "http://x/", []),
-        scripted_limit=None,
+def test_discover_reads_no_limit_when_none_is_advertised() -> None:
+    """A service without a max-file-size form has no known limit."""
+    world = scripted_world("http://x/", "http://x/")
+    assert world.result(world.client.discover(DOMAIN)) == UploadService(
+        JID(SCRIPTED), None
     )
-    assert await world.client.discover(DOMAIN) == UploadService(JID(SCRIPTED), None)
 
 
-def test_discovery_waits_out_a_silent_item_then_answers(server: Server) -> None:
-    clock = Clock()
-    world = make_world(server, items=(SILENT, UPLOAD), clock=clock, timeout=10)
-    found = ensureDeferred(world.client.discover(DOMAIN))
+def test_discovery_waits_out_a_silent_item_then_answers() -> None:
+    """An item that never answers delays discovery by the IQ timeout, no more."""
+    world = make_world(items=(SILENT, UPLOAD), timeout=10)
+    found = world.run(world.client.discover(DOMAIN))
     assert not found.called
-    clock.advance(10)
+    world.clock.advance(10)
     assert found.result == UploadService(JID(UPLOAD), LIMIT)
 
 
-def test_no_answer_in_time(server: Server) -> None:
-    clock = Clock()
-    world = make_world(server, clock=clock, timeout=5)
-    asked = ensureDeferred(world.client.disco_info(SILENT))
-    clock.advance(5)
+def test_no_answer_in_time() -> None:
+    """An IQ unanswered within the timeout is NoAnswer, saying how long."""
+    world = make_world(timeout=5)
+    asked = world.run(world.client.disco_info(SILENT))
+    world.clock.advance(5)
     errors: list[Failure] = []
     asked.addErrback(errors.append)
     assert errors[0].check(NoAnswer)
     assert "within 5 s" in errors[0].getErrorMessage()
 
 
-def test_no_answer_when_the_stream_closes(server: Server) -> None:
-    clock = Clock()
-    world = make_world(server, clock=clock)
-    asked = ensureDeferred(world.client.request_slot(SILENT, "a.txt", 5))
-    world.manager._disconnected(Failure(ConnectionLost()))
+def test_no_answer_when_the_stream_closes() -> None:
+    """A stream that ends before the answer is NoAnswer, not a hang."""
+    world = make_world()
+    asked = world.run(world.client.request_slot(SILENT, "a.txt", 5))
+    world.close_stream()
     errors: list[Failure] = []
     asked.addErrback(errors.append)
     assert errors[0].check(NoAnswer)
     assert "stream closed" in errors[0].getErrorMessage()
 
 
-@pytest_twisted.ensureDeferred
-async def test_disco_error_carries_the_condition(world: World) -> None:
+def test_disco_error_carries_the_condition(world: World) -> None:
+    """A disco#info refused with a stanza error is XmppError with its condition."""
     with pytest.raises(XmppError) as refused:
-        await world.client.disco_info("broken.example.org")
+        world.result(world.client.disco_info("broken.example.org"))
     assert refused.value.condition == "service-unavailable"
     assert refused.value.entity == "broken.example.org"
 
@@ -682,68 +696,70 @@ async def test_disco_error_carries_the_condition(world: World) -> None:
 # ---- uploads through httpupload's own service
 
 
-@pytest_twisted.ensureDeferred
-async def test_upload_round_trip_with_progress(
-    world: World, server: Server, tmp_path: Path
-) -> None:
+def test_upload_round_trip_with_progress(world: World, tmp_path: Path) -> None:
     """Discover, slot, PUT from disk in chunks; the GET URL serves the bytes."""
     data = os.urandom(LIMIT)
     path = write_file(tmp_path, "très cool.bin", data)
     seen: list[tuple[int, int]] = []
-    url = await world.client.upload(
-        path, domain=DOMAIN, progress=lambda sent, total: seen.append((sent, total))
+    url = world.result(
+        world.client.upload(
+            path, domain=DOMAIN, progress=lambda sent, total: seen.append((sent, total))
+        )
     )
-    assert url.startswith(server.base)
+    assert url.startswith(world.site.base)
     assert url.endswith("/tr%C3%A8s%20cool.bin")
-    assert await fetch(url) == (200, data)
+    assert world.fetch(url) == (200, data)
     assert seen[0] == (0, LIMIT) and seen[-1] == (LIMIT, LIMIT)
     sent = [s for s, _ in seen]
     assert sent == sorted(sent) and len(sent) >= LIMIT // (64 * 1024)
 
 
-@pytest_twisted.ensureDeferred
-async def test_upload_sends_the_guessed_content_type(
-    world: World, tmp_path: Path
-) -> None:
+def test_upload_sends_the_guessed_content_type(world: World, tmp_path: Path) -> None:
+    """A file's type is guessed from its name, asked for, and served back."""
     path = write_file(tmp_path, "note.txt", b"hello there")
-    url = await world.client.upload(path, domain=DOMAIN)
-    response = await treq.get(url, persistent=False)
-    await response.content()
-    assert response.headers.getRawHeaders("Content-Type") == ["text/plain"]
+    url = world.result(world.client.upload(path, domain=DOMAIN))
+    assert world.site.request("GET", url).header("Content-Type") == "text/plain"
     slot_request = world.upload_log.slot_requests()[-1].request
     assert slot_request["content-type"] == "text/plain"
     assert slot_request["size"] == "11"
 
 
-@pytest_twisted.ensureDeferred
-async def test_upload_file_convenience(server: Server, tmp_path: Path) -> None:
-    world = make_world(server)
+def test_upload_file_convenience(world: World, tmp_path: Path) -> None:
+    """upload_file: one upload with a fresh client, a Deferred of the GET URL."""
     path = write_file(tmp_path, "x.bin", b"12345")
-    url = await upload_file(
-        global_reactor, world.manager, path, domain=DOMAIN, sender=ROMEO
-    )
-    assert await fetch(url) == (200, b"12345")
+    url = world.result(
+        _awaited(
+            upload_file(
+                world.clock, world.manager, path, domain=DOMAIN, sender=ROMEO,
+                http=world.net.http(),
+            )
+        )
+    )  # fmt: skip
+    assert world.fetch(url) == (200, b"12345")
 
 
-@pytest_twisted.ensureDeferred
-async def test_too_large_is_refused_before_any_slot_request(
+async def _awaited(d: Deferred[T]) -> T:
+    return await d
+
+
+def test_too_large_is_refused_before_any_slot_request(
     world: World, tmp_path: Path
 ) -> None:
+    """Over the advertised limit: FileTooLarge, and no slot is asked for."""
     path = write_file(tmp_path, "big.bin", b"x" * (LIMIT + 1))
     with pytest.raises(FileTooLarge) as refused:
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
     assert refused.value.size == LIMIT + 1
     assert refused.value.max_file_size == LIMIT
     assert refused.value.refused is None
     assert world.upload_log.slot_requests() == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_too_large_refused_by_the_service(world: World, tmp_path: Path) -> None:
+def test_too_large_refused_by_the_service(world: World, tmp_path: Path) -> None:
     """Without discovery the limit is unknown: the service's refusal says it."""
     path = write_file(tmp_path, "big.bin", b"x" * (LIMIT + 1))
     with pytest.raises(FileTooLarge) as refused:
-        await world.client.upload(path, service=UPLOAD)
+        world.result(world.client.upload(path, service=UPLOAD))
     error = refused.value
     assert error.max_file_size == LIMIT
     assert error.refused is not None
@@ -753,34 +769,39 @@ async def test_too_large_refused_by_the_service(world: World, tmp_path: Path) ->
     assert len(world.upload_log.slot_requests()) == 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_refusal_carries_the_services_text(
-    server: Server, tmp_path: Path
-) -> None:
+def test_refusal_carries_the_services_text(tmp_path: Path) -> None:
     """A requester outside the service's domains: auth/forbidden with its text."""
-    world = make_world(server, sender=JID("mallory@evil.example/x"))
+    world = make_world(sender=JID("mallory@evil.example/x"))
     path = write_file(tmp_path, "a.txt", b"hello")
     # Replies to evil.example need a route: give it one that forwards to us.
     world.router.addRoute("evil.example", _forward(world))
     with pytest.raises(SlotRefused) as refused:
-        await world.client.upload(path, service=UPLOAD)
+        world.result(world.client.upload(path, service=UPLOAD))
     error = refused.value
     assert (error.error_type, error.condition) == ("auth", "forbidden")
     assert error.server_text
     assert error.server_text in str(error)
 
 
+class _Forward(EventDispatcher):
+    """A route whose stanzas arrive on another stream."""
+
+    def __init__(self, target: EventDispatcher) -> None:
+        super().__init__()
+        self.target = target
+
+    def send(self, obj: domish.Element) -> None:
+        self.target.dispatch(obj)
+
+
 def _forward(world: World) -> EventDispatcher:
     """A route whose stanzas arrive on the test's client stream."""
-    sink = EventDispatcher()
-    sink.send = world.manager.xmlstream.dispatch  # type: ignore[method-assign]
-    return sink
+    return _Forward(world.stream)
 
 
-@pytest_twisted.ensureDeferred
-async def test_quota_refusal_carries_the_retry_stamp(
-    server: Server, tmp_path: Path
-) -> None:
+def test_quota_refusal_carries_the_retry_stamp(tmp_path: Path) -> None:
+    """A resource-constraint refusal with <retry stamp>: retry_at and the text."""
+
     def refuse(iq: domish.Element) -> domish.Element:
         retry = domish.Element((NS_UPLOAD, "retry"))
         retry["stamp"] = "2030-01-02T03:04:05Z"
@@ -788,50 +809,46 @@ async def test_quota_refusal_carries_the_retry_stamp(
             "resource-constraint", "wait", "Quota reached", appCondition=retry
         )
 
-    world = make_world(server, items=(SCRIPTED,), answer=refuse)
+    world = make_world(items=(SCRIPTED,), answer=refuse)
     path = write_file(tmp_path, "a.txt", b"hello")
     with pytest.raises(SlotRefused) as refused:
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
     assert refused.value.retry_at == 1893553445.0
     assert refused.value.server_text == "Quota reached"
     assert refused.value.max_file_size is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_result_without_a_slot_is_a_protocol_error(
-    server: Server, tmp_path: Path
-) -> None:
+def test_result_without_a_slot_is_a_protocol_error(tmp_path: Path) -> None:
+    """A result that carries no <slot/> breaks the XEP: ProtocolError."""
+
     def nothing(iq: domish.Element) -> domish.Element:
         return domish.Element((NS_UPLOAD, "nothing"))
 
-    world = make_world(server, items=(SCRIPTED,), answer=nothing)
+    world = make_world(items=(SCRIPTED,), answer=nothing)
     path = write_file(tmp_path, "a.txt", b"hello")
     with pytest.raises(ProtocolError, match="without a slot"):
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
 
 
-@pytest_twisted.ensureDeferred
-async def test_empty_file_is_refused_locally(world: World, tmp_path: Path) -> None:
+def test_empty_file_is_refused_locally(world: World, tmp_path: Path) -> None:
+    """An empty file is refused before any request (XEP-0363 sizes are positive)."""
     path = write_file(tmp_path, "empty", b"")
     with pytest.raises(UploadError, match="empty"):
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
     assert world.upload_log.received == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_missing_file_is_an_os_error(world: World, tmp_path: Path) -> None:
+def test_missing_file_is_an_os_error(world: World, tmp_path: Path) -> None:
+    """A file that cannot be opened raises OSError as usual."""
     with pytest.raises(FileNotFoundError):
-        await world.client.upload(tmp_path / "nope", domain=DOMAIN)
+        world.result(world.client.upload(tmp_path / "nope", domain=DOMAIN))
 
 
 # ---- HTTP: exactly the allowed headers, and failures
 
 
-@pytest_twisted.ensureDeferred
-async def test_put_sends_exactly_the_allowed_headers(
-    server: Server, tmp_path: Path, recording: tuple[Recording, str]
-) -> None:
-    resource, base = recording
+def test_put_sends_exactly_the_allowed_headers(tmp_path: Path) -> None:
+    """The PUT carries the slot's allowed headers (newlines stripped) and no other."""
     headers = [
         ("Authorization", "Bearer one\n"),
         ("X-Evil", "1"),
@@ -841,15 +858,11 @@ async def test_put_sends_exactly_the_allowed_headers(
         ("EXPIRES", "0"),
         ("Content-Length", "1"),
     ]
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer(base + "put/n.txt", base + "get/n.txt", headers),
-    )
+    world = scripted_world(RECORDING + "put/n.txt", RECORDING + "get/n.txt", headers)
     path = write_file(tmp_path, "n.txt", b"hi there")
-    url = await world.client.upload(path, domain=DOMAIN)
-    assert url == base + "get/n.txt"
-    [(received, body)] = resource.requests
+    url = world.result(world.client.upload(path, domain=DOMAIN))
+    assert url == RECORDING + "get/n.txt"
+    [(received, body)] = world.recording.requests
     assert body == b"hi there"
     sent = dict(received)
     assert sent[b"Authorization"] == [b"Bearer one"]
@@ -865,46 +878,32 @@ async def test_put_sends_exactly_the_allowed_headers(
     assert b"X-Evil" not in sent
 
 
-@pytest_twisted.ensureDeferred
-async def test_put_of_an_untyped_slot_says_octet_stream(
-    server: Server, tmp_path: Path, recording: tuple[Recording, str]
-) -> None:
+def test_put_of_an_untyped_slot_says_octet_stream(tmp_path: Path) -> None:
     """A file of no known type: the PUT names application/octet-stream, the type a
     direct-mode (presigned S3) slot without a type binds, so it is not refused."""
-    resource, base = recording
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer(base + "put/n.qqq", base + "get/n.qqq", []),
-    )
+    world = scripted_world(RECORDING + "put/n.qqq", RECORDING + "get/n.qqq")
     path = write_file(tmp_path, "n.qqq", b"no type")
-    await world.client.upload(path, domain=DOMAIN)
-    [(received, _body)] = resource.requests
+    world.result(world.client.upload(path, domain=DOMAIN))
+    [(received, _body)] = world.recording.requests
     assert dict(received)[b"Content-Type"] == [b"application/octet-stream"]
 
 
 @pytest.mark.parametrize("size", [5, 3 * 1024 * 1024], ids=["small", "3MiB"])
-@pytest_twisted.ensureDeferred
-async def test_http_error_carries_status_and_body(
-    server: Server, tmp_path: Path, size: int
-) -> None:
+def test_http_error_carries_status_and_body(tmp_path: Path, size: int) -> None:
     """A PUT the site refuses (a forged token): HttpError with its text.
 
     A large body is refused from the headers, before it is sent: the answer
     still arrives as the error, not as a broken connection.
     """
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer(
-            server.base + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/a.txt?token=secret",
-            server.base + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/a.txt",
-            [("Authorization", "Bearer v1.forged.token")],
-        ),
+    base = make_harness().base
+    world = scripted_world(
+        base + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/a.txt?token=secret",
+        base + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/a.txt",
+        [("Authorization", "Bearer v1.forged.token")],
     )
     path = write_file(tmp_path, "a.txt", b"h" * size)
     with pytest.raises(HttpError) as failed:
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
     error = failed.value
     assert error.status == 403
     assert error.body.strip()
@@ -912,106 +911,46 @@ async def test_http_error_carries_status_and_body(
     assert "secret" not in str(error)  # the query (a token) is not repeated
 
 
-@pytest_twisted.ensureDeferred
-async def test_second_put_of_a_slot_is_an_http_conflict(
-    world: World, server: Server, tmp_path: Path
-) -> None:
+def test_second_put_of_a_slot_is_an_http_conflict(world: World, tmp_path: Path) -> None:
+    """A slot takes one upload: its second PUT is HTTP 409."""
     path = write_file(tmp_path, "twice.txt", b"hello")
-    service = await world.client.discover(DOMAIN)
-    slot = await world.client.request_slot(service, "twice.txt", 5, "text/plain")
+    service = world.result(world.client.discover(DOMAIN))
+    slot = world.result(
+        world.client.request_slot(service, "twice.txt", 5, "text/plain")
+    )
     with open(path, "rb") as file:
-        await world.client.put(slot, file)
+        world.result(world.client.put(slot, file))
     with open(path, "rb") as file, pytest.raises(HttpError) as failed:
-        await world.client.put(slot, file)
+        world.result(world.client.put(slot, file))
     assert failed.value.status == 409
 
 
-@pytest_twisted.ensureDeferred
-async def test_refused_connection_is_a_transfer_failure(
-    server: Server, tmp_path: Path
-) -> None:
-    closed = global_reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
-    port = closed.getHost().port
-    await closed.stopListening()
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer(f"http://127.0.0.1:{port}/a", "http://x/a", []),
-    )
+def test_refused_connection_is_a_transfer_failure(tmp_path: Path) -> None:
+    """A PUT URL where nothing listens: TransferFailed saying it was refused."""
+    world = scripted_world("http://nothing.example:1/a", "http://x/a")
     path = write_file(tmp_path, "a.txt", b"hello")
     with pytest.raises(TransferFailed, match="refused"):
-        await world.client.upload(path, domain=DOMAIN)
+        world.result(world.client.upload(path, domain=DOMAIN))
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_stalled_put_is_given_up(
-    server: Server, tmp_path: Path, recording: tuple[Recording, str]
-) -> None:
-    resource, base = recording
-    resource.hold = True
-    world = make_world(
-        server,
-        items=(SCRIPTED,),
-        answer=slot_answer(base + "a", base + "a", []),
-        idle_timeout=0.3,
-    )
+def test_a_stalled_put_is_given_up(tmp_path: Path) -> None:
+    """A server that takes the body and never answers: TransferFailed after
+    idle_timeout seconds of no progress."""
+    world = scripted_world(RECORDING + "a", RECORDING + "a", idle_timeout=0.3)
+    world.recording.hold = True
     path = write_file(tmp_path, "a.txt", b"hello")
-    with pytest.raises(TransferFailed, match=r"no progress for 0\.3 s"):
-        await world.client.upload(path, domain=DOMAIN)
+    uploading = world.run(world.client.upload(path, domain=DOMAIN))
+    assert not uploading.called
+    world.clock.advance(0.3)
+    errors: list[Failure] = []
+    uploading.addErrback(errors.append)
+    assert errors and errors[0].check(TransferFailed)
+    assert "no progress for 0.3 s" in errors[0].getErrorMessage()
 
 
-@pytest_twisted.ensureDeferred
-async def test_any_2xx_is_success(
-    server: Server, tmp_path: Path, recording: tuple[Recording, str]
-) -> None:
-    resource, base = recording
-    resource.code, resource.body = 200, b"fine"
-    world = make_world(
-        server, items=(SCRIPTED,), answer=slot_answer(base + "a", base + "g", [])
-    )
+def test_any_2xx_is_success(tmp_path: Path) -> None:
+    """A 200 with a body is success, as the XEP's 201 is."""
+    world = scripted_world(RECORDING + "a", RECORDING + "g")
+    world.recording.code, world.recording.body = 200, b"fine"
     path = write_file(tmp_path, "a.bin", b"\0" * 10)
-    assert await world.client.upload(path, domain=DOMAIN) == base + "g"
-
-
-def test_slot_is_a_plain_value() -> None:
-    slot = Slot("https://u/p", "https://u/g", (("Cookie", "a"),), "p", 1, None)
-    assert slot.headers == (("Cookie", "a"),)
-
-
-# ---- the command, against a server that never speaks
-
-
-def test_command_interrupted_or_timed_out(tmp_path: Path) -> None:
-    """Ctrl-C: status 130, "interrupted"; a silent server: 3 after --timeout."""
-    (tmp_path / "pw").write_text("secret\n")
-    (tmp_path / "f.txt").write_text("x")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2)
-        listener.settimeout(30)
-        command = [
-            sys.executable, "-m", "httpupload.send",
-            "--jid", "a@example.org", "--password-file", str(tmp_path / "pw"),
-            "--server", f"127.0.0.1:{listener.getsockname()[1]}",
-            str(tmp_path / "f.txt"),
-        ]  # fmt: skip
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        connection, _ = listener.accept()
-        with connection:
-            connection.settimeout(30)
-            connection.recv(1024)  # its stream header: it waits for ours now
-            process.send_signal(signal.SIGINT)
-            _, err = process.communicate(timeout=30)
-        assert process.returncode == 130
-        assert err == "httpupload-send: interrupted\n"
-
-        result = subprocess.run(
-            [*command, "--timeout", "0.5"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert result.returncode == 3
-        assert result.stderr.startswith("httpupload-send: no login within 0.5 s")
-        assert result.stdout == ""
+    assert world.result(world.client.upload(path, domain=DOMAIN)) == RECORDING + "g"
