@@ -1,26 +1,42 @@
-"""A real ``UploadSite`` on a loopback port, and helpers to talk to it."""
+"""A real ``UploadSite`` on a loopback port (port 0), and helpers to talk to it.
+
+For tests where the socket is the point (sendfile, TLS, a client library
+over TCP); every other HTTP test runs in memory through ``httpupload.testing``.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import treq
-from twisted.internet import reactor as global_reactor
+from helpers import assert_common_headers, digest_of, header
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.web.client import HTTPConnectionPool
 
+from httpupload._reactor import running_reactor
 from httpupload.slots import Slot, SlotSigner
 from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.testing import result_of
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 
 OWNER = "romeo@montague.tld"
+
+__all__ = [
+    "OWNER",
+    "Server",
+    "assert_common_headers",
+    "digest_of",
+    "header",
+    "raw_exchange",
+    "start_server",
+]
 
 
 @dataclass
@@ -45,7 +61,8 @@ class Server:
         slot, token = self.signer.mint(name, size, content_type, OWNER, lifetime=300)
         return slot, self.base + slot.path, {"Authorization": f"Bearer {token}"}
 
-    async def request(self, method: str, url: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    async def request(self, method: str, url: str, **kwargs: Any) -> tuple[Any, bytes]:
+        """A request through treq on the real reactor; the response and its body."""
         response = await treq.request(method, url, pool=self.pool, **kwargs)
         body = await response.content()
         return response, body
@@ -61,20 +78,21 @@ class Server:
 def start_server(
     tmp_path: Path, max_uploads_per_address: int = 16, **site_options: Any
 ) -> Server:
+    """An UploadSite listening on 127.0.0.1 port 0 (read back), slots on a Clock."""
+    reactor = running_reactor()
     clock = Clock()
     clock.advance(1_700_000_000)
-    storage = FilesystemStorage(
-        tmp_path / "store", global_reactor, global_reactor.getThreadPool()
-    )
+    storage = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
     storage.prepare()
     signer = SlotSigner(b"k" * 32, clock)
     receiver = UploadReceiver(
         signer, storage, clock, max_uploads_per_address=max_uploads_per_address
     )
-    site = UploadSite(receiver, storage, global_reactor, **site_options)
-    port = global_reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(global_reactor, persistent=False)
-    number = port.getHost().port
+    site = UploadSite(receiver, storage, reactor, **site_options)
+    # A TCP endpoint listens at once: its Deferred has fired.
+    port = result_of(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    number = cast(IPv4Address, port.getHost()).port
     return Server(
         f"http://127.0.0.1:{number}/",
         number,
@@ -86,28 +104,6 @@ def start_server(
         site,
         port,
     )
-
-
-def header(response, name: str) -> str | None:  # type: ignore[no-untyped-def]
-    values = response.headers.getRawHeaders(name)
-    return values[0] if values else None
-
-
-def digest_of(data: bytes) -> str:
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
-
-
-def assert_common_headers(response) -> None:  # type: ignore[no-untyped-def]
-    assert header(response, "Access-Control-Allow-Origin") == "*"
-    assert "PUT" in header(response, "Access-Control-Allow-Methods")
-    assert "Authorization" in header(response, "Access-Control-Allow-Headers")
-    for exposed in ("ETag", "Repr-Digest", "Content-Range", "Content-Length"):
-        assert exposed in header(response, "Access-Control-Expose-Headers")
-    assert header(response, "Content-Security-Policy") == (
-        "default-src 'none'; frame-ancestors 'none'"
-    )
-    assert header(response, "X-Content-Type-Options") == "nosniff"
-    assert header(response, "Referrer-Policy") == "no-referrer"
 
 
 def raw_exchange(port: int, payload: bytes, close_early: bool) -> bytes:
