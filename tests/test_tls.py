@@ -8,14 +8,13 @@ that certificate alone (hostname checked, as a browser would).
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import ipaddress
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 import pytest_twisted
@@ -24,8 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers import digest_of, header
 from treq.client import HTTPClient
-from twisted.internet import reactor as global_reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.ssl import Certificate
 from twisted.web.client import (
@@ -34,7 +34,9 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ResponseNeverReceived,
 )
+from twisted.web.http_headers import Headers
 
+from httpupload._reactor import running_reactor
 from httpupload.slots import SlotSigner
 from httpupload.storage.filesystem import FilesystemStorage
 from httpupload.web.site import UploadSite
@@ -44,9 +46,13 @@ OWNER = "romeo@montague.tld"
 
 # Twisted 26.10's ssl: endpoint hands pyOpenSSL X509 and PKey objects, which
 # pyOpenSSL 26 deprecates; outside -W error this is silent (see the report).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Passing pyOpenSSL .* objects is deprecated:DeprecationWarning"
-)
+# The TLS socket is the point here: these tests listen on 127.0.0.1 port 0.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:Passing pyOpenSSL .* objects is deprecated:DeprecationWarning"
+    ),
+    pytest.mark.enable_socket,
+]
 
 
 def make_self_signed(directory: Path) -> tuple[Path, Path, bytes]:
@@ -102,6 +108,8 @@ class TlsServer:
 
 @pytest_twisted.async_yield_fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[TlsServer]:
+    """The site behind an ssl: endpoint on the real reactor, and a trusting client."""
+    global_reactor = running_reactor()
     key_path, cert_path, cert_pem = make_self_signed(tmp_path)
     storage = FilesystemStorage(
         tmp_path / "store", global_reactor, global_reactor.getThreadPool()
@@ -120,19 +128,10 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[TlsServer]:
     pool = HTTPConnectionPool(global_reactor, persistent=False)
     trusted = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(cert_pem))
     agent = Agent(global_reactor, contextFactory=trusted, pool=pool)
-    number = port.getHost().port
+    number = cast(IPv4Address, port.getHost()).port
     yield TlsServer(f"https://127.0.0.1:{number}/", signer, HTTPClient(agent))
     await pool.closeCachedConnections()
     await port.stopListening()
-
-
-def digest_of(data: bytes) -> str:
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
-
-
-def header(response, name: str) -> str | None:  # type: ignore[no-untyped-def]
-    values = response.headers.getRawHeaders(name)
-    return values[0] if values else None
 
 
 @pytest_twisted.ensureDeferred
@@ -143,7 +142,9 @@ async def test_put_and_get_over_https(tls_server: TlsServer) -> None:
     response = await tls_server.http.put(
         url,
         data=data,
-        headers={"Authorization": authorization, "Content-Type": "image/png"},
+        headers=Headers(
+            {"Authorization": [authorization], "Content-Type": ["image/png"]}
+        ),
     )
     body = await treq.content(response)
     assert response.code == 201, body
@@ -160,8 +161,9 @@ async def test_put_and_get_over_https(tls_server: TlsServer) -> None:
 @pytest_twisted.ensureDeferred
 async def test_untrusted_client_refuses_the_certificate(tls_server: TlsServer) -> None:
     """A client that does not trust the self-signed certificate gets no answer."""
-    pool = HTTPConnectionPool(global_reactor, persistent=False)
-    stranger = HTTPClient(Agent(global_reactor, pool=pool))
+    reactor = running_reactor()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    stranger = HTTPClient(Agent(reactor, pool=pool))
     with pytest.raises(ResponseNeverReceived) as refused:
         await stranger.get(tls_server.base)
     assert "certificate verify failed" in repr(refused.value).lower()
@@ -175,7 +177,9 @@ async def test_responses_over_tls_carry_hsts(tls_server: TlsServer) -> None:
     response = await tls_server.http.put(
         url,
         data=data,
-        headers={"Authorization": authorization, "Content-Type": "text/plain"},
+        headers=Headers(
+            {"Authorization": [authorization], "Content-Type": ["text/plain"]}
+        ),
     )
     await treq.content(response)
     assert response.code == 201
