@@ -1,6 +1,6 @@
 """A storage backend that falls behind holds the body back; nothing is lost.
 
-An object store takes parts slower than a client can send on loopback; its
+An object store takes parts slower than a client can send; its
 ``write`` then returns a Deferred and the request must stop reading until it
 fires (memory stays bounded), then go on, without the slow-body timeout
 blaming the client for the wait.
@@ -9,17 +9,12 @@ blaming the client for the wait.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
-from webserver import Server, start_server
+from twisted.internet.defer import Deferred
 
 from httpupload.storage import FileInfo, PendingUpload
+from httpupload.storage.memory import MemoryStorage
+from httpupload.testing import make_harness, result_of
 
 SIZE = 8 * 1024 * 1024
 DATA = os.urandom(SIZE)
@@ -55,44 +50,47 @@ class Lagging:
         return self.inner.abort()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+class LaggingStorage(MemoryStorage):
+    """Memory storage whose uploads are ``Lagging``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: list[Deferred[None]] = []
+        self.wrappers: list[Lagging] = []
+
+    def begin_write(self, file_id: str) -> Lagging:  # type: ignore[override]
+        self.wrappers.append(Lagging(super().begin_write(file_id), self.holds))
+        return self.wrappers[-1]
+
+
+def test_the_body_waits_for_storage_and_arrives_whole() -> None:
+    """While storage is behind the site stops reading (at most one more read
+    arrives), the rate floor does not blame the client, and the body is whole."""
+    storage = LaggingStorage()
     # A slow-body limit that a wait on storage must not trip.
-    s = start_server(tmp_path, idle_timeout=1, min_upload_rate=1024 * 1024)
-    yield s
-    s.listening.stopListening()
-
-
-@pytest_twisted.ensureDeferred
-async def test_the_body_waits_for_storage_and_arrives_whole(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    holds: list[Deferred[None]] = []
-    wrappers: list[Lagging] = []
-    begin = server.storage.begin_write
-
-    def lagging_begin(file_id: str) -> Lagging:
-        wrappers.append(Lagging(begin(file_id), holds))
-        return wrappers[-1]
-
-    monkeypatch.setattr(server.storage, "begin_write", lagging_begin)
-    _, url, headers = server.mint("big.bin", SIZE, None)
-    putting = ensureDeferred(server.request("PUT", url, data=DATA, headers=headers))
+    h = make_harness(
+        storage=storage, http={"idle_timeout": 1, "min_upload_rate": 1024 * 1024}
+    )
+    holds, wrappers = storage.holds, storage.wrappers
+    slot = h.mint("big.bin", SIZE)
+    putting = h.start_request("PUT", slot.url, data=DATA, headers=slot.headers)
     released = 0
-    while not putting.called:
-        # Longer than a read; the first wait outlasts the slow-body window.
-        await deferLater(reactor, 1.5 if released == 0 else 0.3, lambda: None)
+    for _ in range(100):
+        if putting.called:
+            break
+        # The first wait outlasts the slow-body window.
+        h.advance(1.5 if released == 0 else 0.3)
         if holds and not holds[-1].called:
-            # While held, at most what was already read arrives: the socket
-            # is not read any more.
+            # While held, at most what was already read arrives: the
+            # connection is not read any more.
             assert sum(wrappers[0].received_while_held) <= 1024 * 1024
             wrappers[0].received_while_held.clear()
             holds[-1].callback(None)
             released += 1
-        if wrappers and wrappers[0].received >= SIZE and all(h.called for h in holds):
-            break
-    response, body = await putting
-    assert response.code == 201, body
+        h.flush()
+    assert putting.called, "the PUT never finished"
+    put = result_of(putting)
+    assert put.code == 201, put.body
     assert released >= 4
-    response, body = await server.request("GET", url)
-    assert (response.code, body) == (200, DATA)
+    answer = h.request("GET", slot.url)
+    assert (answer.code, answer.body) == (200, DATA)
