@@ -4,57 +4,35 @@ One place for the operations behind the XEP-0050 ad-hoc commands (for
 users) and the operator command, so both behave the same.  A file is always
 removed from storage before its record (see ``httpupload.expiry``), and a
 deleted file answers 404 at once: downloads check the record first.
-Both show stored, client-chosen text (names, owners) through ``display``,
-and read a file URL typed by a person with ``urls.parse_file_url``.
+Both show stored, client-chosen text (names, owners) through ``display``
+(``httpupload._units``, re-exported here), and read a file URL typed by a
+person with ``urls.parse_file_url``.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from httpupload._units import ESCAPED_CATEGORIES, display
 from httpupload.expiry import DEAD_SLOT_AFTER, remove_due
 from httpupload.metadata import FileRecord, MetadataStore, Usage
 from httpupload.policy import SlotPolicy
-from httpupload.slots import REFUSED_NAME_CATEGORIES, url_path
+from httpupload.slots import url_path
 from httpupload.storage import Storage
 from httpupload.urls import parse_file_url
 
-# Characters shown as escapes wherever stored text is displayed: they are
-# invisible, reorder the text around them (U+202E RIGHT-TO-LEFT OVERRIDE
-# shows "invoice\u202efdp.exe" as "invoiceexe.pdf"), break lines, are
-# terminal escapes, or mean nothing yet: the categories new names may not
-# hold (joiners included here: a listing shows every invisible character).
-ESCAPED_CATEGORIES = frozenset(REFUSED_NAME_CATEGORIES)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def display(text: str) -> str:
-    """``text`` safe to show to people: each character of ``ESCAPED_CATEGORIES``
-    becomes a visible escape as Python writes it (``\\u202e``, ``\\x1b``).
-
-    For names, owners and any other client-chosen text in listings (ad-hoc
-    commands, ``httpupload-admin``): what is shown is then what is stored,
-    in order, with nothing hidden.  Display only: a backslash is left as it
-    is, so the result is not a reversible encoding (JSON output carries the
-    exact value instead).
-    """
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(
-        _escape(c) if unicodedata.category(c) in ESCAPED_CATEGORIES else c for c in text
-    )
+__all__ = [
+    "ESCAPED_CATEGORIES",
+    "Listed",
+    "Uploads",
+    "UsageReport",
+    "display",
+    "listing_key",
+    "uploaded_at",
+]
 
 
 def uploaded_at(record: FileRecord) -> float:
@@ -69,6 +47,8 @@ def listing_key(record: FileRecord) -> tuple[float, str]:
 
 @dataclass(frozen=True)
 class Listed:
+    """A file still served, and its GET URL."""
+
     record: FileRecord
     url: str
 
@@ -114,6 +94,7 @@ class Uploads:
         self.base_urls = tuple(dict.fromkeys(bases))
 
     def url(self, record: FileRecord) -> str:
+        """The file's GET URL."""
         return self.get_base_url + url_path(record.file_id, record.filename)
 
     async def list(self, owner: str) -> list[Listed]:
@@ -140,6 +121,7 @@ class Uploads:
         return record
 
     async def usage(self, owner: str) -> UsageReport:
+        """The owner's usage now, beside the quotas of the policy."""
         quotas = self.policy.quotas
         usage = await self.metadata.usage(owner, self.clock.seconds(), quotas.window)
         return UsageReport(
@@ -215,4 +197,5 @@ class Uploads:
                 progress(removed)
 
     async def usage_by_owner(self) -> dict[str, tuple[int, int]]:
+        """Files and bytes each owner holds now: owner -> (files, bytes)."""
         return await self.metadata.usage_by_owner(self.clock.seconds())

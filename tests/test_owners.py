@@ -1,78 +1,95 @@
-"""Owner and operator operations: file before record, URLs that must match."""
+"""Owner and operator operations: file before record, URLs that must match.
+
+On the memory metadata store and storage, on a ``Clock``: every operation
+has finished when it returns.
+"""
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
-import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
 from httpupload.expiry import reconcile
 from httpupload.metadata import FileRecord
-from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.owners import ESCAPED_CATEGORIES, Uploads, display
 from httpupload.policy import SlotPolicy
 from httpupload.slots import new_file_id, url_path
 from httpupload.storage import FileInfo
-from httpupload.storage.filesystem import FilesystemStorage
+from httpupload.storage.memory import MemoryStorage
+from httpupload.testing import result_of
 from httpupload.urls import BadFileUrl
 
 BASE = "https://upload.example.org/"
 PUT_BASE = "https://put.example.org/up/"
 POLICY = SlotPolicy(10**9, ("example.org",))
 
+T = TypeVar("T")
 
-@pytest_twisted.async_yield_fixture
-async def uploads(tmp_path: Path) -> AsyncIterator[Uploads]:
+
+def done(work: Deferred[T] | Coroutine[Any, Any, T]) -> T:
+    """The result of work on the memory stores, which has finished already."""
+    return result_of(ensureDeferred(work))
+
+
+def make_uploads(put_base_url: str | None = None) -> Uploads:
     clock = Clock()
     clock.advance(1_700_000_000)
-    storage = FilesystemStorage(tmp_path / "s", reactor, reactor.getThreadPool())
-    storage.prepare()
-    store = SQLiteMetadataStore(tmp_path / "s" / "metadata.sqlite", reactor)
-    await store.start()
-    yield Uploads(store, storage, POLICY, BASE, clock)
-    await store.stop()
+    store = MemoryMetadataStore()
+    done(store.start())
+    return Uploads(
+        store, MemoryStorage(), POLICY, BASE, clock, put_base_url=put_base_url
+    )
 
 
-async def stored(uploads: Uploads, owner: str, name: str = "a.txt") -> str:
+@pytest.fixture
+def uploads() -> Uploads:
+    """Uploads over empty memory stores, the clock at 1_700_000_000."""
+    return make_uploads()
+
+
+def stored(uploads: Uploads, owner: str, name: str = "a.txt") -> str:
+    """A finished upload of ``owner``: its record and its file; its id."""
     file_id = new_file_id()
     now = uploads.clock.seconds()
-    await uploads.metadata.reserve(
-        FileRecord(file_id, owner, name, 3, None, "message", now, now + 300, None),
-        86400,
-        lambda usage: None,
+    done(
+        uploads.metadata.reserve(
+            FileRecord(file_id, owner, name, 3, None, "message", now, now + 300, None),
+            86400,
+            lambda usage: None,
+        )
     )
     pending = uploads.storage.begin_write(file_id)
     pending.write(b"abc")
-    await pending.commit(FileInfo(file_id, name, 3, "text/plain", "00" * 32, now))
-    await uploads.metadata.complete(file_id, "00" * 32, "text/plain", now)
+    done(pending.commit(FileInfo(file_id, name, 3, "text/plain", "00" * 32, now)))
+    done(uploads.metadata.complete(file_id, "00" * 32, "text/plain", now))
     return file_id
 
 
-@pytest_twisted.ensureDeferred
-async def test_list_and_delete_only_own_files(uploads: Uploads) -> None:
+def test_list_and_delete_only_own_files(uploads: Uploads) -> None:
     """Owners see their files with GET URLs; they cannot delete others' files."""
-    mine = await stored(uploads, "romeo@example.org", "très.txt")
-    theirs = await stored(uploads, "juliet@example.org")
-    (listed,) = await uploads.list("romeo@example.org")
+    mine = stored(uploads, "romeo@example.org", "très.txt")
+    theirs = stored(uploads, "juliet@example.org")
+    (listed,) = done(uploads.list("romeo@example.org"))
     assert listed.url == BASE + url_path(mine, "très.txt")
-    assert await uploads.delete("romeo@example.org", theirs) is None
-    assert await uploads.storage.stat(theirs) is not None
-    assert (await uploads.delete("romeo@example.org", mine)).file_id == mine  # type: ignore[union-attr]
-    assert await uploads.storage.stat(mine) is None
-    assert await uploads.list("romeo@example.org") == []
+    assert done(uploads.delete("romeo@example.org", theirs)) is None
+    assert done(uploads.storage.stat(theirs)) is not None
+    deleted = done(uploads.delete("romeo@example.org", mine))
+    assert deleted is not None and deleted.file_id == mine
+    assert done(uploads.storage.stat(mine)) is None
+    assert done(uploads.list("romeo@example.org")) == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_account_removal_interrupted_never_resurrects(uploads: Uploads) -> None:
+def test_account_removal_interrupted_never_resurrects(uploads: Uploads) -> None:
     """Files go before records: a removal cut short leaves nothing to adopt."""
-    ids = [await stored(uploads, "gone@example.org") for _ in range(4)]
+    ids = [stored(uploads, "gone@example.org") for _ in range(4)]
     calls = []
 
     def stop_after_two(done: int, total: int) -> None:
@@ -80,71 +97,57 @@ async def test_account_removal_interrupted_never_resurrects(uploads: Uploads) ->
         if done == 2:
             raise KeyboardInterrupt
 
-    try:
-        await uploads.delete_all("gone@example.org", stop_after_two)
-    except KeyboardInterrupt:
-        pass
+    with pytest.raises(KeyboardInterrupt):
+        done(uploads.delete_all("gone@example.org", stop_after_two))
     assert calls == [1, 2]
-    adopted, _, _ = await reconcile(
-        uploads.metadata, uploads.storage, POLICY, uploads.clock
+    adopted, _, _ = done(
+        reconcile(uploads.metadata, uploads.storage, POLICY, uploads.clock)
     )
     assert adopted == 0
-    assert await uploads.delete_all("gone@example.org") == 2
+    assert done(uploads.delete_all("gone@example.org")) == 2
     for file_id in ids:
-        assert await uploads.storage.stat(file_id) is None
-        assert await uploads.metadata.get(file_id) is None
+        assert done(uploads.storage.stat(file_id)) is None
+        assert done(uploads.metadata.get(file_id)) is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_take_down(uploads: Uploads) -> None:
+def test_take_down(uploads: Uploads) -> None:
     """A take-down needs the URL's id and name; files without records count too."""
-    file_id = await stored(uploads, "romeo@example.org", "x.png")
-    assert await uploads.take_down(BASE + url_path(file_id, "other.png")) is None
-    removed = await uploads.take_down(BASE + url_path(file_id, "x.png") + "?token=t")
+    file_id = stored(uploads, "romeo@example.org", "x.png")
+    assert done(uploads.take_down(BASE + url_path(file_id, "other.png"))) is None
+    removed = done(uploads.take_down(BASE + url_path(file_id, "x.png") + "?token=t"))
     assert removed is not None and removed.file_id == file_id
-    assert await uploads.storage.stat(file_id) is None
-    orphan = await stored(uploads, "romeo@example.org", "y.png")
-    await uploads.metadata.delete(orphan)
-    removed = await uploads.take_down(BASE + url_path(orphan, "y.png"))
+    assert done(uploads.storage.stat(file_id)) is None
+    orphan = stored(uploads, "romeo@example.org", "y.png")
+    done(uploads.metadata.delete(orphan))
+    removed = done(uploads.take_down(BASE + url_path(orphan, "y.png")))
     assert removed is not None and removed.filename == "y.png"
-    assert await uploads.storage.stat(orphan) is None
+    assert done(uploads.storage.stat(orphan)) is None
     with pytest.raises(BadFileUrl):
-        await uploads.take_down("https://elsewhere/nothing")
+        done(uploads.take_down("https://elsewhere/nothing"))
 
 
-@pytest_twisted.ensureDeferred
-async def test_take_down_reads_no_path_from_a_fragment(uploads: Uploads) -> None:
+def test_take_down_reads_no_path_from_a_fragment(uploads: Uploads) -> None:
     """``URL_A#/<id B>/<name B>`` is refused and removes neither A nor B."""
-    a = await stored(uploads, "romeo@example.org", "a.png")
-    b = await stored(uploads, "juliet@example.org", "b.png")
+    a = stored(uploads, "romeo@example.org", "a.png")
+    b = stored(uploads, "juliet@example.org", "b.png")
     for text in (
         BASE + url_path(a, "a.png") + "#/" + url_path(b, "b.png"),
         BASE + url_path(a, "a.png") + "?/" + url_path(b, "b.png"),
         BASE + url_path(a, "a.png") + "/../" + url_path(b, "b.png"),
     ):
         with pytest.raises(BadFileUrl):
-            await uploads.take_down(text)
+            done(uploads.take_down(text))
     for file_id in (a, b):
-        assert await uploads.metadata.get(file_id) is not None
-        assert await uploads.storage.stat(file_id) is not None
+        assert done(uploads.metadata.get(file_id)) is not None
+        assert done(uploads.storage.stat(file_id)) is not None
 
 
-@pytest_twisted.ensureDeferred
-async def test_take_down_by_put_url(tmp_path: Path) -> None:
+def test_take_down_by_put_url() -> None:
     """With a PUT base (public_url) as well, its URLs name files too."""
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    storage = FilesystemStorage(tmp_path / "s", reactor, reactor.getThreadPool())
-    storage.prepare()
-    store = SQLiteMetadataStore(tmp_path / "s" / "metadata.sqlite", reactor)
-    await store.start()
-    try:
-        uploads = Uploads(store, storage, POLICY, BASE, clock, put_base_url=PUT_BASE)
-        file_id = await stored(uploads, "romeo@example.org", "a.txt")
-        removed = await uploads.take_down(PUT_BASE + file_id + "/a.txt?token=x")
-        assert removed is not None and removed.file_id == file_id
-    finally:
-        await store.stop()
+    uploads = make_uploads(put_base_url=PUT_BASE)
+    file_id = stored(uploads, "romeo@example.org", "a.txt")
+    removed = done(uploads.take_down(PUT_BASE + file_id + "/a.txt?token=x"))
+    assert removed is not None and removed.file_id == file_id
 
 
 def test_display_escapes_what_would_hide_or_reorder_text() -> None:
