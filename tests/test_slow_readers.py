@@ -3,7 +3,10 @@
 twisted.web suspends the idle timeout while a response is written, so every
 download path keeps its own write timeout (the site's idle timeout): sendfile
 over plain TCP, the chunked sender over TLS, and the relay of an S3 body.
-The sockets here are real where the socket is the point; the time is a Clock.
+The sockets here are real where the socket is the point (sendfile, TLS: those
+tests are marked ``enable_socket`` and listen on 127.0.0.1 port 0); the time
+the site keeps is a Clock.  The in-memory counterpart (a memory store's
+sender paused, then cut, on the harness's wire) is in tests/test_testing.py.
 """
 
 from __future__ import annotations
@@ -14,24 +17,32 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
-from clocked_server import start_clocked_server, store_file
 from test_tls import make_self_signed
-from twisted.internet import reactor, tcp
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import ITransport
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
+from twisted.web.client import HTTPConnectionPool, ResponseDone
 from webserver import Server, start_server
 
+from httpupload._reactor import running_reactor
+from httpupload.slots import SlotSigner, url_path
 from httpupload.storage import sending
+from httpupload.storage.filesystem import FilesystemStorage
 from httpupload.storage.s3read import BodyRelay
 from httpupload.storage.sending import FileSender, WriteWatchdog
+from httpupload.testing import START, stored_file
+from httpupload.web.site import UploadSite
+from httpupload.web.uploads import UploadReceiver
 
 TIMEOUT = 60.0
 SIZE = 8 * 1024 * 1024
@@ -204,7 +215,7 @@ def _relay(clock: Clock, length: int) -> tuple[FakeRequest, BodyRelay, Source]:
     relay = BodyRelay(request, length)  # type: ignore[arg-type]
     relay.start()
     source = Source()
-    relay.makeConnection(source)
+    relay.makeConnection(cast(ITransport, source))
     return request, relay, source
 
 
@@ -253,11 +264,55 @@ def test_the_s3_relay_keeps_a_slow_client() -> None:
 # -- over real sockets ---------------------------------------------------------
 
 
+async def start_clocked_server(
+    tmp_path: Path, endpoint: str = "tcp:0:interface=127.0.0.1", **site_options: Any
+) -> Server:
+    """A site listening on ``endpoint`` (on the real reactor), timed by a Clock.
+
+    The sockets are real (sendfile and TLS need them), but everything the
+    site times (idle timeout, the downloads' write timeout) is driven by the
+    test advancing ``server.clock``.
+    """
+    reactor = running_reactor()
+    clock = Clock()
+    clock.advance(START)
+    storage = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
+    storage.prepare()
+    signer = SlotSigner(b"k" * 32, clock)
+    receiver = UploadReceiver(signer, storage, clock)
+    site = UploadSite(receiver, storage, clock, **site_options)
+    port = await serverFromString(reactor, endpoint).listen(site)
+    number = cast(IPv4Address, port.getHost()).port
+    scheme = "https" if endpoint.startswith("ssl:") else "http"
+    return Server(
+        f"{scheme}://127.0.0.1:{number}/",
+        number,
+        signer,
+        clock,
+        storage,
+        HTTPConnectionPool(reactor, persistent=False),
+        receiver,
+        site,
+        port,
+    )
+
+
+async def store_file(server: Server, data: bytes) -> tuple[object, str]:
+    """Store ``data`` straight into the site's storage; its info and GET path."""
+    info = await stored_file(server.storage, None, data)
+    return info, "/" + url_path(info.file_id, info.filename)
+
+
 async def _sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
+    await deferLater(running_reactor(), seconds, lambda: None)
 
 
 async def _until(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait on the real reactor until ``check()`` holds.
+
+    Polling, because what is awaited is the kernel's (a socket buffer full,
+    a descriptor released); nothing in the process fires an event for it.
+    """
     for _ in range(int(within / 0.01)):
         if check():
             return
@@ -266,7 +321,10 @@ async def _until(check: Callable[[], bool], within: float = 10.0) -> None:
 
 
 async def _stalled(progress: Callable[[], int]) -> int:
-    """Wait until ``progress()`` has stood still for a while; return it."""
+    """Wait until ``progress()`` has stood still for a while; return it.
+
+    The kernel's buffers filling up has no event: polled, as ``_until``.
+    """
     last, still = -1, 0
     for _ in range(1000):
         now = progress()
@@ -300,9 +358,17 @@ async def _read_slowly(
     return got, advanced
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[Any]:
+class Started(list[Any]):
+    """The senders started, and a Deferred that fires at the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: Deferred[Any] = Deferred()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, cls: Any) -> Started:
     """Every ``cls`` sender started, its socket's send buffer kept small."""
-    started: list[Any] = []
+    started = Started()
     original = cls.start
 
     def start(self: Any) -> None:
@@ -312,6 +378,8 @@ def _spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[Any]:
         transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
         started.append(self)
         original(self)
+        if not started.first.called:
+            started.first.callback(self)
 
     monkeypatch.setattr(cls, "start", start)
     return started
@@ -343,11 +411,13 @@ def _drain(sock: socket.socket) -> tuple[bytes, bool]:
 
 @pytest_twisted.async_yield_fixture
 async def tcp_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """The site on plain TCP (downloads by sendfile), timed by a Clock."""
     server = await start_clocked_server(tmp_path, idle_timeout=TIMEOUT)
     yield server
     await server.listening.stopListening()
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_sendfile_cuts_off_a_client_that_never_reads(
     tcp_server: Server, monkeypatch: pytest.MonkeyPatch
@@ -358,8 +428,7 @@ async def test_sendfile_cuts_off_a_client_that_never_reads(
     sock = _client(tcp_server.port)
     try:
         sock.sendall(_request(path))
-        await _until(lambda: bool(started))
-        sender = started[0]
+        sender = await started.first
         sent = await _stalled(lambda: sender.offset)
         assert sent < SIZE
         tcp_server.clock.advance(TIMEOUT - 1)
@@ -375,6 +444,7 @@ async def test_sendfile_cuts_off_a_client_that_never_reads(
         sock.close()
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_sendfile_keeps_a_slow_reader_that_keeps_reading(
     tcp_server: Server, monkeypatch: pytest.MonkeyPatch
@@ -386,8 +456,7 @@ async def test_sendfile_keeps_a_slow_reader_that_keeps_reading(
     sock = _client(tcp_server.port)
     try:
         sock.sendall(_request(path))
-        await _until(lambda: bool(started))
-        sender = started[0]
+        sender = await started.first
         got, advanced = await _read_slowly(
             sock, tcp_server, sender, lambda: sender.offset
         )
@@ -416,6 +485,7 @@ def _read_until_body(sock: socket.socket, got: bytes, size: int) -> tuple[bytes,
 
 @pytest_twisted.async_yield_fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[Server, ssl.SSLContext]]:
+    """The site behind an ssl: endpoint (downloads by the chunked sender)."""
     key_path, cert_path, cert_pem = make_self_signed(tmp_path)
     server = await start_clocked_server(
         tmp_path,
@@ -433,6 +503,7 @@ def _tls_get(port: int, context: ssl.SSLContext, path: str) -> ssl.SSLSocket:
     return sock
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_tls_cuts_off_a_client_that_never_reads(
     tls_server: tuple[Server, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
@@ -443,8 +514,7 @@ async def test_tls_cuts_off_a_client_that_never_reads(
     _, path = await store_file(server, DATA)
     sock = await deferToThread(_tls_get, server.port, context, path)
     try:
-        await _until(lambda: bool(started))
-        sender = started[0]
+        sender = await started.first
         sent = await _stalled(lambda: sender.length - sender.remaining)
         assert sent < SIZE
         server.clock.advance(TIMEOUT - 1)
@@ -460,6 +530,7 @@ async def test_tls_cuts_off_a_client_that_never_reads(
         sock.close()
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_tls_keeps_a_slow_reader_that_keeps_reading(
     tls_server: tuple[Server, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
@@ -471,8 +542,7 @@ async def test_tls_keeps_a_slow_reader_that_keeps_reading(
     _, path = await store_file(server, data)
     sock = await deferToThread(_tls_get, server.port, context, path)
     try:
-        await _until(lambda: bool(started))
-        sender = started[0]
+        sender = await started.first
         got, advanced = await _read_slowly(
             sock, server, sender, lambda: sender.remaining
         )
@@ -484,6 +554,7 @@ async def test_tls_keeps_a_slow_reader_that_keeps_reading(
         sock.close()
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_a_site_on_the_real_reactor_cuts_off_a_reader_that_never_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -496,8 +567,8 @@ async def test_a_site_on_the_real_reactor_cuts_off_a_reader_that_never_reads(
         sock = _client(server.port)
         try:
             sock.sendall(_request(path))
-            await _until(lambda: bool(started))
-            await _until(lambda: started[0].request is None, within=5.0)
+            sender = await started.first
+            await _until(lambda: sender.request is None, within=5.0)
             got, cut = await deferToThread(_drain, sock)
             assert cut or len(got) < SIZE
         finally:
