@@ -1,7 +1,8 @@
 """How the operator command shows things: sizes, dates, tables, JSON, progress.
 
-Every stored, client-chosen text (names, owners) goes through
-``owners.display`` here, so a listing shows what is stored with nothing
+Sizes are ``_units.human_size`` (one formatter for every command), and
+every stored, client-chosen text (names, owners) goes through
+``_units.display`` here, so a listing shows what is stored with nothing
 hidden; JSON carries the exact value, every non-ASCII character escaped.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from httpupload.owners import display
+from httpupload._units import display, human_size, progress_bar
 
 __all__ = [
     "NO_OWNER",
@@ -30,18 +31,6 @@ __all__ = [
 ]
 
 NO_OWNER = "(no owner)"  # files adopted at reconciliation (owner "")
-
-
-def human_size(n: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``2.3 MiB``: binary units, one decimal."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def date(timestamp: float | None, *, never: str = "never") -> str:
@@ -140,10 +129,9 @@ class Progress:
             return (
                 f"{self.label}: {self.done}/{self.total} {self.unit} ({fraction:.0%})"
             )
-        filled = round(fraction * self.width)
-        bar = "#" * filled + "-" * (self.width - filled)
+        bar = progress_bar(fraction, self.width)
         return (
-            f"{self.label} [{bar}] {self.done}/{self.total} {self.unit} {fraction:4.0%}"
+            f"{self.label} {bar} {self.done}/{self.total} {self.unit} {fraction:4.0%}"
         )
 
     def _show(self, now: float) -> None:

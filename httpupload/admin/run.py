@@ -15,12 +15,11 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.task import react
 
+from httpupload._reactor import IServiceReactor, running_reactor
 from httpupload.admin.context import Context
 from httpupload.admin.exits import (
     EXIT_FAILED,
@@ -43,16 +42,10 @@ from httpupload.privileges import run_as_storage_owner
 __all__ = [
     "COMMANDS",
     "Closer",
-    "IAdminReactor",
     "main",
     "open_uploads",
     "run_command",
 ]
-
-
-class IAdminReactor(IReactorCore, IReactorTime, IReactorThreads):
-    """What the command needs of a reactor: shutdown triggers (Ctrl-C), time
-    (expiry), and a thread pool (the SQLite store, the file storage)."""
 
 
 COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
@@ -64,7 +57,7 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
 }
 
 
-def open_uploads(config: Config, reactor: IAdminReactor) -> tuple[Uploads, Backends]:
+def open_uploads(config: Config, reactor: IServiceReactor) -> tuple[Uploads, Backends]:
     """``Uploads`` over the service's storage and records; raises ``ConfigError``."""
     backends = open_backends(config, reactor, tool=True)
     uploads = Uploads(
@@ -87,7 +80,7 @@ class Closer:
     _waiters: list[Deferred[None]] | None = None
 
     def close(self) -> Deferred[None]:
-        """Fires once the metadata store, then the storage, have stopped."""
+        """Fires once the metadata store, then the storage, are closed."""
         if self.closed:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
@@ -101,8 +94,9 @@ class Closer:
                     w.callback(None)
 
             self._waiters.append(waiter)
-            stopping = self.backends.metadata.stop()
-            stopping.addBoth(lambda _: self.backends.stop_storage()).addBoth(done)
+            # The metadata store, then the storage, each even if the other
+            # fails (Backends.close logs the failure).
+            self.backends.close().addBoth(done)
         else:
             self._waiters.append(waiter)
         return waiter
@@ -133,15 +127,14 @@ class _Run:
 
 
 async def _main(
-    reactor: IAdminReactor, ctx: Context, closer: Closer, run: _Run
+    reactor: IServiceReactor, ctx: Context, closer: Closer, run: _Run
 ) -> None:
     # Ctrl-C stops the reactor without finishing this coroutine: close the
     # store then too, or its (non-daemon) thread would keep the process alive.
     reactor.addSystemEventTrigger("before", "shutdown", closer.close)
     code = EXIT_FAILED
     try:
-        await closer.backends.start_storage()
-        await ctx.uploads.metadata.start()
+        await closer.backends.start()
         code = await run_command(ctx)
     except (OSError, sqlite3.Error) as e:
         ctx.note(f"httpupload: error: {e}")
@@ -163,10 +156,7 @@ def _parse(argv: Sequence[str] | None, prog: str | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Run one command; returns the exit status."""
     args = _parse(argv, prog)
-    from twisted.internet import reactor as global_reactor
-
-    # Every reactor Twisted installs has a thread pool (IReactorThreads).
-    reactor = cast(IAdminReactor, global_reactor)
+    reactor = running_reactor()
     try:
         config = load_config(args.config)
         # As root, become the service user first: SQLite's -wal and -shm
