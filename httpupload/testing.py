@@ -35,6 +35,10 @@ Exact bytes, for the wire format::
     assert conn.status == 404 and not conn.closed
     conn.pause_reading()               # the server's writes now pile up
 
+``MemoryStorage`` and ``MemoryMetadataStore`` honour the storage and metadata
+protocols with every Deferred already fired: ``make_harness(metadata=
+MemoryMetadataStore())`` serves files by their records, as the service does
+(without one the site serves what storage holds, as some embeddings run it).
 ``make_config`` builds a checked, frozen ``Config`` from a few overrides
 (parsed by ``httpupload.config``, so defaults stay in one place), ``make_site``
 builds the ``UploadSite`` as the service does, and ``stored_file`` puts a file
@@ -69,6 +73,7 @@ from zope.interface import directlyProvides, implementer
 
 from httpupload.config import Config, parse_config
 from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.metrics import Metrics
 from httpupload.slots import Slot, SlotSigner, new_file_id, url_path
 from httpupload.storage import FileInfo, Storage
@@ -714,8 +719,25 @@ class Harness(Wire):
         owner: str = OWNER,
         lifetime: int = 300,
     ) -> Minted:
-        """A new slot for ``name`` of ``size`` bytes, as the XMPP side grants it."""
+        """A new slot for ``name`` of ``size`` bytes, as the XMPP side grants it.
+
+        With a metadata store its record is reserved too (no quota checked,
+        kept for ever once stored), as ``SlotGranter`` reserves it.
+        """
         slot, token = self.signer.mint(name, size, content_type, owner, lifetime)
+        if self.metadata is not None:
+            record = FileRecord(
+                file_id=slot.file_id,
+                owner=owner,
+                filename=name,
+                size=size,
+                content_type=content_type,
+                purpose="message",
+                created=self.clock.seconds(),
+                slot_expires=slot.expires,
+                expires=None,
+            )
+            result_of(self.metadata.reserve(record, 86400, lambda usage: None))
         return Minted(slot, token, self.base + slot.path)
 
     def store(
@@ -773,6 +795,7 @@ __all__ = [
     "Connection",
     "FlowTransport",
     "Harness",
+    "MemoryMetadataStore",
     "MemoryStorage",
     "Minted",
     "Pump",

@@ -6,6 +6,7 @@ import pytest
 from twisted.internet.error import ConnectionAborted
 
 from httpupload.errors import AlreadyStored, StorageFull
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.storage import FileInfo
 from httpupload.storage.memory import MemoryStorage
 from httpupload.testing import (
@@ -168,3 +169,26 @@ def test_make_config_overrides_and_defaults() -> None:
     assert config.http.header_timeout == 30
     h = make_harness(config)
     assert h.site.timeOut == 5
+
+
+def test_round_trip_with_records() -> None:
+    """With a memory metadata store a minted slot is reserved; its PUT completes it."""
+    records = MemoryMetadataStore()
+    h = make_harness(metadata=records)
+    slot = h.mint("a.txt", 5, "text/plain")
+    record = result_of(records.get(slot.slot.file_id))
+    assert record is not None and not record.completed
+    put = h.request("PUT", slot.url, data=b"hello", headers=slot.headers)
+    assert put.code == 201, put.body
+    record = result_of(records.get(slot.slot.file_id))
+    assert record is not None and record.completed
+    assert h.request("GET", slot.url).body == b"hello"
+
+
+def test_stored_file_is_served_while_its_record_lasts() -> None:
+    """stored_file writes the file and its complete record; its expiry is honoured."""
+    h = make_harness(metadata=MemoryMetadataStore())
+    _, path = h.store(b"kept", "k.txt", expires=START + 60)
+    assert h.request("GET", path).body == b"kept"
+    h.advance(61)
+    assert h.request("GET", path).code == 404
