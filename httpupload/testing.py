@@ -78,6 +78,7 @@ from httpupload.metrics import Metrics
 from httpupload.slots import Slot, SlotSigner, new_file_id, url_path
 from httpupload.storage import FileInfo, Storage
 from httpupload.storage.memory import MemoryStorage
+from httpupload.web.settings import WebSettings
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 
@@ -475,10 +476,7 @@ def make_site(
         receiver,
         storage,
         clock,
-        idle_timeout=h.idle_timeout,
-        header_timeout=h.header_timeout,
-        min_upload_rate=h.min_upload_rate,
-        trusted_proxies=h.trusted_proxies,
+        settings=WebSettings.from_config(h),
         metadata=metadata,
         metrics=metrics,
     )
