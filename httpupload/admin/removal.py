@@ -8,6 +8,7 @@ record, which it would adopt and serve again.
 
 from __future__ import annotations
 
+from httpupload._units import display
 from httpupload.admin.context import Context, HoldCtrlC, bare_jid, confirm
 from httpupload.admin.exits import (
     EXIT_DECLINED,
@@ -17,7 +18,7 @@ from httpupload.admin.exits import (
     Failed,
 )
 from httpupload.admin.output import Progress, date, human_size, owner_text, plural
-from httpupload.owners import display, uploaded_at
+from httpupload.owners import uploaded_at
 from httpupload.urls import BadFileUrl
 
 __all__ = [

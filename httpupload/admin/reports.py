@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from httpupload._units import display
 from httpupload.admin.context import Context, bare_jid
 from httpupload.admin.exits import EXIT_OK
 from httpupload.admin.output import (
@@ -16,7 +17,7 @@ from httpupload.admin.output import (
     table,
 )
 from httpupload.metadata import FileRecord
-from httpupload.owners import display, uploaded_at
+from httpupload.owners import uploaded_at
 
 __all__ = ["cmd_list", "cmd_usage", "listed_json"]
 

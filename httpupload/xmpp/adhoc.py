@@ -32,6 +32,9 @@ from httpupload.xmpp.owner_commands import (
     NODE_DELETE,
     NODE_LIST,
     NODE_USAGE,
+    DeleteCommand,
+    ListCommand,
+    UsageCommand,
     owner_commands,
     size_text,
 )
@@ -57,11 +60,7 @@ __all__ = [
 ]
 
 #: The owner commands' nodes and names, in the order disco lists them.
-COMMANDS = {
-    NODE_LIST: "List my uploads",
-    NODE_DELETE: "Delete one of my uploads",
-    NODE_USAGE: "Show my usage and quotas",
-}
+COMMANDS = {c.node: c.name for c in (ListCommand, DeleteCommand, UsageCommand)}
 
 
 class AdHocHandler(CommandsHandler):

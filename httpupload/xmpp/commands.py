@@ -29,6 +29,9 @@ An embedder's command, in a few lines::
 
     handler = CommandsHandler(reactor, [Hello()])
     handler.setHandlerParent(component)   # beside a wokkel DiscoHandler
+
+One handler per stream (two would both answer every command IQ): beside the
+owner commands, ``register`` more on the service's ``AdHocHandler``.
 """
 
 from __future__ import annotations
