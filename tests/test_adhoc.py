@@ -940,3 +940,14 @@ def test_a_node_is_registered_once() -> None:
     handler = CommandsHandler(Clock(), [Hello()])
     with pytest.raises(ValueError, match="hello"):
         handler.register(Hello())
+
+
+def test_an_embedders_command_beside_the_owner_commands(service: Service) -> None:
+    """A command registered on the service's AdHocHandler is listed after the
+    owner commands and runs on the same stream."""
+    service.handler.register(Hello())
+    reply = service.ask(disco_query(disco.NS_DISCO_ITEMS, NS_COMMANDS), type="get")
+    nodes = [i["node"] for i in reply.query.elements()]
+    assert nodes == ["list", "delete", "usage", "hello"]
+    command = command_of(service.run("hello"))
+    assert notes_of(command) == [("info", "Hi romeo@montague.tld")]
