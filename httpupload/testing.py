@@ -717,26 +717,43 @@ class Harness(Wire):
         owner: str = OWNER,
         lifetime: int = 300,
     ) -> Minted:
-        """A new slot for ``name`` of ``size`` bytes, as the XMPP side grants it.
+        """A new slot for ``name`` of ``size`` bytes, signed as a grant signs it.
 
-        With a metadata store its record is reserved too (no quota checked,
-        kept for ever once stored), as ``SlotGranter`` reserves it.
+        Only the token: no record is made (see ``grant``).
         """
         slot, token = self.signer.mint(name, size, content_type, owner, lifetime)
-        if self.metadata is not None:
-            record = FileRecord(
-                file_id=slot.file_id,
-                owner=owner,
-                filename=name,
-                size=size,
-                content_type=content_type,
-                purpose="message",
-                created=self.clock.seconds(),
-                slot_expires=slot.expires,
-                expires=None,
-            )
-            result_of(self.metadata.reserve(record, 86400, lambda usage: None))
         return Minted(slot, token, self.base + slot.path)
+
+    def grant(
+        self,
+        name: str = "a.txt",
+        size: int = 5,
+        content_type: str | None = None,
+        *,
+        owner: str = OWNER,
+        lifetime: int = 300,
+        expires: float | None = None,
+    ) -> Minted:
+        """A slot as ``SlotGranter`` grants it: minted, and its record reserved.
+
+        No quota is checked; ``expires`` is when the stored file stops being
+        served (None: never).  Needs a metadata store.
+        """
+        assert self.metadata is not None, "grant() reserves a record: no store"
+        minted = self.mint(name, size, content_type, owner=owner, lifetime=lifetime)
+        record = FileRecord(
+            file_id=minted.slot.file_id,
+            owner=owner,
+            filename=name,
+            size=size,
+            content_type=content_type,
+            purpose="message",
+            created=self.clock.seconds(),
+            slot_expires=minted.slot.expires,
+            expires=expires,
+        )
+        result_of(self.metadata.reserve(record, 86400, lambda usage: None))
+        return minted
 
     def store(
         self, data: bytes = b"hello", name: str = "file.bin", **kw: Any

@@ -172,10 +172,11 @@ def test_make_config_overrides_and_defaults() -> None:
 
 
 def test_round_trip_with_records() -> None:
-    """With a memory metadata store a minted slot is reserved; its PUT completes it."""
+    """A granted slot's record is reserved; its PUT completes it; a mint has none."""
     records = MemoryMetadataStore()
     h = make_harness(metadata=records)
-    slot = h.mint("a.txt", 5, "text/plain")
+    assert result_of(records.get(h.mint().slot.file_id)) is None
+    slot = h.grant("a.txt", 5, "text/plain")
     record = result_of(records.get(slot.slot.file_id))
     assert record is not None and not record.completed
     put = h.request("PUT", slot.url, data=b"hello", headers=slot.headers)
