@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from s3server import SeaweedFS, seaweedfs  # noqa: F401
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.threads import deferToThread
-from twisted.web.client import HTTPConnectionPool
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.web.http_headers import Headers
-from webserver import Server
 
 from httpupload.errors import (
     AlreadyStored,
@@ -38,9 +34,11 @@ from httpupload.errors import (
 from httpupload.metadata import FileRecord
 from httpupload.slots import Slot, SlotSigner, new_file_id
 from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage.memory import MemoryStorage
 from httpupload.storage.s3 import S3Storage
 from httpupload.storage.s3client import query_string, xml_children
 from httpupload.storage.s3settings import MiB, S3Settings
+from httpupload.testing import Connection, Wire, make_harness
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 
@@ -59,77 +57,37 @@ def put_head(slot_path: str, length: int, token: str) -> bytes:
     ).encode()
 
 
-def closed_by_server(sock: socket.socket) -> bool:
-    try:
-        while sock.recv(65536):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 # -- one node ------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_six_puts_of_one_slot_leave_one_partial_file(server: Server) -> None:
+def test_six_puts_of_one_slot_leave_one_partial_file() -> None:
     """Each new PUT cuts off the one before and removes its partial file first;
     at no time is there more than one, and the last PUT gets its 201."""
+    h = make_harness(http={"min_upload_rate": 0})
+    storage: MemoryStorage = h.storage
     size = 5 * MiB
     half = size // 2
-    slot, token = server.signer.mint("big.bin", size, None, OWNER, lifetime=300)
-    tmp = server.storage.root / "tmp"
+    slot, token = h.signer.mint("big.bin", size, None, OWNER, lifetime=300)
     bodies = [os.urandom(size) for _ in range(6)]
-    sockets: list[socket.socket] = []
-    seen: set[str] = set()
-    try:
-        for body in bodies:
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sockets.append(sock)
-            sending = deferToThread(
-                sock.sendall, put_head(slot.path, size, token) + body[:half]
-            )
-            # Until this PUT's half has arrived in a partial file of its own.
-            deadline = time.monotonic() + 20
-            while True:
-                partials = list(tmp.iterdir())
-                assert len(partials) <= 1, "two partial files for one slot"
-                if (
-                    partials
-                    and partials[0].name not in seen
-                    and partials[0].stat().st_size >= half - 65536
-                ):
-                    seen.add(partials[0].name)
-                    break
-                assert time.monotonic() < deadline, "the PUT's body never arrived"
-                await sleep(0.02)
-            await sending
-        for older in sockets[:-1]:
-            assert await deferToThread(closed_by_server, older)
-        last = sockets[-1]
-        await deferToThread(last.sendall, bodies[-1][half:])
-        answer = await deferToThread(read_answer, last)
-        assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
-    finally:
-        for sock in sockets:
-            sock.close()
-    response, body = await server.request("GET", server.base + slot.path)
-    assert response.code == 200
-    assert body == bodies[-1]
-    assert list(tmp.iterdir()) == []
-    assert server.receiver.in_flight == 0
+    conns: list[Connection] = []
+    seen: set[int] = set()
+    for body in bodies:
+        conns.append(h.send(put_head(slot.path, size, token) + body[:half]))
+        # This PUT's half has arrived in a partial file of its own.
+        partials = list(storage.pending)
+        assert len(partials) == 1, "two partial files for one slot, or none"
+        assert id(partials[0]) not in seen
+        assert partials[0].size >= half - 65536
+        seen.add(id(partials[0]))
+    assert all(older.closed for older in conns[:-1])
+    last = conns[-1].write(bodies[-1][half:])
+    assert last.status == 201, last.received[:200]
+    answer = h.request("GET", h.base + slot.path)
+    assert answer.code == 200
+    assert answer.body == bodies[-1]
+    assert storage.pending == set()
+    assert storage.aborted == 5
+    assert h.receiver.in_flight == 0
 
 
 # -- storage and records that promise less -------------------------------------
@@ -144,6 +102,12 @@ class Overwriting:
         self.begun: list[str] = []
         self.bytes_written = 0
         self.commit_gate = commit_gate
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
 
     def begin_write(self, file_id: str) -> Any:
         self.begun.append(file_id)
@@ -224,7 +188,7 @@ class Receiving:
     """An UploadReceiver over fakes, driven as UploadRequest drives it."""
 
     def __init__(self, storage: Overwriting, records: Records | None) -> None:
-        self.clock = Clock()
+        self.clock = MemoryReactorClock()
         self.clock.advance(1_700_000_000)
         self.signer = SlotSigner(b"k" * 32, self.clock)
         self.storage = storage
@@ -373,31 +337,23 @@ def test_slots_in_flight_are_named_until_their_upload_is_over() -> None:
     assert world.receiver.slot_ids() == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_used_slot_is_409_over_http_on_a_store_that_would_overwrite() -> None:
+def test_a_used_slot_is_409_over_http_on_a_store_that_would_overwrite() -> None:
     """End to end: the second PUT of a used slot is 409 and the file unchanged."""
     world = Receiving(Overwriting(), Records())
-    site = UploadSite(world.receiver, world.storage, reactor)  # type: ignore[arg-type]
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    base = f"http://127.0.0.1:{port.getHost().port}/"
+    site = UploadSite(world.receiver, world.storage, world.clock)
+    wire = Wire(site, world.clock)
     slot, token = world.slot()
-    try:
-        codes = []
-        for body in (b"first", b"other"):
-            response = await treq.put(
-                base + slot.path,
-                data=body,
-                headers={"Authorization": f"Bearer {token}"},
-                pool=pool,
-            )
-            await response.content()
-            codes.append(response.code)
-        assert codes == [201, 409]
-        assert world.storage.files[slot.file_id][1] == b"first"
-    finally:
-        await pool.closeCachedConnections()
-        await port.stopListening()
+    codes = [
+        wire.request(
+            "PUT",
+            "/" + slot.path,
+            data=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ).code
+        for body in (b"first", b"other")
+    ]
+    assert codes == [201, 409]
+    assert world.storage.files[slot.file_id][1] == b"first"
 
 
 # -- across nodes: S3 proxy mode ------------------------------------------------
@@ -459,6 +415,7 @@ async def feed(pending: Any, data: bytes, chunk: int = 256 * 1024) -> None:
             await waiting
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_a_newer_multipart_upload_on_another_node_aborts_the_older(
     make_node: Callable[[], Any],
