@@ -70,7 +70,14 @@ from httpupload.client import (
 )
 from httpupload.client.parsing import max_file_size
 from httpupload.errors import HttpUploadError
-from httpupload.testing import FlowTransport, Harness, Pump, make_harness, settle
+from httpupload.testing import (
+    FlowTransport,
+    Harness,
+    Pump,
+    make_harness,
+    result_of,
+    settle,
+)
 
 T = TypeVar("T")
 
@@ -295,13 +302,7 @@ class World:
 
     def result(self, work: Coroutine[Any, Any, T]) -> T:
         """What ``work`` returns once the exchange settles (its error raised)."""
-        d = self.run(work)
-        results: list[T | Failure] = []
-        d.addBoth(results.append)
-        assert results, "the work is still waiting"
-        if isinstance(results[0], Failure):
-            results[0].raiseException()
-        return results[0]
+        return result_of(self.run(work))
 
     def fetch(self, url: str) -> tuple[int, bytes]:
         """GET ``url`` from our site."""

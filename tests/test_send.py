@@ -35,6 +35,7 @@ from httpupload.client.send import (
     read_password,
     render_progress,
 )
+from httpupload.testing import result_of
 
 Records = list[tuple[int, int, str, int]]
 
@@ -64,15 +65,6 @@ class Resolver(ResolverBase):
         return succeed((rows, [], []))
 
 
-def _result(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "still waiting"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
 # ---- finding the server
 
 
@@ -81,7 +73,7 @@ def test_srv_records_by_priority() -> None:
     resolver = Resolver(
         [(20, 0, "b.example.org", 5223), (10, 5, "a.example.org", 5222)]
     )
-    found = _result(ensureDeferred(srv_candidates(resolver, "example.org", 1)))
+    found = result_of(ensureDeferred(srv_candidates(resolver, "example.org", 1)))
     assert found == [("a.example.org", 5222), ("b.example.org", 5223)]
     assert resolver.asked == ["_xmpp-client._tcp.example.org"]
 
@@ -97,7 +89,7 @@ def test_srv_records_by_priority() -> None:
 )
 def test_no_usable_srv_record_means_the_domain(resolver: Resolver) -> None:
     """No service (target "." or empty) or a failed lookup: the domain on 5222."""
-    found = _result(ensureDeferred(srv_candidates(resolver, "example.org", 1)))
+    found = result_of(ensureDeferred(srv_candidates(resolver, "example.org", 1)))
     assert found == [("example.org", 5222)]
 
 
@@ -119,7 +111,7 @@ def test_login_connects_to_each_srv_target_through_the_injected_resolver() -> No
         factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
         reactor.advance(1)  # the endpoint's next attempt is on its clock
     with pytest.raises(LoginFailed, match=r"cannot connect to b\.example\.org:5300"):
-        _result(logging_in)
+        result_of(logging_in)
 
 
 def test_login_to_a_given_server_asks_no_resolver() -> None:
@@ -139,7 +131,7 @@ def test_login_to_a_given_server_asks_no_resolver() -> None:
     )
     reactor.advance(1)
     with pytest.raises(LoginFailed, match="connection refused"):
-        _result(logging_in)
+        result_of(logging_in)
 
 
 # ---- the command's pure parts
