@@ -1,124 +1,87 @@
-"""The metadata stores' contract: reservations, completion, usage, sweeping.
+"""What only the SQLite store has, and the query layer's reading of SQL files.
 
-Each contract test runs against SQLite and against PostgreSQL (a private
-server, tests/pgserver.py); what only one store has is tested below or in
-test_metadata_postgres.py.
+What every store must do is in test_metadata_contract.py.  Here: the schema
+in the file (versions, upgrades, and databases written by earlier versions
+of this code, which must open unchanged), the store's one thread, and how
+``httpupload.metadata.query`` reads a dialect's SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import sqlite3
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from pgserver import postgresql  # noqa: F401
-from twisted.internet import reactor
 
-from httpupload.metadata import FileRecord, MetadataStore, Usage
-from httpupload.metadata.sqlite import SCHEMA_VERSION, SQLiteMetadataStore, connect
+from httpupload._reactor import running_reactor
+from httpupload.metadata import RECORD_COLUMNS, FileRecord, Usage
+from httpupload.metadata.query import OPERATIONS, Dialect
+from httpupload.metadata.sqlite import (
+    DIALECT,
+    SCHEMA_VERSION,
+    SQLiteMetadataStore,
+    connect,
+)
+
+reactor = running_reactor()
+
+# The schema as httpupload wrote it before its SQL moved to sqlite.sql (the
+# MIGRATIONS of httpupload/metadata/sqlite.py at 6bf6f58), run the way that
+# code ran it: databases made so must open, unchanged, forever.
+EARLIER_MIGRATIONS = (
+    """
+    CREATE TABLE files (
+        file_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT,
+        purpose TEXT NOT NULL,
+        created REAL NOT NULL,
+        slot_expires REAL NOT NULL,
+        expires REAL,
+        completed INTEGER NOT NULL DEFAULT 0,
+        completed_at REAL,
+        sha256 TEXT
+    );
+    CREATE INDEX files_owner_created ON files (owner, created);
+    CREATE INDEX files_expires ON files (expires) WHERE completed = 1;
+    CREATE INDEX files_slots ON files (slot_expires) WHERE completed = 0;
+    """,
+    """
+    ALTER TABLE files ADD COLUMN lease_until REAL;
+    """,
+)
 
 
-def record(file_id: str, created: float, size: int = 10, owner: str = "a@x", **kw):  # type: ignore[no-untyped-def]
-    values = dict(
-        file_id=file_id,
-        owner=owner,
-        filename="f.txt",
-        size=size,
-        content_type=None,
-        purpose="message",
-        created=created,
-        slot_expires=created + 300,
-        expires=created + 86400,
+def earlier_database(path: Path, version: int) -> None:
+    """A database as the earlier code left it at schema ``version``, with one
+    stored file and one slot in it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    for number in range(version):
+        for statement in EARLIER_MIGRATIONS[number].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number + 1}")
+    db.execute(
+        "INSERT INTO files (file_id, owner, filename, size, content_type, purpose, "
+        "created, slot_expires, expires, completed, completed_at, sha256) VALUES "
+        "('stored', 'a@x', 'f.txt', 5, 'text/plain', 'message', 0, 300, 100, 1, "
+        "10, 'ab'), "
+        "('slot', 'a@x', 'g.txt', 7, NULL, 'message', 0, 300, 86400, 0, NULL, NULL)"
     )
-    values.update(kw)
-    return FileRecord(**values)
+    db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[[], MetadataStore]:
-    """Makes stores of one kind on one (fresh) database."""
-    if request.param == "sqlite":
-        return lambda: SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
-    dsn = request.getfixturevalue("postgresql").new_database()
-    from httpupload.metadata.postgres import PostgresMetadataStore
-
-    return lambda: PostgresMetadataStore(dsn, reactor)
-
-
-@pytest_twisted.async_yield_fixture
-async def store(
-    make_store: Callable[[], MetadataStore],
-) -> AsyncIterator[MetadataStore]:
-    s = make_store()
-    await s.start()
-    yield s
-    await s.stop()
-
-
-def accept(usage: Usage) -> None:
-    pass
-
-
-@pytest_twisted.ensureDeferred
-async def test_reserve_complete_get(store: MetadataStore) -> None:
-    """A reserved slot is on record; completing it records digest and type."""
-    await store.reserve(record("f1", 1000.0), 86400, accept)
-    got = await store.get("f1")
-    assert got is not None and not got.completed
-    done = await store.complete("f1", "ab" * 32, "image/png", 1010.0)
-    assert done is not None and done.completed and done.sha256 == "ab" * 32
-    assert done.content_type == "image/png" and done.completed_at == 1010.0
-    assert await store.complete("missing", "00", "x/y", 1.0) is None
-    assert [r.file_id for r in await store.list_owner("a@x")] == ["f1"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_usage_counts_files_and_live_slots(store: MetadataStore) -> None:
-    """Window and held bytes count stored files and live slots, not dead ones."""
-    await store.reserve(record("stored", 1000.0, size=100), 86400, accept)
-    await store.complete("stored", "00", "a/b", 1001.0)
-    await store.reserve(record("live", 1100.0, size=20), 86400, accept)
-    await store.reserve(
-        record("dead", 500.0, size=7, slot_expires=800.0), 86400, accept
-    )
-    await store.reserve(record("other", 1100.0, size=5, owner="b@x"), 86400, accept)
-    usage = await store.usage("a@x", 1200.0, 86400)
-    assert [(g.at, g.size) for g in usage.window] == [(1000.0, 100), (1100.0, 20)]
-    assert usage.held == {"message": 120}
-    assert usage.global_bytes == 125
-
-
-@pytest_twisted.ensureDeferred
-async def test_check_refusal_inserts_nothing(store: MetadataStore) -> None:
-    """Whatever the check raises fails the reservation and leaves no record."""
-
-    def refuse(usage: Usage) -> None:
-        raise ValueError("no room")
-
-    with pytest.raises(ValueError, match="no room"):
-        await store.reserve(record("f1", 1000.0), 86400, refuse)
-    assert await store.get("f1") is None
-
-
-@pytest_twisted.ensureDeferred
-async def test_due_and_delete(store: MetadataStore) -> None:
-    """Expired files and long-dead slots are due; deleting forgets them."""
-    await store.reserve(record("old", 0.0, expires=100.0), 86400, accept)
-    await store.complete("old", "00", "a/b", 1.0)
-    await store.reserve(record("keep", 0.0, expires=None), 86400, accept)
-    await store.complete("keep", "00", "a/b", 1.0)
-    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
-    due = await store.due(1000.0, dead_slot_after=600, limit=10)
-    assert {r.file_id for r in due} == {"old", "slot"}
-    assert [r.file_id for r in await store.due(1000.0, 600, limit=1)] != []
-    assert (await store.delete("old")).file_id == "old"  # type: ignore[union-attr]
-    assert await store.delete("old") is None
-    assert await store.all_ids() == {"keep", "slot"}
-    assert {r.file_id for r in await store.delete_owner("a@x")} == {"keep", "slot"}
-    assert await store.all_ids() == set()
+def schema(path: Path) -> list[tuple[str, ...]]:
+    """What the file holds besides rows: its tables and indexes, as SQL text."""
+    db = sqlite3.connect(path)
+    try:
+        return sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+    finally:
+        db.close()
 
 
 def test_schema_version_and_reopen(tmp_path: Path) -> None:
@@ -140,128 +103,167 @@ def test_schema_version_and_reopen(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_claim_due_leases(store: MetadataStore) -> None:
-    """Claimed records are not claimed again until their lease has passed."""
-    for n in range(3):
-        await store.reserve(record(f"old{n}", 0.0, expires=100.0), 86400, accept)
-        await store.complete(f"old{n}", "00", "a/b", 1.0)
-    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
-    await store.reserve(record("live", 900.0, expires=None), 86400, accept)
-    first = await store.claim_due(1000.0, 600, limit=2, lease_seconds=60)
-    assert len(first) == 2
-    rest = await store.claim_due(1000.0, 600, limit=10, lease_seconds=60)
-    claimed = {r.file_id for r in first} | {r.file_id for r in rest}
-    assert len(rest) == 2 and claimed == {"old0", "old1", "old2", "slot"}
-    assert await store.claim_due(1059.0, 600, limit=10, lease_seconds=60) == []
-    assert len(await store.due(1059.0, 600, limit=10)) == 4  # due, leased or not
-    again = await store.claim_due(1060.0, 600, limit=10, lease_seconds=60)
-    assert {r.file_id for r in again} == claimed
-
-
-@pytest_twisted.ensureDeferred
-async def test_complete_twice_keeps_the_first(store: MetadataStore) -> None:
-    """Completing a stored file again changes nothing and returns its record."""
-    await store.reserve(record("f1", 1000.0), 86400, accept)
-    first = await store.complete("f1", "aa" * 32, "image/png", 1010.0)
-    again = await store.complete("f1", "bb" * 32, "text/plain", 1020.0)
-    assert first == again and again is not None and again.sha256 == "aa" * 32
-
-
-@pytest_twisted.ensureDeferred
-async def test_usage_by_owner_and_records(store: MetadataStore) -> None:
-    """Operators' totals count what is held now; an owner's records are all there."""
-    await store.reserve(record("a1", 1000.0, size=100), 86400, accept)
-    await store.complete("a1", "00", "a/b", 1001.0)
-    await store.reserve(
-        record("a2", 1000.0, size=50, slot_expires=1100.0), 86400, accept
-    )
-    await store.reserve(record("b1", 1000.0, size=7, owner="b@x"), 86400, accept)
-    totals = await store.usage_by_owner(1050.0)
-    assert totals == {"a@x": (2, 150), "b@x": (1, 7)}
-    assert list(totals) == ["a@x", "b@x"]  # biggest first
-    assert (await store.usage_by_owner(1200.0))["a@x"] == (1, 100)
-    assert {r.file_id for r in await store.owner_records("a@x")} == {"a1", "a2"}
-    assert await store.incomplete_ids() == {"a2", "b1"}
-    assert [r.file_id for r in await store.list_owner("a@x")] == ["a1"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_usage_lists_the_owners_unused_slots(store: MetadataStore) -> None:
-    """Usage.pending is when each live unused slot of the owner expires, earliest
-    first; window grants of unused slots carry that expiry, stored files none."""
-    await store.reserve(record("stored", 1000.0), 86400, accept)
-    await store.complete("stored", "00", "a/b", 1001.0)
-    await store.reserve(record("late", 1100.0, slot_expires=1500.0), 86400, accept)
-    await store.reserve(record("early", 1150.0, slot_expires=1300.0), 86400, accept)
-    await store.reserve(record("dead", 500.0, slot_expires=800.0), 86400, accept)
-    await store.reserve(record("theirs", 1100.0, owner="b@x"), 86400, accept)
-    usage = await store.usage("a@x", 1200.0, 86400)
-    assert usage.pending == (1300.0, 1500.0)
-    assert [(g.at, g.slot_expires) for g in usage.window] == [
-        (1000.0, None),
-        (1100.0, 1500.0),
-        (1150.0, 1300.0),
-    ]
-    assert (await store.usage("a@x", 1400.0, 86400)).pending == (1500.0,)
-
-
-@pytest_twisted.ensureDeferred
-async def test_pending_slots_bound_holds_under_concurrent_requests(
-    store: MetadataStore,
+async def test_the_schema_in_the_file_is_the_one_earlier_versions_wrote(
+    tmp_path: Path,
 ) -> None:
-    """Twelve slot requests at once against a bound of three unused slots: three
-    granted, the rest refused with the earliest pending slot's expiry."""
-    from twisted.internet.defer import DeferredList
+    """A new database holds exactly the tables and indexes, in the same SQL
+    text, as one the earlier code made; a sweep's claim leaves nothing in it."""
+    earlier_database(tmp_path / "earlier.sqlite", SCHEMA_VERSION)
+    store = SQLiteMetadataStore(tmp_path / "new.sqlite", reactor)
+    await store.start()
+    try:
+        assert await store.claim_due(1000.0, 600, 10, 60) == []
+    finally:
+        await store.close()
+    assert schema(tmp_path / "new.sqlite") == schema(tmp_path / "earlier.sqlite")
 
-    from httpupload.config import QuotasConfig
-    from httpupload.errors import QuotaExceeded
-    from httpupload.policy import SlotPolicy
 
-    policy = SlotPolicy(10**9, ("x",), quotas=QuotasConfig(pending_slots=3))
-    needs = policy.usage_needs("message")
-    results = await DeferredList(
+@pytest_twisted.ensureDeferred
+async def test_a_current_database_of_the_earlier_code_opens_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A database the earlier code wrote at today's schema version is read and
+    written as it is, and its schema stays as it was."""
+    path = tmp_path / "metadata.sqlite"
+    earlier_database(path, SCHEMA_VERSION)
+    before = schema(path)
+    store = SQLiteMetadataStore(path, reactor, upgrade=False)
+    await store.start()
+    try:
+        stored = await store.get("stored")
+        assert stored == FileRecord(
+            "stored", "a@x", "f.txt", 5, "text/plain", "message", 0.0, 300.0,
+            100.0, True, 10.0, "ab",
+        )  # fmt: skip
+        assert (await store.usage("a@x", 50.0, 86400)).held == {"message": 12}
+        done = await store.complete("slot", "cd", "image/png", 60.0)
+        assert done is not None and done.completed
+        claimed = await store.claim_due(1000.0, 600, 10, 60)
+        assert [r.file_id for r in claimed] == ["stored"]
+    finally:
+        await store.close()
+    assert schema(path) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_database_is_upgraded_by_the_service_only(
+    tmp_path: Path,
+) -> None:
+    """A database of schema 1 is refused by a tool, and the service upgrades it
+    to today's schema, keeping its records."""
+    path = tmp_path / "metadata.sqlite"
+    earlier_database(path, 1)
+    with pytest.raises(RuntimeError, match="start the service once"):
+        connect(path, upgrade=False)
+    store = SQLiteMetadataStore(path, reactor)
+    await store.start()
+    try:
+        assert await store.all_ids() == {"stored", "slot"}
+        claimed = await store.claim_due(1000.0, 600, 10, 60)
+        assert {r.file_id for r in claimed} == {"stored", "slot"}
+    finally:
+        await store.close()
+    earlier_database(tmp_path / "current.sqlite", SCHEMA_VERSION)
+    assert schema(path) == schema(tmp_path / "current.sqlite")
+
+
+@pytest_twisted.ensureDeferred
+async def test_operations_take_effect_in_the_order_they_are_asked(
+    tmp_path: Path,
+) -> None:
+    """On its one thread, a completion asked right after a reservation (not
+    waiting for it) finds the record, and a read after both sees it stored."""
+    store = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+    await store.start()
+    try:
+        assert store.ordered
+        slot = FileRecord("f", "a@x", "f.txt", 1, None, "message", 0.0, 300.0, None)
+        reserved = store.reserve(slot, 86400, lambda usage: None)
+        completed = store.complete("f", "00", "a/b", 1.0)
+        got = store.get("f")
+        await reserved
+        assert (await completed) is not None
+        found = await got
+        assert found is not None and found.completed
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_check_rolls_back_on_the_thread(tmp_path: Path) -> None:
+    """After a check raised inside its transaction, the store's thread goes on
+    serving: the next reservation commits."""
+    store = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
+    await store.start()
+
+    def refuse(usage: Usage) -> None:
+        raise LookupError("no")
+
+    try:
+        slot = FileRecord("f", "a@x", "f.txt", 1, None, "message", 0.0, 300.0, None)
+        with pytest.raises(LookupError):
+            await store.reserve(slot, 86400, refuse)
+        await store.reserve(slot, 86400, lambda usage: None)
+        assert await store.all_ids() == {"f"}
+    finally:
+        await store.close()
+
+
+def style(name: str) -> str:
+    return f":{name}"
+
+
+def test_a_dialect_file_is_named_queries_of_statements() -> None:
+    """Queries are split on their name lines and on semicolons, comments left
+    out, fragments and the record's columns put in place."""
+    text = "\n".join(
         [
-            store.reserve(
-                record(f"s{n}", 1000.0 + n, slot_expires=1300.0 + n),
-                86400,
-                lambda usage: policy.check_quota(usage, 10, "message"),
-                needs,
-            )
-            for n in range(12)
-        ],
-        consumeErrors=True,
+            "-- a header, not a query",
+            "-- name: _owner",
+            "-- a fragment's comment",
+            "owner = :owner",
+            *(f"-- name: {op}\nSELECT 1" for op in OPERATIONS if op != "get"),
+            "-- name: get",
+            "-- two statements",
+            "SELECT {columns} FROM files WHERE {_owner};",
+            "INSERT INTO files ({columns}) VALUES ({values})",
+            "-- name: nothing",
+            "-- only a comment",
+        ]
     )
-    refused = [f.value for ok, f in results if not ok]
-    assert sum(ok for ok, _ in results) == 3
-    assert len(refused) == 9 and all(isinstance(e, QuotaExceeded) for e in refused)
-    granted = sorted(r.slot_expires for r in await store.owner_records("a@x"))
-    assert {e.retry_at for e in refused} == {granted[0]}  # type: ignore[attr-defined]
-    # A used slot no longer counts: room for one more at once.
-    first = (await store.owner_records("a@x"))[0]
-    await store.complete(first.file_id, "00", "a/b", 1020.0)
-    await store.reserve(
-        record("next", 1030.0),
-        86400,
-        lambda usage: policy.check_quota(usage, 10, "message"),
-        needs,
+    dialect = Dialect.parse("test.sql", text, style)
+    columns = ", ".join(RECORD_COLUMNS)
+    values = ", ".join(f":{c}" for c in RECORD_COLUMNS)
+    assert dialect.queries["get"] == (
+        f"SELECT {columns} FROM files WHERE owner = :owner",  # noqa: S608
+        f"INSERT INTO files ({columns}) VALUES ({values})",  # noqa: S608
     )
+    assert dialect.queries["nothing"] == () and "_owner" not in dialect.queries
+    assert dialect.transactional("get") and not dialect.transactional("insert")
+    assert dialect.migrations == ()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_hold_keeps_a_slot_from_the_sweep_until_it_ends(
-    store: MetadataStore,
-) -> None:
-    """A held unused slot is not claimed before the hold ends; a hold never
-    shortens a lease, and stored files and unknown ids are left alone."""
-    await store.reserve(record("slot", 0.0, slot_expires=300.0), 86400, accept)
-    await store.reserve(record("file", 0.0, expires=100.0), 86400, accept)
-    await store.complete("file", "00", "a/b", 1.0)
-    await store.hold(["slot", "file", "unknown"], 2000.0)
-    await store.hold(["slot"], 1500.0)  # shorter: changes nothing
-    await store.hold([], 5000.0)
-    claimed = await store.claim_due(1000.0, 600, limit=10, lease_seconds=60)
-    assert [r.file_id for r in claimed] == ["file"]
-    await store.delete("file")
-    assert await store.claim_due(1999.0, 600, limit=10, lease_seconds=60) == []
-    again = await store.claim_due(2000.0, 600, limit=10, lease_seconds=60)
-    assert [r.file_id for r in again] == ["slot"]
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-- name: get\nSELECT 1\n-- name: get\nSELECT 2", "defined twice"),
+        ("-- name: get\nSELECT {_missing}", "no query '_missing'"),
+        ("-- name: get\nSELECT 1", "no query for lock_owner"),
+    ],
+)
+def test_a_broken_dialect_file_is_refused_when_read(text: str, message: str) -> None:
+    """A query named twice, a reference to no query, or a missing operation
+    fails the reading of the file, not a query at run time."""
+    with pytest.raises(ValueError, match=message):
+        Dialect.parse("test.sql", text, style)
+
+
+def test_both_dialects_define_the_same_operations_and_migrations() -> None:
+    """SQLite and PostgreSQL have the same queries (PostgreSQL's schema_version
+    table aside) and the same number of schema steps."""
+    pytest.importorskip("psycopg")
+    from httpupload.metadata.postgres import DIALECT as POSTGRESQL
+
+    extra = {q for q in POSTGRESQL.queries if q.startswith("schema_")}
+    assert set(POSTGRESQL.queries) - extra == set(DIALECT.queries)
+    assert len(POSTGRESQL.migrations) == len(DIALECT.migrations) == SCHEMA_VERSION

@@ -7,9 +7,10 @@ own, so their queries really run at the same time.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -17,19 +18,53 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from pgserver import PostgresServer, postgresql  # noqa: F401
-from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
+from httpupload._reactor import running_reactor
 from httpupload.expiry import remove_due
 from httpupload.metadata import FileRecord, Usage, UsageNeeds
 from httpupload.metadata.postgres import (
-    MIGRATIONS,
+    DIALECT,
     SCHEMA_VERSION,
     PostgresMetadataStore,
     PostgresStoreError,
     owner_lock_key,
 )
+
+reactor = running_reactor()
+
+# The schema as httpupload wrote it before its SQL moved to postgresql.sql
+# (the MIGRATIONS of httpupload/metadata/postgres.py at 6bf6f58): databases
+# made so must open, unchanged, forever.
+EARLIER_MIGRATIONS = (
+    """
+    CREATE TABLE files (
+        file_id text PRIMARY KEY,
+        owner text NOT NULL,
+        filename text NOT NULL,
+        size bigint NOT NULL,
+        content_type text,
+        purpose text NOT NULL,
+        created double precision NOT NULL,
+        slot_expires double precision NOT NULL,
+        expires double precision,
+        completed boolean NOT NULL DEFAULT false,
+        completed_at double precision,
+        sha256 text
+    );
+    CREATE INDEX files_owner_created ON files (owner, created);
+    CREATE INDEX files_expires ON files (expires) WHERE completed;
+    CREATE INDEX files_slots ON files (slot_expires) WHERE NOT completed;
+    """,
+    """
+    ALTER TABLE files ADD COLUMN lease_until double precision;
+    """,
+)
+# The advisory lock class earlier versions took (the two-int form): nodes of
+# both, during a rolling upgrade, must exclude each other.
+LOCK_CLASS = 0x48545055
 
 
 class NoRoom(Exception):
@@ -115,7 +150,7 @@ async def test_concurrent_reserves_on_two_nodes_keep_a_file_quota(
     granted = [ok for ok, _ in results if ok]
     refused = [f for ok, f in results if not ok]
     assert len(granted) == 3
-    assert all(f.check(NoRoom) for f in refused)  # type: ignore[union-attr]
+    assert all(cast(Failure, f).check(NoRoom) for f in refused)
     assert len(await one.all_ids()) == 3
 
 
@@ -236,7 +271,7 @@ async def test_schema_upgraded_from_version_1(
     dsn: str, nodes: Callable[..., PostgresMetadataStore]
 ) -> None:
     """A version-1 database keeps its records and gains the lease column."""
-    await sql(dsn, MIGRATIONS[0])
+    await sql(dsn, EARLIER_MIGRATIONS[0])
     await sql(dsn, "CREATE TABLE schema_version (version integer NOT NULL)")
     await sql(dsn, "INSERT INTO schema_version VALUES (1)")
     await sql(
@@ -293,7 +328,7 @@ async def test_unreachable_database_fails_clearly(
     store = PostgresMetadataStore(postgresql.dsn("no_such_db"), reactor)
     with pytest.raises(PostgresStoreError, match="no_such_db"):
         await deferToThread(store.open)
-    assert await store.stop() is None  # never started: nothing to stop
+    await store.close()  # never started: nothing to stop, at once
 
 
 def test_bad_dsn_fails_at_once_and_where_keeps_secrets_out() -> None:
@@ -341,11 +376,11 @@ async def test_pending_slots_bound_across_two_nodes(
         ],
         consumeErrors=True,
     )
-    refused = [f.value for ok, f in results if not ok]
+    refused = [cast(Failure, f).value for ok, f in results if not ok]
     assert sum(ok for ok, _ in results) == 4
     assert all(isinstance(e, QuotaExceeded) for e in refused)
     earliest = min(r.slot_expires for r in await one.owner_records("a@x"))
-    assert {e.retry_at for e in refused} == {earliest}  # type: ignore[attr-defined]
+    assert {cast(QuotaExceeded, e).retry_at for e in refused} == {earliest}
     assert len(await two.all_ids()) == 4
     # Once they have expired, the owner may ask again.
     await one.reserve(
@@ -372,3 +407,92 @@ async def test_a_hold_on_one_node_keeps_another_nodes_sweep_off(
     assert await two.get("slot") is not None
     swept = await remove_due(two, storage, 2000.0, 300.0, 10)  # type: ignore[arg-type]
     assert [r.file_id for r in swept] == ["slot"]
+
+
+async def earlier_database(dsn: str, version: int) -> None:
+    """The schema as the earlier code left it at ``version``, one file in it."""
+    await sql(dsn, "CREATE TABLE schema_version (version integer NOT NULL)")
+    await sql(dsn, f"INSERT INTO schema_version VALUES ({version})")  # noqa: S608
+    for step in EARLIER_MIGRATIONS[:version]:
+        await sql(dsn, step)
+    await sql(
+        dsn,
+        "INSERT INTO files (file_id, owner, filename, size, purpose, created, "
+        "slot_expires, expires, completed, completed_at, sha256) "
+        "VALUES ('old', 'a@x', 'f', 1, 'message', 0, 0, 10, true, 1, 'ab')",
+    )
+
+
+async def schema_of(dsn: str) -> object:
+    """The tables' columns and the indexes of a database, as PostgreSQL says."""
+    columns = await sql(
+        dsn,
+        "SELECT table_name, column_name, ordinal_position, data_type, "
+        "is_nullable, column_default FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+    )
+    indexes = await sql(
+        dsn,
+        "SELECT indexname, indexdef FROM pg_indexes "
+        "WHERE schemaname = 'public' ORDER BY indexname",
+    )
+    return columns, indexes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_current_database_of_the_earlier_code_opens_unchanged(
+    postgresql: PostgresServer,  # noqa: F811
+) -> None:
+    """A database the earlier code wrote at today's schema version opens as it
+    is (even for a tool), and one made now has the same tables and indexes."""
+    earlier = postgresql.new_database()
+    await earlier_database(earlier, SCHEMA_VERSION)
+    before = await schema_of(earlier)
+    tool = PostgresMetadataStore(earlier, reactor, upgrade=False)
+    try:
+        await tool.start()
+        got = await tool.get("old")
+        assert got is not None and got.completed and got.sha256 == "ab"
+        assert [r.file_id for r in await tool.claim_due(20.0, 0.0, 10, 60)] == ["old"]
+    finally:
+        await tool.close()
+    assert await schema_of(earlier) == before
+    fresh_dsn = postgresql.new_database()
+    fresh = PostgresMetadataStore(fresh_dsn, reactor)
+    try:
+        await fresh.start()
+    finally:
+        await fresh.close()
+    assert await schema_of(fresh_dsn) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_locks_are_the_ones_earlier_versions_take(
+    dsn: str, nodes: Callable[..., PostgresMetadataStore]
+) -> None:
+    """A reservation holds the owner's and the global advisory lock under the
+    keys earlier versions used, so that old and new nodes exclude each other
+    during a rolling upgrade; schema upgrades lock the same key as before."""
+    store = await started(nodes())
+    entered, release = threading.Event(), threading.Event()
+
+    def check(usage: Usage) -> None:
+        entered.set()
+        release.wait(10)
+
+    reserving = store.reserve(record("f1", 1000.0), 86400, check)
+    try:
+        assert await deferToThread(entered.wait, 10)
+        locks = await sql(
+            dsn,
+            "SELECT classid::bigint, objid::bigint FROM pg_locks "
+            "WHERE locktype = 'advisory' AND objsubid = 2",
+        )
+    finally:
+        release.set()
+        await reserving
+    owner = owner_lock_key("a@x") & 0xFFFFFFFF
+    assert set(locks) == {(LOCK_CLASS + 1, owner), (LOCK_CLASS, 1)}
+    assert DIALECT.queries["schema_lock"] == (
+        f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0)",
+    )

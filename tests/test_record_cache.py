@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from httpupload._reactor import running_reactor
 from httpupload.metadata import FileRecord
 from httpupload.metadata.cache import CachedRecords
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.slots import new_file_id
+
+reactor = running_reactor()
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
