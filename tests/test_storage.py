@@ -1,10 +1,19 @@
-"""The filesystem backend: nothing visible before commit, create-only commits."""
+"""The filesystem backend: its layout, its trailer, its syncs, its errors.
+
+What every backend does (nothing visible before commit, create-only
+commits, abort, delete, listing, sending) is ``test_storage_contract.py``'s.
+Here the storage's "threads" run inline (``storage_fakes``): no thread, no
+reactor, every Deferred fired when the call returns.
+"""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,100 +22,30 @@ import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
-from twisted.web.test.requesthelper import DummyRequest
+from storage_fakes import Reader, inline_filesystem
 
-from httpupload.errors import AlreadyStored
+from httpupload.errors import DuplicateFile, NoSpace, StorageFailed
 from httpupload.slots import new_file_id
-from httpupload.storage import FileInfo, StoredFile
+from httpupload.storage import FileInfo, StoredFile, filesystem
 from httpupload.storage.filesystem import FilesystemStorage, read_trailer, trailer
 
 
 @pytest.fixture
 def storage(tmp_path: Path) -> FilesystemStorage:
-    s = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
-    s.prepare()
-    return s
+    """A prepared filesystem storage whose Deferreds fire at once."""
+    return inline_filesystem(tmp_path / "store")[0]
 
 
 def read_back(stored: StoredFile) -> bytes:
-    """Everything ``send`` writes into a request."""
-    request = DummyRequest([b""])
-    stored.send(request, 0, stored.info.size)
-    assert request.finished
-    return b"".join(request.written)
+    """Everything ``send`` writes into a sink that reads it all."""
+    reader = Reader(window=1 << 30)
+    stored.send(reader, 0, stored.info.size)
+    assert reader.finished == 1
+    return bytes(reader.received)
 
 
 def info(file_id: str, data: bytes) -> FileInfo:
     return FileInfo(file_id, "a.bin", len(data), "application/octet-stream", "00", 1.0)
-
-
-@pytest_twisted.ensureDeferred
-async def test_nothing_visible_until_commit(storage: FilesystemStorage) -> None:
-    """A write in progress cannot be read; after commit it reads back whole."""
-    file_id = new_file_id()
-    upload = storage.begin_write(file_id)
-    upload.write(b"hello ")
-    assert await storage.stat(file_id) is None
-    assert await storage.open_read(file_id) is None
-    upload.write(b"world")
-    await upload.commit(info(file_id, b"hello world"))
-    stored = await storage.open_read(file_id)
-    assert stored is not None
-    assert read_back(stored) == b"hello world"
-    assert stored.info == info(file_id, b"hello world")
-    assert list((storage.root / "tmp").iterdir()) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_commit_is_create_only(storage: FilesystemStorage) -> None:
-    """Of two writes to the same id, the second commit fails and changes nothing."""
-    file_id = new_file_id()
-    first, second = storage.begin_write(file_id), storage.begin_write(file_id)
-    first.write(b"first")
-    second.write(b"other")
-    await first.commit(info(file_id, b"first"))
-    with pytest.raises(AlreadyStored):
-        await second.commit(info(file_id, b"other"))
-    stored = await storage.open_read(file_id)
-    assert stored is not None
-    assert read_back(stored) == b"first"
-    assert list((storage.root / "tmp").iterdir()) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_abort_removes_the_partial(storage: FilesystemStorage) -> None:
-    """Aborting throws the partial file away, and may be repeated."""
-    upload = storage.begin_write(new_file_id())
-    upload.write(b"partial")
-    await upload.abort()
-    await upload.abort()
-    assert list((storage.root / "tmp").iterdir()) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_delete(storage: FilesystemStorage) -> None:
-    """A deleted file is gone; deleting again reports there was nothing."""
-    file_id = new_file_id()
-    upload = storage.begin_write(file_id)
-    upload.write(b"x")
-    await upload.commit(info(file_id, b"x"))
-    assert await storage.delete(file_id) is True
-    assert await storage.stat(file_id) is None
-    assert await storage.delete(file_id) is False
-
-
-@pytest_twisted.ensureDeferred
-async def test_ids_outside_the_alphabet_never_touch_the_disk(
-    storage: FilesystemStorage,
-) -> None:
-    """Ids that could name another path are not looked up at all."""
-    for bad in ("..", "../../etc", "a/b", "", "x" * 200):
-        assert await storage.stat(bad) is None
-        assert await storage.open_read(bad) is None
-        assert await storage.delete(bad) is False
-        with pytest.raises(ValueError):
-            storage.begin_write(bad)
 
 
 @pytest_twisted.ensureDeferred
@@ -164,7 +103,7 @@ async def test_folder_layout_still_served(storage: FilesystemStorage) -> None:
     # A new upload under the same id does not replace it.
     upload = storage.begin_write(file_id)
     upload.write(b"new")
-    with pytest.raises(AlreadyStored):
+    with pytest.raises(DuplicateFile):
         await upload.commit(info(file_id, b"new"))
     assert await storage.delete(file_id) is True
     assert not folder.exists()
@@ -206,32 +145,81 @@ def test_trailer_round_trip(
 
 @pytest_twisted.ensureDeferred
 async def test_large_uploads_are_synced_as_they_arrive(
-    storage: FilesystemStorage, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Syncs run in the background while bytes arrive; commit and abort wait
-    for them before closing the file."""
-    from httpupload.storage import filesystem
-
+    """Syncs of a large upload run while bytes arrive; commit syncs the rest
+    and abort waits for a sync before closing the file."""
     synced: list[int] = []
-    real_fdatasync = os.fdatasync
 
-    def fdatasync(fd: int) -> None:
+    def sync(fd: int) -> None:
         synced.append(os.fstat(fd).st_size)
-        real_fdatasync(fd)
+        os.fdatasync(fd)
 
     monkeypatch.setattr(filesystem, "SYNC_EVERY", 10)
-    monkeypatch.setattr(filesystem.os, "fdatasync", fdatasync)
+    storage, _ = inline_filesystem(tmp_path / "store", sync=sync)
     file_id = new_file_id()
     upload = storage.begin_write(file_id)
     for _ in range(5):
         upload.write(b"0123456789")
+    assert synced and synced[0] < 50  # one while arriving
     await upload.commit(info(file_id, b"0123456789" * 5))
-    assert len(synced) >= 2  # at least one while arriving, and the last
-    assert synced[0] < 50 + len(trailer(info(file_id, b"0123456789" * 5)))
+    assert synced[-1] == 50 + len(trailer(info(file_id, b"0123456789" * 5)))
     stored = await storage.open_read(file_id)
     assert stored is not None and read_back(stored) == b"0123456789" * 5
 
+    before = len(synced)
     aborted = storage.begin_write(new_file_id())
     aborted.write(b"x" * 20)  # starts a sync
+    assert len(synced) == before + 1
     await aborted.abort()
     assert list((storage.root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(errno.ENOSPC, NoSpace), (errno.EDQUOT, NoSpace), (errno.EIO, StorageFailed)],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_failed_sync_fails_the_commit_with_a_storage_error(
+    tmp_path: Path, code: int, kind: type[Exception]
+) -> None:
+    """A full disk (or quota) is NoSpace, any other I/O error StorageFailed."""
+
+    def sync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    storage, _ = inline_filesystem(tmp_path / "store", sync=sync)
+    file_id = new_file_id()
+    upload = storage.begin_write(file_id)
+    upload.write(b"data")
+    with pytest.raises(kind):
+        await upload.commit(info(file_id, b"data"))
+    assert await storage.stat(file_id) is None
+    assert list((storage.root / "tmp").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_onto_a_stored_id_is_a_duplicate(
+    storage: FilesystemStorage,
+) -> None:
+    """The link that publishes a file never replaces one: DuplicateFile."""
+    file_id = new_file_id()
+    for data in (b"first", b"second"):
+        upload = storage.begin_write(file_id)
+        upload.write(data)
+        if data == b"first":
+            await upload.commit(info(file_id, data))
+    with pytest.raises(DuplicateFile):
+        await upload.commit(info(file_id, b"second"))
+
+
+def test_the_storage_protocols_load_nothing_of_twisted_web() -> None:
+    """``import httpupload.storage`` (the protocols) imports no twisted.web module."""
+    code = (
+        "import sys, httpupload.storage; "
+        "print(sorted(m for m in sys.modules if m.startswith('twisted.web')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
