@@ -5,6 +5,16 @@ in pyproject.toml) and ``python -m httpupload.send`` keep working until they
 name ``httpupload.client.send``.
 """
 
+from httpupload.client.arguments import (  # noqa: F401
+    PROG,
+    SECRET_OPTIONS,
+    Options,
+    UsageError,
+    build_parser,
+    parse_options,
+    parse_server,
+    read_password,
+)
 from httpupload.client.login import (  # noqa: F401
     CLOSE_TIMEOUT,
     DEFAULT_PORT,
@@ -21,17 +31,9 @@ from httpupload.client.send import (  # noqa: F401
     EXIT_USAGE,
     MAX_ERROR_LINE,
     NS_OOB,
-    PROG,
-    SECRET_OPTIONS,
-    Options,
     ProgressBar,
-    UsageError,
-    build_parser,
     main,
     oob_message,
-    parse_options,
-    parse_server,
-    read_password,
     render_progress,
     run,
 )

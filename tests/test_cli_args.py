@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import httpupload
 from httpupload import cli
 from httpupload.cli_args import HIDDEN, ArgumentParser, hide_secrets, secret_values
-from httpupload.client import send
+from httpupload.client import arguments, send
 
 PACKAGE = Path(httpupload.__file__).resolve().parent
 SECRET = "S3cret-Pa55!"
@@ -41,7 +41,7 @@ def test_send_does_not_take_password_for_password_file(
     the error hides its value."""
     argv = send_argv("--password-file", "pw.txt", "--password", SECRET)
     with pytest.raises(SystemExit) as exited:
-        send.build_parser().parse_args(argv)
+        arguments.build_parser().parse_args(argv)
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert f"unrecognized arguments: --password {HIDDEN}" in err
@@ -72,8 +72,8 @@ def test_a_password_file_that_exists_is_named_in_errors(tmp_path: Path) -> None:
     """An empty password file is named: a path that exists is not the password."""
     path = tmp_path / "pw.txt"
     path.write_text("")
-    with pytest.raises(send.UsageError, match=re.escape(str(path))):
-        send.read_password(str(path))
+    with pytest.raises(arguments.UsageError, match=re.escape(str(path))):
+        arguments.read_password(str(path))
 
 
 def test_admin_takes_no_abbreviations(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,7 +108,10 @@ def test_admin_errors_hide_secret_looking_values(
 
 def test_every_parser_of_every_command_takes_no_abbreviations() -> None:
     """The commands' parsers and subparsers all have ``allow_abbrev`` off."""
-    for parser in (*parsers_of(cli.build_parser()), *parsers_of(send.build_parser())):
+    for parser in (
+        *parsers_of(cli.build_parser()),
+        *parsers_of(arguments.build_parser()),
+    ):
         assert isinstance(parser, ArgumentParser)
         assert parser.allow_abbrev is False
 
@@ -164,7 +167,7 @@ def test_no_error_repeats_a_secret(
     """Whatever the secret and wherever it is typed, argparse's error omits it."""
     given_args = [part.format(secret) for part in shape]
     if command == "send":
-        parser = send.build_parser()
+        parser = arguments.build_parser()
         argv = send_argv(*given_args)
     else:
         parser = cli.build_parser()

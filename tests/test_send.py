@@ -26,15 +26,9 @@ from twisted.names.error import DomainError
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.jid import JID
 
+from httpupload.client.arguments import UsageError, parse_server, read_password
 from httpupload.client.login import LoginFailed, login, srv_candidates
-from httpupload.client.send import (
-    ProgressBar,
-    UsageError,
-    oob_message,
-    parse_server,
-    read_password,
-    render_progress,
-)
+from httpupload.client.send import ProgressBar, oob_message, render_progress
 from httpupload.testing import result_of
 
 Records = list[tuple[int, int, str, int]]

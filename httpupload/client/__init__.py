@@ -21,9 +21,10 @@ before the slot request, and every XMPP or HTTP failure arrives as one
 
 The package, along its seams: ``errors`` (the failures), ``parsing`` (the
 service's answers), ``transfer`` (the PUT), ``api`` (``UploadClient``),
-``login`` (a client stream with STARTTLS and SASL) and ``send`` (the
-``httpupload-send`` command). Importing it loads no server module
-(``tests/test_exports.py``); ``login`` and ``send`` load only when imported.
+``xep`` (the XEP's vocabulary), ``login`` (a client stream with STARTTLS and
+SASL), ``arguments`` and ``send`` (the ``httpupload-send`` command).
+Importing it loads no server module (``tests/test_exports.py``); ``login``,
+``arguments`` and ``send`` load only when imported.
 """
 
 from httpupload.client.api import (
