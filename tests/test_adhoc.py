@@ -3,6 +3,9 @@
 The handler runs on wokkel's stream stub (``wokkel.test.helpers``) over the
 memory metadata store and storage, on a ``Clock``: every reply is sent
 before ``send`` returns, and sessions expire as the clock advances.
+
+(Over 400 lines on purpose: one suite for every step, page and error of the
+three commands and the machinery under them, sharing one stub service.)
 """
 
 from __future__ import annotations

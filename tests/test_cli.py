@@ -7,6 +7,9 @@ clock, no process-wide signal handler.  A few run ``python -m httpupload``
 in a separate process, where the process is the point: its exit status and
 one line for a bad config, and a run beside a service that holds the same
 SQLite store open.
+
+(Over 400 lines on purpose: every command's output, in memory and in a
+process, shares the stores and the runner defined here.)
 """
 
 from __future__ import annotations
