@@ -18,8 +18,8 @@ from twisted.web.server import Request
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from httpupload.web.incoming import IncomingUpload
     from httpupload.web.settings import WebSettings
-    from httpupload.web.uploads import IncomingUpload
 
 
 class IUploadDesk(Interface):

@@ -32,10 +32,11 @@ from httpupload.logs import short_id
 from httpupload.storage import FileInfo
 from httpupload.web.addresses import client_address
 from httpupload.web.conditional import etag
+from httpupload.web.incoming import IncomingUpload
 from httpupload.web.interfaces import IPut, IPutConnection, IUploadDesk
 from httpupload.web.responses import Reply, plain, refuse
 from httpupload.web.settings import WebSettings
-from httpupload.web.uploads import IncomingUpload, repr_digest
+from httpupload.web.uploads import repr_digest
 
 # Copying a body that twisted.web spooled (the embedding case).
 CHUNK_SIZE = 256 * 1024
@@ -112,7 +113,9 @@ class StreamedPut:
             return
         self._upload = upload
         connection.keep_until_closed(upload)
-        request.notifyFinish().addBoth(self._answered)
+        request.notifyFinish().addBoth(self._answered).addErrback(
+            lambda f: log.failure("Releasing an upload failed", f)
+        )
         self._schedule_rate_check()
 
     def refused(self) -> bool:
@@ -152,7 +155,9 @@ class StreamedPut:
             if not upload.finished:
                 resume()
 
-        ready.addBoth(go_on)
+        ready.addBoth(go_on).addErrback(
+            lambda f: log.failure("Reading an upload's body again failed", f)
+        )
 
     def _schedule_rate_check(self) -> None:
         rate = self._settings.min_upload_rate

@@ -49,6 +49,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from httpupload._twisted_private import Head, HookedChannel
+from httpupload.web.incoming import IncomingUpload
 from httpupload.web.interfaces import (
     IPut,
     IPutConnection,
@@ -58,7 +59,6 @@ from httpupload.web.interfaces import (
 from httpupload.web.put import StreamedPut
 from httpupload.web.responses import answer_failure, apply_common_headers, plain
 from httpupload.web.settings import DEFAULT_SETTINGS, WebSettings
-from httpupload.web.uploads import IncomingUpload
 from httpupload.web.wire import content_length, head_problem, origin_form
 
 # A refused body up to this size is read and dropped rather than cut off.

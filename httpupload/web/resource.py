@@ -139,7 +139,9 @@ def _cancellable_open(
         else:
             _close_quietly(result)
 
-    opening.addBoth(arrived)
+    opening.addBoth(arrived).addErrback(
+        lambda f: log.failure("Closing a file nobody wanted failed", f)
+    )
     return outer
 
 

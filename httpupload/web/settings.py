@@ -19,7 +19,8 @@ from httpupload.web.addresses import Network, parse_networks
 from httpupload.web.interfaces import IStreamingRequest
 
 
-def _config_default(name: str) -> Any:
+def config_default(name: str) -> Any:
+    """The default ``HttpConfig`` gives ``name`` (config.py keeps every default)."""
     for f in fields(HttpConfig):
         if f.name == name and f.default is not MISSING:
             return f.default
@@ -37,9 +38,9 @@ class WebSettings:
     ``X-Forwarded-For`` names the client.
     """
 
-    idle_timeout: float = _config_default("idle_timeout")
-    header_timeout: float = _config_default("header_timeout")
-    min_upload_rate: int = _config_default("min_upload_rate")
+    idle_timeout: float = config_default("idle_timeout")
+    header_timeout: float = config_default("header_timeout")
+    min_upload_rate: int = config_default("min_upload_rate")
     trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
@@ -84,4 +85,4 @@ def settings_of(request: Request) -> WebSettings:
     return DEFAULT_SETTINGS if streaming is None else streaming.web_settings()
 
 
-__all__ = ["DEFAULT_SETTINGS", "WebSettings", "settings_of"]
+__all__ = ["DEFAULT_SETTINGS", "WebSettings", "config_default", "settings_of"]

@@ -1,0 +1,285 @@
+"""The body of one accepted PUT: held until admitted, hashed and written as it arrives.
+
+``UploadReceiver`` (``httpupload.web.uploads``) makes one per accepted PUT
+and decides its admission; the PUT's owner (``httpupload.web.put``) feeds
+it the body and asks it to commit.  Its outcome (stored or not, the partial
+file gone) is what a newer PUT of the same slot waits for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from httpupload.errors import AlreadyStored, IncompleteBody, UploadRefused
+from httpupload.slots import Slot
+from httpupload.storage import FileInfo, PendingUpload
+
+# Body bytes held while a PUT waits to be admitted.  The connection stops
+# being read at the first chunk, so this is one socket read in practice.
+MAX_HELD = 1024 * 1024
+
+log = Logger()
+
+
+class IncomingUpload:
+    """The body of one accepted PUT, hashed and written as it arrives.
+
+    Nothing goes to storage until the upload is *admitted* (``admit_when``):
+    its record is not complete, and an older PUT of the same slot has been
+    thrown away.  Until then the first chunks are held here and ``write``
+    asks the connection to stop reading; a refusal then (409, 403, 503) is
+    the answer once the body is in, and no byte of it was stored.
+    """
+
+    def __init__(
+        self,
+        slot: Slot,
+        content_type: str,
+        begin_write: Callable[[], PendingUpload],
+        clock: IReactorTime,
+        on_done: Callable[[IncomingUpload], None],
+        on_stored: Callable[[Slot, FileInfo], Deferred[None]] | None = None,
+        adopt_stored: Callable[[Slot, FileInfo], Deferred[FileInfo | None]]
+        | None = None,
+        replaces: IncomingUpload | None = None,
+        cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self.slot = slot
+        self.content_type = content_type
+        self._begin_write = begin_write
+        self._pending: PendingUpload | None = None
+        self._on_stored = on_stored
+        self._adopt_stored = adopt_stored
+        self._clock = clock
+        self._on_done: Callable[[IncomingUpload], None] | None = on_done
+        self._sha256 = hashlib.sha256()
+        self.finished = False
+        self.aborted = False
+        # Counted here, not by storage: a write that failed (full disk) must
+        # be reported as such on commit, not as a short body.
+        self.bytes_received = 0
+        # Given by whoever holds the connection: cuts it off (a drain ends,
+        # or a newer PUT of the slot replaces this one).
+        self.cancel: Callable[[], None] = cancel or (lambda: None)
+        self._aborting: Deferred[None] | None = None
+        # Admission: chunks held until then (None once decided), who waits.
+        self._held: list[bytes] | None = []
+        self._held_bytes = 0
+        self._admission: Deferred[None] | None = None
+        self._decided = False
+        self._waiting: list[Deferred[None]] = []
+        self._refusal: UploadRefused | None = None
+        # The outcome: stored or not, once this upload is over.
+        self._replaces = replaces
+        self._over: Deferred[bool] = Deferred()
+        self._settling = False
+
+    # -- admission -----------------------------------------------------------
+
+    def admit_when(self, decided: Deferred[None]) -> None:
+        """Send the body to storage once ``decided`` fires; if it fails (with
+        an ``UploadRefused``), refuse the upload with that error.  An abort
+        before then cancels ``decided`` (nobody needs its answer)."""
+        self._admission = decided
+        decided.addCallbacks(self._admit, self._refuse).addErrback(
+            lambda f: log.failure("Admitting an upload failed", f)
+        )
+
+    def _admit(self, _: object) -> None:
+        held, self._held = self._held or [], None
+        if self.aborted:
+            self._wake(None)
+            return
+        try:
+            self._pending = self._begin_write()
+        except UploadRefused as e:
+            self._refusal = e
+            self._wake(None)
+            return
+        behind = None
+        for chunk in held:
+            behind = self._pending.write(chunk) or behind
+        self._wake(behind)
+
+    def _refuse(self, failure: Failure) -> None:
+        self._held = None
+        if isinstance(failure.value, UploadRefused):
+            self._refusal = failure.value
+        elif failure.check(CancelledError):
+            self._refusal = UploadRefused("The upload was cut off")
+        else:
+            log.failure("Admitting an upload failed", failure)
+            self._refusal = UploadRefused("Internal error")
+        self._wake(None)
+
+    def _wake(self, behind: Deferred[None] | None) -> None:
+        self._decided = True
+        waiting, self._waiting = self._waiting, []
+
+        def wake(result: object = None) -> object:
+            for waiter in waiting:
+                waiter.callback(None)
+            return result
+
+        if behind is None:
+            wake()
+        else:
+            behind.addBoth(wake)
+
+    def _admitted(self) -> Deferred[None]:
+        """Fires once admission is decided (and the held chunks written)."""
+        if self._decided and not self._waiting:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    # -- the body --------------------------------------------------------------
+
+    def write(self, data: bytes) -> Deferred[None] | None:
+        """Take a chunk; a Deferred asks the caller to hold the rest back."""
+        self.bytes_received += len(data)
+        self._sha256.update(data)
+        if self._held is not None:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > MAX_HELD:
+                # The caller did not stop reading: cut it off, hold no more.
+                log.warn("An upload sent too much before it was admitted; cut off")
+                self.abort()
+                self.cancel()
+                return None
+            return self._admitted()
+        if self._pending is None or self.aborted:
+            return None  # refused, or thrown away: the body is dropped
+        return self._pending.write(data)
+
+    def release(self) -> None:
+        """No longer in flight: its answer is out (or its client gone).
+
+        A partial file still being thrown away is waited for first.
+        """
+        if self._aborting is not None and not self._aborting.called:
+            self._aborting.addBoth(lambda _: self.release())
+            return
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
+
+    def finish(self) -> Deferred[FileInfo]:
+        """Commit if the whole body arrived; the Deferred fails otherwise."""
+        self.finished = True
+        d = self._admitted().addCallback(lambda _: self._commit())
+
+        def over(result: FileInfo | Failure) -> FileInfo | Failure:
+            self._settle(not isinstance(result, Failure))
+            return result
+
+        return d.addBoth(over)
+
+    def _commit(self) -> Deferred[FileInfo]:
+        if self._refusal is not None:
+            return fail(self._refusal)
+        pending = self._pending
+        if pending is None:
+            return fail(UploadRefused("The upload was cut off"))
+        if self.bytes_received != self.slot.size:
+            received = self.bytes_received
+
+            def incomplete(_: object) -> FileInfo:
+                raise IncompleteBody(
+                    f"Body has {received} bytes, the slot is for {self.slot.size}"
+                )
+
+            return pending.abort().addCallback(incomplete)
+        info = FileInfo(
+            file_id=self.slot.file_id,
+            filename=self.slot.filename,
+            size=self.slot.size,
+            content_type=self.content_type,
+            sha256=self._sha256.hexdigest(),
+            created=self._clock.seconds(),
+        )
+        committed = pending.commit(info)
+        if self._on_stored is not None:
+            on_stored = self._on_stored
+            committed.addCallback(lambda _: on_stored(self.slot, info))
+        d: Deferred[FileInfo] = committed.addCallback(lambda _: info)
+        if self._adopt_stored is not None:
+            d.addErrback(self._maybe_adopt, self._adopt_stored, info)
+        return d
+
+    def _maybe_adopt(
+        self,
+        failure: Failure,
+        adopt: Callable[[Slot, FileInfo], Deferred[FileInfo | None]],
+        info: FileInfo,
+    ) -> Deferred[FileInfo] | Failure:
+        """The slot's file is there already: if these are its bytes, it is ours."""
+        if not failure.check(AlreadyStored):
+            return failure
+
+        def adopted(stored: FileInfo | None) -> FileInfo | Failure:
+            return failure if stored is None else stored
+
+        return adopt(self.slot, info).addCallback(adopted)
+
+    def abort(self) -> Deferred[None]:
+        """Throw the partial file away (if any); safe to call more than once."""
+        if self._aborting is not None:
+            again: Deferred[None] = Deferred()
+
+            def tell(result: None) -> None:
+                again.callback(None)
+                return result
+
+            self._aborting.addCallback(tell)
+            return again
+        self.finished = self.aborted = True
+        self._held = None
+        if self._admission is not None and not self._decided:
+            self._admission.cancel()
+        aborting: Deferred[None] = Deferred()
+        self._aborting = aborting
+        pending = self._pending
+        discarded = pending.abort() if pending is not None else succeed(None)
+
+        def settled(result: object) -> object:
+            aborting.callback(None)
+            self._settle(False)
+            return result
+
+        return discarded.addBoth(settled)
+
+    # -- the outcome -------------------------------------------------------------
+
+    def _settle(self, stored: bool) -> None:
+        if self._settling:
+            return
+        self._settling = True
+        replaced, self._replaces = self._replaces, None
+        if stored or replaced is None:
+            self._over.callback(stored)
+        else:
+            replaced.outcome().addCallback(self._over.callback)
+
+    def outcome(self) -> Deferred[bool]:
+        """Fires once this upload is over, its partial file gone: True if the
+        slot's file is stored, by this upload or one it replaced."""
+        told: Deferred[bool] = Deferred()
+
+        def tell(stored: bool) -> bool:
+            told.callback(stored)
+            return stored
+
+        self._over.addCallback(tell)
+        return told
+
+
+__all__ = ["MAX_HELD", "IncomingUpload"]
