@@ -55,7 +55,7 @@ from typing import Any, TypeVar, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -195,14 +195,16 @@ class Pump(IOPump):
 
     @staticmethod
     def _disconnect(side: FlowTransport, other: FlowTransport) -> None:
-        error = ConnectionAborted() if side.aborted else ConnectionDone()
-        reason = Failure(error)
-        for io in (side, other):
+        """Close both ends: an abort is ConnectionAborted here, ConnectionLost there."""
+        here: Exception = ConnectionAborted() if side.aborted else ConnectionDone()
+        there: Exception = ConnectionLost() if side.aborted else ConnectionDone()
+        for io, error in ((side, here), (other, there)):
             io.disconnecting = io.disconnected = True
             io.stream = []
-            io.lost = reason
-        other.protocol.connectionLost(reason)
-        side.protocol.connectionLost(reason)
+            io.lost = Failure(error)
+        assert other.lost is not None and side.lost is not None
+        other.protocol.connectionLost(other.lost)
+        side.protocol.connectionLost(side.lost)
 
     @property
     def closed(self) -> bool:

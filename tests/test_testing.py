@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.web.client import RequestTransmissionFailed
 
 from httpupload.errors import AlreadyStored, StorageFull
 from httpupload.metadata.memory import MemoryMetadataStore
@@ -193,3 +194,20 @@ def test_stored_file_is_served_while_its_record_lasts() -> None:
     assert h.request("GET", path).body == b"kept"
     h.advance(61)
     assert h.request("GET", path).code == 404
+
+
+def test_a_slow_body_through_the_client_is_cut_off_by_the_clock() -> None:
+    """A body sent piece by piece below the rate floor is cut off by the clock."""
+    h = make_harness(http={"idle_timeout": 10, "min_upload_rate": 1000})
+    slot = h.mint("slow.bin", 100_000)
+    body = SlowBody(100_000)
+    d = h.start_request("PUT", slot.url, data=body, headers=slot.headers)
+    for _ in range(9):
+        body.write(b"x" * 100)
+        h.advance(1)
+    assert not d.called
+    h.advance(1.5)
+    failure = h.failure_of(d)
+    assert isinstance(failure.value, RequestTransmissionFailed)
+    assert failure.value.reasons[0].check(ConnectionLost)
+    assert h.pumps == [] and h.storage.pending == set()
