@@ -14,6 +14,13 @@ concurrent slot requests cannot overshoot a quota.
 
 from __future__ import annotations
 
+# The SQL stores read their queries with importlib.resources (query.py), and
+# a root-run operator command opens a store only after it has become the
+# storage folder's owner (httpupload.privileges), who may not be able to read
+# the standard library of a Python installed for root alone: what reading a
+# package's file needs is imported here, with the package, before the switch.
+import importlib.readers
+import importlib.resources  # noqa: F401
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from typing import Any, Protocol

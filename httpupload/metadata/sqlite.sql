@@ -101,8 +101,8 @@ DELETE FROM files WHERE owner = :owner
 SELECT {columns} FROM files WHERE {_due} LIMIT :limit
 
 -- name: claim_due
--- Leases exactly the rows it answers with: their ids are kept in a table of
--- the connection's own (TEMP: never in the database file).
+-- Leases exactly the rows it answers with, in the order found: their ids are
+-- kept in a table of the connection's own (TEMP: never in the database file).
 CREATE TEMP TABLE IF NOT EXISTS claimed (file_id TEXT PRIMARY KEY);
 DELETE FROM temp.claimed;
 INSERT INTO temp.claimed
@@ -110,7 +110,8 @@ SELECT file_id FROM files
 WHERE {_due} AND (lease_until IS NULL OR lease_until <= :now) LIMIT :limit;
 UPDATE files SET lease_until = :until
 WHERE file_id IN (SELECT file_id FROM temp.claimed);
-SELECT {columns} FROM files WHERE file_id IN (SELECT file_id FROM temp.claimed)
+SELECT {columns} FROM files JOIN temp.claimed USING (file_id)
+ORDER BY temp.claimed.rowid
 
 -- name: hold
 -- Once per id.  Never shortens a lease (a sweeper's claim, or an earlier hold).
