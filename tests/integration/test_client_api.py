@@ -1,7 +1,7 @@
 """The client API and ``httpupload-send`` against real servers.
 
 The API (``httpupload.client`` over a wokkel client stream that
-``httpupload.send.login`` opens with STARTTLS and SASL) runs in-process against
+``httpupload.client.login.login`` opens with STARTTLS and SASL) runs in-process against
 the session's Prosody and httpupload, and against Prosody's own
 ``mod_http_file_share`` on a second Prosody of this module (on the session's,
 clients would find two upload services). The command runs as a subprocess;
@@ -35,7 +35,7 @@ from httpupload.client import (
     UploadClient,
     UploadService,
 )
-from httpupload.send import XmppSession, login
+from httpupload.client.login import XmppSession, login
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +229,7 @@ async def test_api_against_prosody_http_file_share(
 
 def send_command(prosody: Prosody, *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "httpupload.send",
+        sys.executable, "-m", "httpupload.client.send",
         "--jid", f"{USER}@{DOMAIN}",
         "--server", f"127.0.0.1:{prosody.c2s_port}",
         "--insecure-tls",
