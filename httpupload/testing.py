@@ -21,13 +21,15 @@ A round trip::
     assert h.request("PUT", slot.url, data=b"hello", headers=slot.headers).code == 201
     assert h.request("GET", slot.url).body == b"hello"
 
-Step by step (a slow body, a client that stops reading, a timeout)::
+Step by step (a slow body, a timeout)::
 
+    slot = h.mint("b.txt", 5)
     body = SlowBody(5)
     d = h.start_request("PUT", slot.url, data=body, headers=slot.headers)
-    body.write(b"he"); h.flush()
+    body.write(b"he")
+    h.flush()
     h.advance(61)                      # the clock, never a sleep
-    failure = h.failure_of(d)          # the site cut it off
+    failure = h.failure_of(d)          # idle for the idle timeout: cut off
 
 Exact bytes, for the wire format::
 
