@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from wokkel.test import helpers
 
 from httpupload.config_s3 import S3Settings
 from httpupload.metadata import FileRecord
-from httpupload.metadata.sqlite import SQLiteMetadataStore
+from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import Slot, SlotSigner, new_file_id
 from httpupload.storage import FileInfo
@@ -104,6 +103,7 @@ def test_a_slot_is_a_presigned_put_and_a_public_get() -> None:
 
 
 def test_legacy_namespaces_get_the_same_urls() -> None:
+    """The legacy namespaces' slots carry the same presigned PUT and public GET."""
     bucket = FakeBucket()
     reply = ask(bucket, NS_UPLOAD_LEGACY)
     assert reply["type"] == "result"
@@ -111,12 +111,10 @@ def test_legacy_namespaces_get_the_same_urls() -> None:
     assert str(reply.slot.get).startswith("https://cdn.test/")
 
 
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
-    s = SQLiteMetadataStore(tmp_path / "metadata.sqlite", reactor)
-    await s.start()
-    yield s
-    await s.stop()
+@pytest.fixture
+def store() -> MemoryMetadataStore:
+    """A metadata store in memory: every Deferred fired, no thread."""
+    return MemoryMetadataStore()
 
 
 def slot_record(file_id: str, now: float, size: int = 5) -> FileRecord:
@@ -128,7 +126,7 @@ def slot_record(file_id: str, now: float, size: int = 5) -> FileRecord:
 
 @pytest_twisted.ensureDeferred
 async def test_expired_slots_with_objects_are_recorded_stored(
-    store: SQLiteMetadataStore,
+    store: MemoryMetadataStore,
 ) -> None:
     """Found and of the slot's size: stored (and counted, and due to expire)."""
     now = 1_700_000_000.0
@@ -199,6 +197,7 @@ async def put(client: Any, url: str, body: bytes, content_type: str | None) -> A
     return response
 
 
+@pytest.mark.enable_socket
 @pytest.mark.parametrize("sent", ["text/html", None, "", "Application/Octet-Stream"])
 @pytest_twisted.ensureDeferred
 async def test_an_untyped_slot_refuses_a_put_of_any_other_type(
@@ -218,6 +217,7 @@ async def test_an_untyped_slot_refuses_a_put_of_any_other_type(
     assert missing.code == 404
 
 
+@pytest.mark.enable_socket
 @pytest_twisted.ensureDeferred
 async def test_an_untyped_slot_stores_octet_stream(
     bucket_urls: tuple[DirectUrls, Any],
@@ -233,6 +233,7 @@ async def test_an_untyped_slot_stores_octet_stream(
     assert served.headers.getRawHeaders("Content-Type") == ["application/octet-stream"]
 
 
+@pytest.mark.enable_socket
 @pytest.mark.parametrize(("sent", "code"), [("image/png", 200), (None, 403)])
 @pytest_twisted.ensureDeferred
 async def test_a_typed_slot_takes_its_type_only(

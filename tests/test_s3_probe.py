@@ -13,7 +13,7 @@ import http.client
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.auth import S3SigV4Auth
@@ -21,8 +21,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from s3server import REGION, SeaweedFS
 from twisted.internet import reactor
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 
+from httpupload._reactor import as_service_reactor
 from httpupload.config_s3 import MiB, S3Settings
 from httpupload.errors import ConfigError
 from httpupload.storage.s3 import S3Storage
@@ -195,12 +196,13 @@ class Warnings:
         self.events: list[dict[str, Any]] = []
 
     def __enter__(self) -> list[str]:
-        globalLogPublisher.addObserver(self.events.append)
+        self._observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(self._observer)
         self.texts: list[str] = []
         return self.texts
 
     def __exit__(self, *exc: object) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
+        globalLogPublisher.removeObserver(self._observer)
         self.texts.extend(
             formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.warn
         )
@@ -214,6 +216,7 @@ def refusal(storage: S3Storage, **options: Any) -> ConfigError:
     return refused.value
 
 
+@pytest.mark.enable_socket
 def test_seaweedfs_has_every_capability(seaweedfs: SeaweedFS, bucket: str) -> None:
     """SeaweedFS keeps metadata, replaces it by copy and honours If-None-Match."""
     storage = storage_at(seaweedfs, bucket)
@@ -226,6 +229,7 @@ def test_seaweedfs_has_every_capability(seaweedfs: SeaweedFS, bucket: str) -> No
     assert keys_under_prefix(storage) == []  # the probe object is gone
 
 
+@pytest.mark.enable_socket
 def test_store_dropping_metadata_refuses_start(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore]
 ) -> None:
@@ -239,6 +243,7 @@ def test_store_dropping_metadata_refuses_start(
     assert keys_under_prefix(storage) == []
 
 
+@pytest.mark.enable_socket
 def test_store_ignoring_if_none_match_warns(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore]
 ) -> None:
@@ -255,6 +260,7 @@ def test_store_ignoring_if_none_match_warns(
     assert keys_under_prefix(storage) == []
 
 
+@pytest.mark.enable_socket
 def test_store_refusing_if_none_match_refuses_start(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore]
 ) -> None:
@@ -266,6 +272,7 @@ def test_store_refusing_if_none_match_refuses_start(
     assert keys_under_prefix(storage) == []
 
 
+@pytest.mark.enable_socket
 def test_store_not_replacing_metadata_by_copy(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore]
 ) -> None:
@@ -280,6 +287,7 @@ def test_store_not_replacing_metadata_by_copy(
     assert keys_under_prefix(storage) == []
 
 
+@pytest.mark.enable_socket
 def test_direct_mode_needs_no_metadata(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore]
 ) -> None:
@@ -296,6 +304,7 @@ def test_direct_mode_needs_no_metadata(
     assert (found.keeps_metadata, found.create_only) == (False, "refused")
 
 
+@pytest.mark.enable_socket
 @pytest.mark.parametrize(
     ("options", "key", "words"),
     [
@@ -318,19 +327,23 @@ def test_a_store_that_refuses_writes_stops_start(
     assert words in error.problem
 
 
+@pytest.mark.enable_socket
 def test_an_unreachable_store_stops_start(seaweedfs: SeaweedFS, bucket: str) -> None:
     """A store nobody answers at: one line naming the endpoint."""
     import socket
 
+    # Bound but not listening, and held: connections are refused, and no
+    # one else can take the port meanwhile.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    storage = storage_at(seaweedfs, bucket, f"http://127.0.0.1:{closed}")
-    error = refusal(storage)
+        refusing = s.getsockname()[1]
+        storage = storage_at(seaweedfs, bucket, f"http://127.0.0.1:{refusing}")
+        error = refusal(storage)
     assert error.key == "[storage.s3] endpoint"
-    assert f"127.0.0.1:{closed}" in error.problem
+    assert f"127.0.0.1:{refusing}" in error.problem
 
 
+@pytest.mark.enable_socket
 def test_probe_object_is_never_a_file(seaweedfs: SeaweedFS, bucket: str) -> None:
     """The probe's key is not a file id: listings would never take it for a file."""
     from httpupload.slots import FILE_ID_RE
@@ -338,6 +351,7 @@ def test_probe_object_is_never_a_file(seaweedfs: SeaweedFS, bucket: str) -> None
     assert not FILE_ID_RE.fullmatch(PROBE_NAME + "0" * 16)
 
 
+@pytest.mark.enable_socket
 def test_the_service_does_not_start_on_a_store_that_drops_metadata(
     seaweedfs: SeaweedFS, bucket: str, weaker: Callable[..., WeakerStore], tmp_path: Any
 ) -> None:
@@ -373,7 +387,7 @@ def test_the_service_does_not_start_on_a_store_that_drops_metadata(
         Path(tmp_path),
     )
     with pytest.raises(ConfigError) as refused:
-        make_service(config, reactor)
+        make_service(config, as_service_reactor(reactor))
     assert refused.value.key == "[storage.s3]"
     assert "drops user metadata" in str(refused.value)
     assert "\n" not in str(refused.value)

@@ -9,9 +9,11 @@ metadata (``meta``).  Proxy mode writes through ``upload`` and reads through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import quote
 
+from botocore.credentials import Credentials
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -22,7 +24,12 @@ from twisted.web.iweb import IAgent
 from httpupload.config_s3 import MIN_PART_SIZE, S3Settings
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, PendingUpload, Storage, StoredFile
-from httpupload.storage.s3.client import S3Client, query_string, xml_children
+from httpupload.storage.s3.client import (
+    S3Client,
+    aws_chain,
+    query_string,
+    xml_children,
+)
 from httpupload.storage.s3.meta import DEFAULT_CONTENT_TYPE, info_from_headers
 from httpupload.storage.s3.probe import StoreCapabilities, check_store
 from httpupload.storage.s3.read import S3StoredFile
@@ -35,7 +42,11 @@ MAX_PAGE = 1000
 
 
 class S3Storage:
-    """Stored files as objects in one bucket, under one prefix."""
+    """Stored files as objects in one bucket, under one prefix.
+
+    ``reactor`` also provides ``IReactorThreads`` and ``IReactorTCP`` (see
+    ``S3Client``, which gets ``credential_chain`` too).
+    """
 
     def __init__(
         self,
@@ -46,6 +57,7 @@ class S3Storage:
         threadpool: ThreadPool | None = None,
         timeout: float = 120.0,
         page_size: int = MAX_PAGE,
+        credential_chain: Callable[[], Credentials | None] = aws_chain,
     ) -> None:
         if settings.part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
@@ -53,7 +65,12 @@ class S3Storage:
         self._reactor = reactor
         self._page_size = max(1, min(page_size, MAX_PAGE))
         self.client = S3Client(
-            settings, reactor, agent=agent, threadpool=threadpool, timeout=timeout
+            settings,
+            reactor,
+            agent=agent,
+            threadpool=threadpool,
+            timeout=timeout,
+            credential_chain=credential_chain,
         )
 
     def start(self) -> Deferred[None]:

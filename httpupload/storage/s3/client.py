@@ -147,11 +147,19 @@ class BytesProducer:
         self._data = b""
 
 
-def _resolve_credentials(settings: S3Settings) -> Credentials:
-    """The settings' keys, else botocore's chain (environment, files, roles)."""
+def aws_chain() -> Credentials | None:
+    """What botocore's usual chain finds (environment, shared files, roles)."""
+    found: Credentials | None = Session().get_credentials()
+    return found
+
+
+def _resolve_credentials(
+    settings: S3Settings, chain: Callable[[], Credentials | None] = aws_chain
+) -> Credentials:
+    """The settings' keys, else what ``chain`` finds (botocore's by default)."""
     if settings.access_key_id and settings.secret_access_key:
         return Credentials(settings.access_key_id, settings.secret_access_key)
-    found = Session().get_credentials()
+    found = chain()
     if found is None:
         raise ConfigError(
             "storage credentials",
@@ -164,7 +172,9 @@ class S3Client:
     """Sends signed requests for one bucket; start() before use, close() after.
 
     ``reactor`` also provides ``IReactorThreads`` and ``IReactorTCP`` (every
-    reactor does): requests go out through an ``Agent`` on it.
+    reactor does): requests go out through an ``Agent`` on it.  Credentials
+    not in the settings come from ``credential_chain`` (botocore's usual
+    chain; a test passes its own rather than emptying the environment).
     """
 
     def __init__(
@@ -175,8 +185,10 @@ class S3Client:
         agent: IAgent | None = None,
         threadpool: ThreadPool | None = None,
         timeout: float = 120.0,
+        credential_chain: Callable[[], Credentials | None] = aws_chain,
     ) -> None:
         self.settings = settings
+        self._chain = credential_chain
         self._reactor = reactor
         self._threadpool = threadpool
         self._pool: HTTPConnectionPool | None = None
@@ -225,7 +237,9 @@ class S3Client:
                 waiter.callback(None)
 
     async def _start(self) -> None:
-        self._credentials = await self._in_thread(_resolve_credentials, self.settings)
+        self._credentials = await self._in_thread(
+            _resolve_credentials, self.settings, self._chain
+        )
         await self._refresh()
         self._start_refresher()
 
@@ -238,7 +252,7 @@ class S3Client:
         """
         if self._frozen is not None:
             return
-        self._credentials = _resolve_credentials(self.settings)
+        self._credentials = _resolve_credentials(self.settings, self._chain)
         self._frozen = self._credentials.get_frozen_credentials()
         self._start_refresher()
 

@@ -21,7 +21,7 @@ from typing import cast
 
 from treq import content as read_body
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -95,7 +95,7 @@ class BodyRelay(Protocol):
         abort_connection(request)
 
     # IProtocol, driven by the S3 response.
-    def makeConnection(self, transport: ITransport) -> None:
+    def makeConnection(self, transport: object) -> None:
         # A response body's transport is a push producer (twisted.web.client's
         # TransportProxyProducer), though typed as the transport it wraps.
         source = cast(IPushProducer, transport)
