@@ -23,6 +23,9 @@ from webserver import Server, start_server
 
 from httpupload.storage import sending
 
+# Real loopback sockets: the kernel's sendfile into a TCP socket is the point.
+pytestmark = pytest.mark.enable_socket
+
 SIZE = 6 * 1024 * 1024 + 123
 DATA = os.urandom(SIZE)
 
@@ -90,13 +93,14 @@ async def test_a_slow_reader_gets_every_byte_then_the_next_response(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Head before body, all bytes in order, and keep-alive still works after."""
-    used = []
+    used: list[sending.SendfileSender] = []
     original = sending.SendfileSender.start
-    monkeypatch.setattr(
-        sending.SendfileSender,
-        "start",
-        lambda self: (used.append(self), original(self))[1],
-    )
+
+    def start(self: sending.SendfileSender) -> None:
+        used.append(self)
+        original(self)
+
+    monkeypatch.setattr(sending.SendfileSender, "start", start)
     url = await server.put(DATA, name="big.bin")
     path = url[len(server.base) - 1 :]
     (head, body), (head2, body2) = await deferToThread(
