@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import httpupload
-from httpupload import cli
+from httpupload import admin
 from httpupload.cli_args import HIDDEN, ArgumentParser, hide_secrets, secret_values
 from httpupload.client import arguments, send
 
@@ -78,7 +78,7 @@ def test_a_password_file_that_exists_is_named_in_errors(tmp_path: Path) -> None:
 
 def test_admin_takes_no_abbreviations(capsys: pytest.CaptureFixture[str]) -> None:
     """A prefix is not an option: ``--conf`` is not ``--config``, nor ``--js`` json."""
-    parser = cli.build_parser()
+    parser = admin.build_parser()
     assert parser.parse_args(["--config", "c.toml", "list", "a@b", "--json"]).json
     for argv in (
         ["--conf", "c.toml", "usage"],
@@ -87,7 +87,7 @@ def test_admin_takes_no_abbreviations(capsys: pytest.CaptureFixture[str]) -> Non
         ["--config", "c.toml", "purge-expired", "--bat", "5"],
     ):
         with pytest.raises(SystemExit) as exited:
-            cli.build_parser().parse_args(argv)
+            admin.build_parser().parse_args(argv)
         assert exited.value.code == 2
         assert "error:" in capsys.readouterr().err, argv
 
@@ -102,14 +102,14 @@ def test_admin_errors_hide_secret_looking_values(
         ["--config", "c.toml", "take-down", "--secret=" + SECRET],
     ):
         with pytest.raises(SystemExit):
-            cli.build_parser().parse_args(argv)
+            admin.build_parser().parse_args(argv)
         assert SECRET not in capsys.readouterr().err, argv
 
 
 def test_every_parser_of_every_command_takes_no_abbreviations() -> None:
     """The commands' parsers and subparsers all have ``allow_abbrev`` off."""
     for parser in (
-        *parsers_of(cli.build_parser()),
+        *parsers_of(admin.build_parser()),
         *parsers_of(arguments.build_parser()),
     ):
         assert isinstance(parser, ArgumentParser)
@@ -170,7 +170,7 @@ def test_no_error_repeats_a_secret(
         parser = arguments.build_parser()
         argv = send_argv(*given_args)
     else:
-        parser = cli.build_parser()
+        parser = admin.build_parser()
         argv = ["--config", "c.toml", "usage", *given_args]
     help_text = parser.format_help()
     capsys.readouterr()
