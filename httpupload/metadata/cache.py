@@ -5,7 +5,11 @@ to the store's thread or to PostgreSQL.  A stored file's record never
 changes until it is deleted, so the records of recently stored or fetched
 files are kept here and a download of one of them needs no lookup.
 
-A record deleted by another process or node stays here until evicted, and
+``RecordCache`` sits at its one use, the download's record lookup: the
+download resource asks it instead of the store, the upload receiver hands it
+each record it completes, and a download that finds its file gone has it
+forget the record.  A record deleted anywhere else (another process or node,
+an owner's command, the sweep) stays here until then or until evicted, and
 that is safe: files are always removed before their records, so the file
 itself is gone and the download is a 404 all the same.  Expiry is judged
 from the remembered time on every request.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -29,16 +34,31 @@ from httpupload.metadata import (
 DEFAULT_SIZE = 10_000
 
 
-class CachedRecords:
-    """A ``MetadataStore`` that remembers completed records; the rest passes."""
+class RecordSource(Protocol):
+    """Where a record not remembered is looked up: a ``MetadataStore``."""
 
-    def __init__(self, store: MetadataStore, size: int = DEFAULT_SIZE) -> None:
+    def get(self, file_id: str) -> Deferred[FileRecord | None]: ...
+
+
+class RecordCache:
+    """The completed records of recent uploads and downloads, least recently
+    used first out, in front of a store's ``get``."""
+
+    def __init__(self, store: RecordSource, size: int = DEFAULT_SIZE) -> None:
         self.store = store
         self.size = size
         self._records: OrderedDict[str, FileRecord] = OrderedDict()
-        self.ordered = store.ordered
 
-    def _remember(self, record: FileRecord | None) -> FileRecord | None:
+    def get(self, file_id: str) -> Deferred[FileRecord | None]:
+        """The record, remembered or looked up (and then remembered if stored)."""
+        record = self._records.get(file_id)
+        if record is not None:
+            self._records.move_to_end(file_id)
+            return succeed(record)
+        return self.store.get(file_id).addCallback(self.remember)
+
+    def remember(self, record: FileRecord | None) -> FileRecord | None:
+        """Keep ``record`` if it is a stored file's; returns it (a callback)."""
         if record is not None and record.completed:
             self._records[record.file_id] = record
             self._records.move_to_end(record.file_id)
@@ -46,53 +66,58 @@ class CachedRecords:
                 self._records.popitem(last=False)
         return record
 
-    def _forget(self, file_ids: list[str]) -> None:
+    def forget(self, file_ids: Collection[str]) -> None:
+        """Drop these records (their files are gone, or about to be)."""
         for file_id in file_ids:
             self._records.pop(file_id, None)
 
-    def get(self, file_id: str) -> Deferred[FileRecord | None]:
-        record = self._records.get(file_id)
-        if record is not None:
-            self._records.move_to_end(file_id)
-            return succeed(record)
-        return self.store.get(file_id).addCallback(self._remember)
+
+class CachedRecords(RecordCache):
+    """A whole ``MetadataStore`` in front of a ``RecordCache``: the record
+    methods remember and forget, the rest go straight to the store.
+
+    The old shape, kept while the assembly and the web layer move to
+    ``RecordCache`` at its one use; the lead removes it then (#11).
+    """
+
+    store: MetadataStore
+
+    def __init__(self, store: MetadataStore, size: int = DEFAULT_SIZE) -> None:
+        super().__init__(store, size)
+        self.ordered = store.ordered
+
+    def _forgetting(self, records: list[FileRecord]) -> list[FileRecord]:
+        self.forget([r.file_id for r in records])
+        return records
 
     def complete(
         self, file_id: str, sha256: str, content_type: str, at: float
     ) -> Deferred[FileRecord | None]:
-        return self.store.complete(file_id, sha256, content_type, at).addCallback(
-            self._remember
-        )
+        done = self.store.complete(file_id, sha256, content_type, at)
+        return done.addCallback(self.remember)
 
     def delete(self, file_id: str) -> Deferred[FileRecord | None]:
-        self._forget([file_id])
+        self.forget([file_id])
         return self.store.delete(file_id)
 
     def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
-        def forget(records: list[FileRecord]) -> list[FileRecord]:
-            self._forget([r.file_id for r in records])
-            return records
-
-        return self.store.delete_owner(owner).addCallback(forget)
+        return self.store.delete_owner(owner).addCallback(self._forgetting)
 
     def claim_due(
         self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
     ) -> Deferred[list[FileRecord]]:
-        def forget(records: list[FileRecord]) -> list[FileRecord]:
-            # About to be removed: not served from here meanwhile.
-            self._forget([r.file_id for r in records])
-            return records
+        # About to be removed: not served from here meanwhile.
+        claimed = self.store.claim_due(now, dead_slot_after, limit, lease_seconds)
+        return claimed.addCallback(self._forgetting)
 
-        return self.store.claim_due(
-            now, dead_slot_after, limit, lease_seconds
-        ).addCallback(forget)
-
-    # Everything not about one stored record goes straight to the store.
     def start(self) -> Deferred[None]:
         return self.store.start()
 
+    def close(self) -> Deferred[None]:
+        return self.store.close()
+
     def stop(self) -> Deferred[None]:
-        return self.store.stop()
+        return self.store.close()
 
     def reserve(
         self,
@@ -128,3 +153,6 @@ class CachedRecords:
 
     def usage_by_owner(self, now: float) -> Deferred[dict[str, tuple[int, int]]]:
         return self.store.usage_by_owner(now)
+
+
+__all__ = ["DEFAULT_SIZE", "CachedRecords", "RecordCache", "RecordSource"]
