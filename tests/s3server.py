@@ -1,7 +1,10 @@
 """A real SeaweedFS S3 gateway for the tests: ``weed server -s3`` on 127.0.0.1.
 
 Started once per session (the ``seaweedfs`` fixture), with every port picked
-free at run time, its data in a temporary folder, one identity's keys in an
+free at run time (``weed`` cannot be told to listen on port 0 and report
+it, so the numbers are found free and handed over; should another process
+take one meanwhile, ``weed`` exits and is started again on new numbers),
+its data in a temporary folder, one identity's keys in an
 S3 config file, volume growth 1 and a raised volume limit (each bucket would
 otherwise reserve 7 volumes, and the third bucket fails).  The S3 port
 answers before storage is ready: the server is ready when creating a bucket
@@ -47,6 +50,10 @@ def find_weed() -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which("weed")
+
+
+class _PortTaken(Exception):
+    """``weed`` exited because a port picked for it was taken meanwhile."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -108,7 +115,19 @@ class SeaweedFS:
     def log_path(self) -> Path:
         return self.base_dir / "weed.log"
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start ``weed``; again on new ports if one was taken meanwhile."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once()
+                return
+            except _PortTaken:
+                if attempt == attempts:
+                    raise RuntimeError(f"weed exited: {self._tail()}") from None
+                # Another process took a port between our check and weed.
+                shutil.rmtree(self.base_dir / "data", ignore_errors=True)
+
+    def _start_once(self) -> None:
         data = self.base_dir / "data"
         data.mkdir()
         config = self.base_dir / "s3.json"
@@ -157,6 +176,8 @@ class SeaweedFS:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
+                if "address already in use" in self._tail().lower():
+                    raise _PortTaken()
                 raise RuntimeError(f"weed exited: {self._tail()}")
             try:
                 self.make_bucket("ready-probe")
