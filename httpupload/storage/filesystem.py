@@ -6,20 +6,21 @@ Layout under the storage folder::
     files/<id[:2]>/<id>        a stored file: its bytes, then its info
 
 A stored file is one regular file: the uploaded bytes, then a trailer with
-its info (name, size, type, SHA-256, time) as JSON, the JSON's length and a
-magic tag.  An upload is written to its own file under ``tmp/``; on commit
-the trailer is appended, the file is fdatasynced, hard-linked into
-``files/`` and the shard folder fsynced: two syncs per file (the earlier
-layout, a folder with ``data`` and ``info.json``, took four; such folders
-are still read, served and deleted).  A link onto an existing name fails,
-which makes the commit "create only": two PUTs racing for the same slot
-cannot overwrite each other, and a reader sees either nothing or the whole
-file with its info.
+its info (``fileformat``: name, size, type, SHA-256, time as JSON, the
+JSON's length and a magic tag).  An upload is written to its own file
+under ``tmp/``; on commit the trailer is appended, the file is
+fdatasynced, hard-linked into ``files/`` and the shard folder fsynced: two
+syncs per file (the earlier layout, a folder with ``data`` and
+``info.json``, took four; such folders are still read, served and
+deleted).  A link onto an existing name fails, which makes the commit
+"create only": two PUTs racing for the same slot cannot overwrite each
+other, and a reader sees either nothing or the whole file with its info.
 
 Nobody but the service's user reads what is stored: every folder is made
 0700 and every file 0600, whatever the umask (explicit modes on ``mkdir``
-and ``open``; the umask can only narrow them), and ``tighten_modes`` takes
-group and other access from what an earlier version left readable.
+and ``open``; the umask can only narrow them), and ``tighten_modes``
+(``fileformat``) takes group and other access from what an earlier version
+left readable.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ import os
 import secrets
 import shutil
 import stat
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -48,20 +47,24 @@ from httpupload.errors import DuplicateFile, NoSpace, StorageError, StorageFaile
 from httpupload.logs import redact
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, Sink, StoredFile
+from httpupload.storage.fileformat import (
+    _NOT_OWNERS,
+    DATA,
+    FILE_MODE,
+    FOLDER_MODE,
+    INFO,
+    MAGIC,
+    _fsync_dir,
+    create_private,
+    read_trailer,
+    tighten_modes,
+    trailer,
+)
 from httpupload.storage.sending import send_file
 
-# The folder layout of earlier versions, still read.
-DATA = "data"
-INFO = "info.json"
-MAGIC = b"HUPINFO1"
-_TRAILER = struct.Struct(">Q8s")  # length of the JSON, then MAGIC
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # A large upload is synced in the background every this many bytes.
 SYNC_EVERY = 32 * 1024 * 1024
-# Owner-only: stored files and folders hold uploads and capability URLs.
-FILE_MODE = 0o600
-FOLDER_MODE = 0o700
-_NOT_OWNERS = 0o077
 
 log = Logger()
 
@@ -69,76 +72,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def create_private(path: Path) -> BinaryIO:
-    """A new file at ``path``, open for writing, readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    return os.fdopen(fd, "wb")
-
-
-def tighten_modes(root: Path) -> tuple[int, int]:
-    """Take group and other access from everything under ``root`` (and itself).
-
-    Blocking (a walk of the whole folder): run it in a thread.  Symbolic
-    links are neither followed nor changed.  Returns how many entries were
-    tightened and how many could not be (owned by someone else).
-    """
-    tightened = failed = 0
-
-    def tighten(path: str) -> None:
-        nonlocal tightened, failed
-        try:
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode) or not mode & _NOT_OWNERS:
-                return
-            os.chmod(path, stat.S_IMODE(mode) & ~_NOT_OWNERS, follow_symlinks=False)
-            tightened += 1
-        except FileNotFoundError:
-            pass  # gone meanwhile (an upload finished, a file expired)
-        except OSError:
-            failed += 1
-
-    tighten(str(root))
-    for folder, folders, files in os.walk(root):
-        for name in (*folders, *files):
-            tighten(os.path.join(folder, name))
-    return tightened, failed
-
-
 def _write_error(error: OSError) -> StorageError:
     if error.errno in _FULL_ERRNOS:
         return NoSpace("Insufficient storage")
     return StorageFailed(f"Storage error: {error.strerror}")
-
-
-def trailer(info: FileInfo) -> bytes:
-    """What follows a stored file's bytes: its info, so one sync keeps both."""
-    text = json.dumps(asdict(info), ensure_ascii=False).encode("utf-8")
-    return text + _TRAILER.pack(len(text), MAGIC)
-
-
-def read_trailer(handle: BinaryIO) -> FileInfo | None:
-    """The info at the end of a stored file, or None if it has none."""
-    total = handle.seek(0, os.SEEK_END)
-    if total < _TRAILER.size:
-        return None
-    handle.seek(total - _TRAILER.size)
-    length, magic = _TRAILER.unpack(handle.read(_TRAILER.size))
-    if magic != MAGIC or length > total - _TRAILER.size:
-        return None
-    handle.seek(total - _TRAILER.size - length)
-    info = FileInfo(**json.loads(handle.read(length).decode("utf-8")))
-    if info.size != total - _TRAILER.size - length:
-        return None
-    handle.seek(0)
-    return info
 
 
 class FilesystemUpload:
@@ -507,3 +444,21 @@ class FilesystemStorage:
     def remove_partials(self, max_age: float = 0) -> Deferred[int]:
         """Throw away partial uploads untouched for ``max_age`` seconds."""
         return self._in_thread(self._remove_partials, time.time() - max_age)
+
+
+__all__ = [
+    # The on-disk format, defined in fileformat and named here too.
+    "DATA",
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "INFO",
+    "MAGIC",
+    "SYNC_EVERY",
+    "FilesystemFile",
+    "FilesystemStorage",
+    "FilesystemUpload",
+    "create_private",
+    "read_trailer",
+    "tighten_modes",
+    "trailer",
+]
