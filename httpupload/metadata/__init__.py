@@ -2,7 +2,10 @@
 
 The embedded default is SQLite in the storage folder (``metadata.sqlite``);
 ``httpupload.metadata.postgres`` implements the same ``MetadataStore`` for
-several nodes sharing one PostgreSQL database.
+several nodes sharing one PostgreSQL database.  Both run one query layer
+(``query``) over their dialect's SQL (``sqlite.sql``, ``postgresql.sql``);
+``memory`` holds records in a dict, for tests and embedders.  ``cache``
+keeps stored files' records for downloads.
 Every method returns a Deferred and never blocks the reactor.
 
 A record is made when a slot is granted (``completed`` false: it *reserves*
