@@ -6,19 +6,22 @@ sync keeps both.  Files of earlier versions were a folder holding ``data``
 and ``info.json``; they are still read (``filesystem``).  Every folder is
 made 0700 and every file 0600, whatever the umask.
 
-Pure and blocking: ``filesystem`` calls these in its thread pool.
+Blocking: ``filesystem`` calls these in its thread pool (or, for
+``remove_partials`` at start-up, before the reactor runs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import struct
 from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
+from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo
 
 # The folder layout of earlier versions, still read.
@@ -96,3 +99,43 @@ def read_trailer(handle: BinaryIO) -> FileInfo | None:
         return None
     handle.seek(0)
     return info
+
+
+def stored_ids(files: Path) -> set[str]:
+    """The id of every stored file under ``files/`` (either layout)."""
+    ids = set()
+    for shard in os.scandir(files):
+        if shard.is_dir(follow_symlinks=False):
+            for entry in os.scandir(shard.path):
+                if not FILE_ID_RE.fullmatch(entry.name):
+                    continue
+                if entry.is_file(follow_symlinks=False) or (
+                    entry.is_dir(follow_symlinks=False)
+                    and (Path(entry.path) / INFO).exists()
+                ):
+                    ids.add(entry.name)
+    return ids
+
+
+def remove_partials(tmp: Path, older_than: float) -> int:
+    """Remove what ``tmp/`` holds untouched since ``older_than``; how many."""
+    removed = 0
+    for entry in os.scandir(tmp):
+        try:
+            touched = entry.stat(follow_symlinks=False).st_mtime
+            if entry.is_dir(follow_symlinks=False):
+                # An upload folder of the earlier layout: a folder's
+                # mtime does not move while its data grows.
+                data = Path(entry.path) / DATA
+                if data.exists():
+                    touched = max(touched, data.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+        if touched > older_than:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed += 1
+    return removed

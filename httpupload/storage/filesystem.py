@@ -57,6 +57,8 @@ from httpupload.storage.fileformat import (
     _fsync_dir,
     create_private,
     read_trailer,
+    remove_partials,
+    stored_ids,
     tighten_modes,
     trailer,
 )
@@ -382,22 +384,8 @@ class FilesystemStorage:
             return succeed(False)
         return self._in_thread(self._delete, path)
 
-    def _list_ids(self) -> set[str]:
-        ids = set()
-        for shard in os.scandir(self._files):
-            if shard.is_dir(follow_symlinks=False):
-                for entry in os.scandir(shard.path):
-                    if not FILE_ID_RE.fullmatch(entry.name):
-                        continue
-                    if entry.is_file(follow_symlinks=False) or (
-                        entry.is_dir(follow_symlinks=False)
-                        and (Path(entry.path) / INFO).exists()
-                    ):
-                        ids.add(entry.name)
-        return ids
-
     def list_ids(self) -> Deferred[set[str]]:
-        return self._in_thread(self._list_ids)
+        return self._in_thread(stored_ids, self._files)
 
     def _free_space(self) -> int:
         stats = os.statvfs(self._files)
@@ -416,26 +404,7 @@ class FilesystemStorage:
         return self._in_thread(self._free_space).addCallback(remember)
 
     def _remove_partials(self, older_than: float) -> int:
-        removed = 0
-        for entry in os.scandir(self._tmp):
-            try:
-                touched = entry.stat(follow_symlinks=False).st_mtime
-                if entry.is_dir(follow_symlinks=False):
-                    # An upload folder of the earlier layout: a folder's
-                    # mtime does not move while its data grows.
-                    data = Path(entry.path) / DATA
-                    if data.exists():
-                        touched = max(touched, data.stat().st_mtime)
-            except FileNotFoundError:
-                continue
-            if touched > older_than:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                Path(entry.path).unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return remove_partials(self._tmp, older_than)
 
     def tighten_modes(self) -> Deferred[tuple[int, int]]:
         """``tighten_modes`` of the storage folder, in a thread."""
@@ -446,19 +415,7 @@ class FilesystemStorage:
         return self._in_thread(self._remove_partials, time.time() - max_age)
 
 
-__all__ = [
-    # The on-disk format, defined in fileformat and named here too.
-    "DATA",
-    "FILE_MODE",
-    "FOLDER_MODE",
-    "INFO",
-    "MAGIC",
-    "SYNC_EVERY",
-    "FilesystemFile",
-    "FilesystemStorage",
-    "FilesystemUpload",
-    "create_private",
-    "read_trailer",
-    "tighten_modes",
-    "trailer",
-]
+# With the on-disk format's names (from fileformat), which callers use.
+__all__ = ["DATA", "FILE_MODE", "FOLDER_MODE", "INFO", "MAGIC", "SYNC_EVERY"]
+__all__ += ["FilesystemFile", "FilesystemStorage", "FilesystemUpload"]
+__all__ += ["create_private", "read_trailer", "tighten_modes", "trailer"]
