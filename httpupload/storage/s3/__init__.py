@@ -11,8 +11,9 @@ metadata (``meta``).  Two modes share this backend:
   and deletes (expiry, quotas, reconciliation).
 
 The modules: ``backend`` (``S3Storage``), ``client`` (signed requests:
-botocore signs, twisted.web's client sends), ``meta``, ``probe`` (what the
-store can do, tried at start-up), ``read``, ``upload``, ``direct``.
+botocore signs, twisted.web's client sends) and ``wire`` (its URLs, queries
+and errors, without I/O), ``meta``, ``probe`` (what the store can do, tried
+at start-up), ``read``, ``upload``, ``direct``.
 
 This package's own import loads nothing: ``S3Storage`` is imported on first
 use, so ``direct`` (which every node imports) needs no botocore, and a

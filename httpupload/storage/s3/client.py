@@ -18,8 +18,7 @@ import http.client
 import ssl
 from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
-from urllib.parse import quote, urlsplit
-from xml.etree import ElementTree
+from urllib.parse import urlsplit
 
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -31,7 +30,7 @@ from botocore.credentials import (
 from botocore.session import Session
 from treq import content as read_body
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -44,11 +43,19 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IAgent, IResponse
 
 from httpupload.config_s3 import S3Settings
 from httpupload.errors import ConfigError
+from httpupload.storage.s3.wire import (
+    BytesProducer,
+    S3Error,
+    endpoint_of,
+    error_of,
+    object_url,
+    query_string,
+    xml_children,
+)
 
 log = Logger()
 
@@ -62,89 +69,6 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 CREDENTIALS_REFRESH_SECONDS = 60.0
 # Each blocking request of the start-up probe gets this long.
 BLOCKING_TIMEOUT = 30.0
-
-
-class S3Error(Exception):
-    """The store answered with an error status (or an error body under 200)."""
-
-    def __init__(self, status: int, code: str, message: str = "") -> None:
-        super().__init__(f"S3 {status} {code}: {message}".rstrip(": "))
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def xml_children(body: bytes) -> ElementTree.Element:
-    """The root of an S3 XML answer, with namespaces dropped from tags."""
-    # The store is one the operator configured: its XML is trusted input.
-    root = ElementTree.fromstring(body)  # noqa: S314
-    for element in root.iter():
-        element.tag = element.tag.rpartition("}")[2]
-    return root
-
-
-def error_of(status: int, body: bytes) -> S3Error:
-    """The S3Error an error answer describes (code and message from its XML)."""
-    code, message = f"HTTP{status}", ""
-    if body.strip():
-        try:
-            root = xml_children(body)
-        except ElementTree.ParseError:
-            pass
-        else:
-            code = root.findtext("Code") or code
-            message = root.findtext("Message") or ""
-    return S3Error(status, code, message)
-
-
-def endpoint_of(settings: S3Settings) -> str:
-    """The store's base URL: the configured endpoint, else AWS's for the region."""
-    if settings.endpoint:
-        return settings.endpoint.rstrip("/")
-    return f"https://s3.{settings.region}.amazonaws.com"
-
-
-def object_url(settings: S3Settings, key: str, query: str = "") -> str:
-    """The URL of ``key`` (or of the bucket for ``""``), path-style or virtual-host."""
-    parts = urlsplit(endpoint_of(settings))
-    path = quote(key, safe="/~")
-    if settings.addressing == "virtual":
-        netloc = f"{settings.bucket}.{parts.netloc}"
-        url = f"{parts.scheme}://{netloc}{parts.path}/{path}"
-    else:
-        url = f"{parts.scheme}://{parts.netloc}{parts.path}/{settings.bucket}/{path}"
-    return f"{url}?{query}" if query else url
-
-
-def query_string(params: Mapping[str, str | int | None]) -> str:
-    """A query string with S3's encoding; a value of None gives ``name=``."""
-    return "&".join(
-        f"{quote(name, safe='-_.~')}={quote(str(value or ''), safe='-_.~')}"
-        for name, value in sorted(params.items())
-    )
-
-
-@implementer(IBodyProducer)
-class BytesProducer:
-    """A request body already in memory, handed to the transport in one write."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        self._data = b""
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        self._data = b""
 
 
 def aws_chain() -> Credentials | None:
@@ -463,3 +387,10 @@ class S3Client:
         for name, value in response.getheaders():
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         return response.status, raw, data
+
+
+# The wire helpers (``wire``) are named here too, where callers look for them.
+__all__ = ["BytesProducer", "S3Error", "endpoint_of", "error_of", "object_url"]
+__all__ += ["S3Client", "aws_chain", "query_string", "xml_children"]
+__all__ += ["BLOCKING_TIMEOUT", "CREDENTIALS_REFRESH_SECONDS"]
+__all__ += ["MAX_PRESIGN_SECONDS", "THREAD_SIGN_BYTES"]
