@@ -3,6 +3,9 @@
 Our ``UploadSite`` is driven by ``httpupload.testing`` over ``twisted.test.iosim``
 on a ``MemoryReactorClock``, with memory storage, so a whole PUT and GET
 happen inside one call, with no real reactor.
+
+(Over 400 lines on purpose: one suite for every rule of the wire, with the
+hypothesis properties of the parsers those rules rest on.)
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ The sockets here are real where the socket is the point (sendfile, TLS: those
 tests are marked ``enable_socket`` and listen on 127.0.0.1 port 0); the time
 the site keeps is a Clock.  The in-memory counterpart (a memory store's
 sender paused, then cut, on the harness's wire) is in tests/test_testing.py.
+
+(Over 400 lines on purpose: one suite for the write timeout of every
+download path, on fakes and then over the sockets each path needs.)
 """
 
 from __future__ import annotations
