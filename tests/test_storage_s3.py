@@ -131,11 +131,6 @@ class Downloads(Resource):
                 request.finish()
                 return
             length = int(request.args.get(b"length", [str(stored.info.size)])[0])
-            if request.args.get(b"close"):
-                stored.close()
-                request.setHeader(b"Content-Length", b"0")
-                request.finish()
-                return
             request.setHeader(b"Content-Length", str(length).encode())
             if request.args.get(b"delete"):
                 # The object goes away between the HEAD and the GET.
@@ -325,23 +320,6 @@ async def test_multipart_round_trip_and_range(
     )
     assert response.code == 200
     assert await response.content() == data[offset : offset + length]
-
-
-@pytest.mark.enable_socket
-@pytest_twisted.ensureDeferred
-async def test_close_without_sending(storage: S3Storage, site: tuple[str, Any]) -> None:
-    """An opened file closed unsent costs nothing; the store serves on."""
-    url, client = site
-    file_id = new_file_id()
-    await store(storage, file_id, b"x" * 1000)
-    response = await client.get(url, params={"id": file_id, "close": "1"})
-    assert response.code == 200
-    assert await response.content() == b""
-    response = await client.get(url, params={"id": file_id})
-    assert await response.content() == b"x" * 1000
-    missing = await client.get(url, params={"id": new_file_id()})
-    assert missing.code == 404
-    await missing.content()
 
 
 @pytest.mark.enable_socket
