@@ -4,7 +4,7 @@
 from httpupload.storage.s3.upload import *  # noqa: F403
 from httpupload.storage.s3.upload import (  # noqa: F401
     _FULL_CODES,
-    refusal,
-    _complete_body,
     S3Upload,
+    _complete_body,
+    refusal,
 )
