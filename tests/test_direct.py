@@ -249,3 +249,19 @@ async def test_a_typed_slot_takes_its_type_only(
     assert served.code == (200 if code == 200 else 404)
     if code == 200:
         assert served.headers.getRawHeaders("Content-Type") == ["image/png"]
+
+
+def test_direct_mode_loads_no_botocore() -> None:
+    """``storage.s3.direct``, which every node imports, loads no botocore, no S3Storage."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, httpupload.storage.s3.direct; "
+        "print(sorted(m for m in sys.modules if m.startswith('botocore') "
+        "or m == 'httpupload.storage.s3.backend'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
