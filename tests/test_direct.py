@@ -252,7 +252,7 @@ async def test_a_typed_slot_takes_its_type_only(
 
 
 def test_direct_mode_loads_no_botocore() -> None:
-    """``storage.s3.direct``, which every node imports, loads no botocore, no S3Storage."""
+    """``storage.s3.direct`` (every node imports it) loads no botocore, no S3Storage."""
     import subprocess
     import sys
 
