@@ -78,9 +78,6 @@ class WriteWatchdog:
         call_later, timeout = found
         return cls(call_later, timeout, stalled)
 
-    # The name of earlier versions (the sink was a twisted.web Request).
-    for_request = for_sink
-
     def start(self) -> None:
         if self._call is None:
             self._call = self._call_later(self.timeout, self._fire)
