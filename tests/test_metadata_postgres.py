@@ -107,7 +107,7 @@ def dsn(postgresql: PostgresServer) -> str:  # noqa: F811
 async def nodes(
     dsn: str,
 ) -> AsyncIterator[Callable[..., PostgresMetadataStore]]:
-    """Starts store instances ("nodes") on the test's database; stops them after."""
+    """Starts store instances ("nodes") on the test's database; closes them after."""
     made: list[PostgresMetadataStore] = []
 
     def make(**kw: Any) -> PostgresMetadataStore:
@@ -117,7 +117,7 @@ async def nodes(
 
     yield make
     for store in made:
-        await store.stop()
+        await store.close()
 
 
 async def started(store: PostgresMetadataStore) -> PostgresMetadataStore:
@@ -242,7 +242,7 @@ async def test_a_dead_sweepers_claims_return_after_the_lease(
     ids = await add_due_files(one, 30)
     claimed = await one.claim_due(1000.0, 0.0, 100, lease_seconds=60)
     assert {r.file_id for r in claimed} == ids
-    await one.stop()  # dies without removing anything
+    await one.close()  # dies without removing anything
     storage = CountingStorage()
     assert await remove_due(two, storage, 1059.0, 0.0, 100, lease=60) == []  # type: ignore[arg-type]
     removed = await remove_due(two, storage, 1060.0, 0.0, 100, lease=60)  # type: ignore[arg-type]
