@@ -21,8 +21,8 @@ import re
 import sys
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
-from zope.interface import provider
+from twisted.logger import ILogObserver, LogEvent, jsonFileLogObserver
+from zope.interface import implementer
 
 # A file id: 24 random bytes in unpadded base64url, 32 characters, standing
 # alone (not inside a longer run such as a token or a digest).
@@ -49,14 +49,19 @@ def _redacted(value: Any) -> Any:
 
 def json_observer(stream: IO[str] | None = None) -> ILogObserver:
     """A log observer factory for ``twistd --logger``: JSON lines on stdout."""
-    write = jsonFileLogObserver(stream or sys.stdout, recordSeparator="")
+    return _Redacting(jsonFileLogObserver(stream or sys.stdout, recordSeparator=""))
 
-    @provider(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
+
+@implementer(ILogObserver)
+class _Redacting:
+    """Passes each event on with every string field redacted."""
+
+    def __init__(self, write: ILogObserver) -> None:
+        self._write = write
+
+    def __call__(self, event: LogEvent) -> None:
         # A copy: other observers of the same event keep its own fields.
-        write({key: _redacted(value) for key, value in event.items()})
-
-    return observe
+        self._write({key: _redacted(value) for key, value in event.items()})
 
 
 __all__ = ["json_observer", "redact", "short_id"]

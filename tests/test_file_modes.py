@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from webserver import Server, start_server
+from zope.interface import provider
 
+from httpupload._reactor import as_service_reactor
 from httpupload.backends import open_backends
 from httpupload.config import Config, parse_config
 from httpupload.errors import ConfigError
@@ -44,6 +46,9 @@ from httpupload.storage.filesystem import FilesystemStorage, tighten_modes
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 ADMIN = [sys.executable, "-m", "httpupload"]
+
+# Typed as what the service asks of a reactor (it provides it all).
+reactor = as_service_reactor(global_reactor)
 
 
 def mode(path: Path) -> int:
@@ -162,7 +167,8 @@ async def test_start_up_tightens_what_an_earlier_version_left_open(
     events: list[dict[str, Any]] = []
     logged: Deferred[None] = Deferred()
 
-    def observe(event: dict[str, Any]) -> None:
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
         if "tightened" in event and not events:
             events.append(event)
             # Not from inside the log call: the test goes on from the reactor.

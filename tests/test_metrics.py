@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.web.client import HTTPConnectionPool
 from twisted.words.xish import domish
-from webserver import start_server
 from wokkel import disco, generic
 from wokkel.test import helpers
 
@@ -17,6 +11,7 @@ from httpupload.errors import QuotaExceeded
 from httpupload.metrics import Metrics, method_label, refusal_reason, status_label
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
+from httpupload.testing import make_harness
 from httpupload.xmpp.handler import UploadHandler
 from httpupload.xmpp.stanzas import NS_UPLOAD
 
@@ -76,20 +71,14 @@ def test_slots_counted_by_result() -> None:
     assert sample(metrics, "httpupload_slots_total", result="not_allowed") == 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_http_counted_by_method_and_status(tmp_path: Path) -> None:
+def test_http_counted_by_method_and_status() -> None:
     """Every finished request is counted once; bytes in and out are summed."""
-    server = start_server(tmp_path)
     metrics = Metrics()
-    server.site.metrics = metrics
-    server.pool = HTTPConnectionPool(reactor, persistent=False)
-    try:
-        url = await server.put(b"hello world")
-        await server.request("GET", url)
-        await server.request("GET", url + "x")
-        await server.request("PUT", url, data=b"hello world")
-    finally:
-        await server.listening.stopListening()
+    h = make_harness(metrics=metrics)
+    url = h.upload(b"hello world")
+    assert h.request("GET", url).code == 200
+    assert h.request("GET", url + "x").code == 404
+    assert h.request("PUT", url, data=b"hello world").code == 403
     assert (
         sample(metrics, "httpupload_http_responses_total", method="PUT", status="201")
         == 1
