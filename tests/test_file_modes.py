@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from storage_fakes import inline_filesystem
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
-from webserver import Server, start_server
 from zope.interface import provider
 
 from httpupload._reactor import as_service_reactor
@@ -42,6 +42,7 @@ from httpupload.privileges import (
 from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo
 from httpupload.storage.filesystem import FilesystemStorage, tighten_modes
+from httpupload.testing import START, make_harness
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -208,20 +209,16 @@ def test_tightening_leaves_symlinks_and_their_targets(tmp_path: Path) -> None:
     assert mode(root) == 0o700
 
 
-@pytest_twisted.ensureDeferred
-async def test_uploads_over_http_are_stored_owner_only(
-    umask: int, tmp_path: Path
-) -> None:
-    """A PUT over a real socket stores a 0600 file in 0700 folders."""
-    server: Server = start_server(tmp_path)
-    try:
-        url = await server.put(b"over the wire")
-        file_id = url.rsplit("/", 2)[-2]
-        stored = server.storage.root / "files" / file_id[:2] / file_id
-        assert mode(stored) == 0o600
-        assert_owner_only(server.storage.root)
-    finally:
-        await server.listening.stopListening()
+def test_uploads_over_http_are_stored_owner_only(umask: int, tmp_path: Path) -> None:
+    """A PUT through our own site stores a 0600 file in 0700 folders."""
+    storage, clock = inline_filesystem(tmp_path / "store")
+    clock.advance(START)
+    h = make_harness(storage=storage, clock=clock)
+    url = h.upload(b"over the wire")
+    file_id = url.rsplit("/", 2)[-2]
+    stored = storage.root / "files" / file_id[:2] / file_id
+    assert mode(stored) == 0o600
+    assert_owner_only(storage.root)
 
 
 # -- a root-run operator command ------------------------------------------------
