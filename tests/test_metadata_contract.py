@@ -3,9 +3,9 @@
 Each test runs on the memory store, on SQLite (a real file in ``tmp_path``,
 on the store's own thread) and on PostgreSQL (a fresh database on the
 session's private server, tests/pgserver.py, reached by its unix socket);
-what only one store has is in test_metadata.py and test_metadata_postgres.py.
-Last, hypothesis drives the memory and the SQLite store through the same
-random operations and finds them answering alike.
+what only one store has is in test_metadata.py and test_metadata_postgres.py
+(with the model check of the memory store against SQLite).  Over 400 lines:
+one test per promise of the protocol, all on the same three stores.
 """
 
 from __future__ import annotations
@@ -16,19 +16,15 @@ from typing import Any, cast
 
 import pytest
 import pytest_twisted
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pgserver import postgresql  # noqa: F401
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import DeferredList
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
 from httpupload._reactor import running_reactor
 from httpupload.config import QuotasConfig
 from httpupload.errors import QuotaExceeded
 from httpupload.metadata import FileRecord, MetadataStore, Usage, UsageNeeds
 from httpupload.metadata.memory import MemoryMetadataStore
-from httpupload.metadata.query import Connection
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
 
@@ -404,121 +400,3 @@ async def test_close_after_start_and_its_old_name(
         await s.start()
         await s.reserve(record(end, 0.0), 86400, accept)
         assert await getattr(s, end)() is None
-
-
-class InlineSQLite(SQLiteMetadataStore):
-    """The SQLite store's queries run on the caller's thread, so that its
-    Deferreds have fired on return, as the memory store's have."""
-
-    def _run(
-        self, work: Callable[[Connection], Any], *, transaction: bool = False
-    ) -> Deferred[Any]:
-        return maybeDeferred(self._in_thread, work, transaction)
-
-
-OWNERS = st.sampled_from(["a@x", "b@x"])
-IDS = st.sampled_from([f"f{n}" for n in range(6)])
-TIMES = st.integers(0, 12).map(lambda n: n * 50.0)
-
-
-@st.composite
-def records(draw: st.DrawFn) -> FileRecord:
-    created = draw(TIMES)
-    done = draw(st.booleans())
-    return record(
-        draw(IDS),
-        created,
-        size=draw(st.integers(0, 100)),
-        owner=draw(OWNERS),
-        purpose=draw(st.sampled_from(["message", "permanent"])),
-        slot_expires=created + draw(TIMES),
-        expires=draw(st.none() | TIMES),
-        completed=done,
-        completed_at=created if done else None,
-    )
-
-
-OPERATIONS = st.lists(
-    st.one_of(
-        st.tuples(st.just("reserve"), records()),
-        st.tuples(st.just("complete"), IDS, TIMES),
-        st.tuples(st.just("delete"), IDS),
-        st.tuples(st.just("delete_owner"), OWNERS),
-        st.tuples(st.just("hold"), st.frozensets(IDS), TIMES),
-        st.tuples(st.just("claim_due"), TIMES, TIMES, TIMES),
-    ),
-    max_size=25,
-)
-
-
-class MemoryAnswersAsSQLiteTests(SynchronousTestCase):
-    """The memory store is a model of the SQLite one, not a store of its own."""
-
-    def _apply(self, store: MetadataStore, op: tuple[Any, ...]) -> object:
-        name, *args = op
-        if name == "reserve":
-            d: Deferred[Any] = store.reserve(args[0], 86400, accept)
-            failed: list[object] = []
-            d.addErrback(failed.append)
-            return bool(failed)
-        if name == "complete":
-            return self.successResultOf(store.complete(args[0], "00", "a/b", args[1]))
-        if name == "delete":
-            return self.successResultOf(store.delete(args[0]))
-        if name == "delete_owner":
-            gone = self.successResultOf(store.delete_owner(args[0]))
-            return sorted(gone, key=_id)
-        if name == "hold":
-            return self.successResultOf(store.hold(args[0], args[1]))
-        now, dead, lease = args
-        claimed = self.successResultOf(store.claim_due(now, dead, 99, lease))
-        return sorted(claimed, key=_id)
-
-    def _observe(self, store: MetadataStore, now: float) -> object:
-        usages = {
-            owner: self.successResultOf(store.usage(owner, now, 500.0))
-            for owner in ("a@x", "b@x")
-        }
-        listed = self.successResultOf(store.list_owner("a@x"))
-        done = [r.completed_at or 0.0 for r in listed]
-        assert done == sorted(done, reverse=True)
-        due = self.successResultOf(store.due(now, 100.0, 99))
-        theirs = self.successResultOf(store.owner_records("b@x"))
-        return (
-            {o: (sorted(u.window, key=repr), u.held, u.pending, u.global_bytes)
-             for o, u in usages.items()},
-            self.successResultOf(store.usage_by_owner(now)),
-            sorted(due, key=_id),
-            sorted(listed, key=_id),
-            sorted(theirs, key=_id),
-            self.successResultOf(store.all_ids()),
-            self.successResultOf(store.incomplete_ids()),
-        )  # fmt: skip
-
-    @settings(max_examples=150, deadline=None)
-    @given(OPERATIONS)
-    def test_memory_and_sqlite_answer_alike(
-        self, operations: list[tuple[Any, ...]]
-    ) -> None:
-        """Any sequence of writes gives the same answers and leaves the same
-        usage, records, due list and claims in the memory store as in SQLite,
-        at any time (the boundaries of the records' times and leases included)."""
-        memory, sqlite = MemoryMetadataStore(), InlineSQLite(Path(":memory:"), reactor)
-        sqlite.open()
-        try:
-            for op in operations:
-                self.assertEqual(self._apply(memory, op), self._apply(sqlite, op), op)
-            # Every time is a multiple of 50 up to 1200 (a sum of two TIMES at
-            # most): at each, so at every boundary of every record and lease.
-            for at in map(float, range(0, 1250, 50)):
-                self.assertEqual(self._observe(memory, at), self._observe(sqlite, at))
-                # Leases and holds show in what may be claimed (a lease of 0
-                # leaves what is claimable later as it was).
-                claim = ("claim_due", at, 100.0, 0.0)
-                self.assertEqual(self._apply(memory, claim), self._apply(sqlite, claim))
-        finally:
-            self.successResultOf(sqlite.close())
-
-
-def _id(r: FileRecord) -> str:
-    return r.file_id

@@ -2,7 +2,9 @@
 
 Each test gets a fresh database on the session's private server
 (tests/pgserver.py); "nodes" are store instances with thread pools of their
-own, so their queries really run at the same time.
+own, so their queries really run at the same time.  Over 400 lines: each
+test a race or an upgrade between nodes, with its own set-up; none is shared
+with another store.
 """
 
 from __future__ import annotations
