@@ -1,18 +1,23 @@
-"""Records and files in step: reconciliation, expiry, and 404 for expired files."""
+"""Records and files in step: reconciliation, expiry, and 404 for expired files.
+
+On the in-memory stores and a ``MemoryReactorClock``: every Deferred of the
+stores has fired when its call returns, so each test runs to its end inside
+the call (``synchronous``), and time moves only with ``clock.advance``.  The
+stores' own behaviour on SQLite and PostgreSQL is the metadata contract
+suite's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, ParamSpec
 
 import pytest
-import pytest_twisted
-import treq
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.web.client import HTTPConnectionPool
+from twisted.internet.testing import MemoryReactorClock
 from twisted.web.http_headers import Headers
 
 from httpupload.config import PurposeConfig
@@ -25,12 +30,17 @@ from httpupload.expiry import (
     reconcile,
 )
 from httpupload.metadata import FileRecord
-from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner, new_file_id
 from httpupload.storage import FileInfo
-from httpupload.storage.filesystem import FilesystemStorage
-from httpupload.web.site import UploadSite
+from httpupload.testing import (
+    START,
+    Harness,
+    MemoryMetadataStore,
+    MemoryStorage,
+    make_harness,
+    result_of,
+)
 from httpupload.web.uploads import UploadReceiver
 
 DAY = 86400.0
@@ -39,11 +49,27 @@ POLICY = SlotPolicy(
 )
 
 
+P = ParamSpec("P")
+
+
+def synchronous(
+    test: Callable[P, Coroutine[Any, Any, None]],
+) -> Callable[P, None]:
+    """Run an async test to its end within the call: everything it awaits
+    (memory stores, the in-memory wire) has fired already."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        result_of(ensureDeferred(test(*args, **kwargs)))
+
+    return run
+
+
 @dataclass
 class World:
-    clock: Clock
-    storage: FilesystemStorage
-    store: SQLiteMetadataStore
+    clock: MemoryReactorClock
+    storage: MemoryStorage
+    store: MemoryMetadataStore
 
     async def stored_file(self, data: bytes = b"data", **record: object) -> str:
         """A file uploaded through a slot, with its record completed."""
@@ -80,20 +106,20 @@ class World:
             )
         )
 
-
-@pytest_twisted.async_yield_fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    storage = FilesystemStorage(tmp_path / "store", reactor, reactor.getThreadPool())
-    storage.prepare()
-    store = SQLiteMetadataStore(tmp_path / "store" / "metadata.sqlite", reactor)
-    await store.start()
-    yield World(clock, storage, store)
-    await store.stop()
+    def site(self) -> Harness:
+        """Our own ``UploadSite`` over these stores, on this clock, in memory."""
+        return make_harness(storage=self.storage, metadata=self.store, clock=self.clock)
 
 
-@pytest_twisted.ensureDeferred
+@pytest.fixture
+def world() -> World:
+    """Empty memory stores on a clock at ``START``."""
+    clock = MemoryReactorClock()
+    clock.advance(START)
+    return World(clock, MemoryStorage(), MemoryMetadataStore())
+
+
+@synchronous
 async def test_reconcile(world: World) -> None:
     """Adopt files without records, complete half-recorded ones, drop dead records."""
     orphan = new_file_id()
@@ -121,7 +147,7 @@ async def test_reconcile(world: World) -> None:
     assert await reconcile(world.store, world.storage, POLICY, world.clock) == (0, 0, 0)
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_sweep_is_bounded_and_removes_files_then_records(world: World) -> None:
     """Each sweep removes at most a batch; expired files and dead slots go."""
     expired = [
@@ -151,87 +177,57 @@ async def test_sweep_is_bounded_and_removes_files_then_records(world: World) -> 
     assert await world.store.all_ids() == {lasting}
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_expired_or_deleted_file_is_404_at_once(world: World) -> None:
     """Downloads check the record: expired or deleted means 404 before any sweep."""
     file_id = await world.stored_file(b"soon gone", expires=world.clock.seconds() + 60)
     other = await world.stored_file(b"deleted")
-    receiver = UploadReceiver(
-        SlotSigner(b"k" * 32, world.clock),
-        world.storage,
-        world.clock,
-        metadata=world.store,
-    )
-    site = UploadSite(receiver, world.storage, world.clock, metadata=world.store)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    base = f"http://127.0.0.1:{port.getHost().port}"
-    try:
-        response = await treq.get(f"{base}/{file_id}/f.txt", pool=pool)
-        assert (response.code, await response.content()) == (200, b"soon gone")
-        world.clock.advance(60)
-        response = await treq.get(f"{base}/{file_id}/f.txt", pool=pool)
-        assert response.code == 404
-        await response.content()
-        await world.store.delete(other)
-        response = await treq.get(f"{base}/{other}/f.txt", pool=pool)
-        assert response.code == 404
-        await response.content()
-    finally:
-        await port.stopListening()
+    site = world.site()
+    response = site.request("GET", f"/{file_id}/f.txt")
+    assert (response.code, response.body) == (200, b"soon gone")
+    world.clock.advance(60)
+    assert site.request("GET", f"/{file_id}/f.txt").code == 404
+    await world.store.delete(other)
+    assert site.request("GET", f"/{other}/f.txt").code == 404
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_put_records_the_file_and_refuses_withdrawn_slots(world: World) -> None:
     """A PUT completes its record before the 201; a slot whose record went is 403."""
-    signer = SlotSigner(b"k" * 32, world.clock)
-    receiver = UploadReceiver(signer, world.storage, world.clock, metadata=world.store)
-    site = UploadSite(receiver, world.storage, reactor, metadata=world.store)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    base = f"http://127.0.0.1:{port.getHost().port}/"
+    site = world.site()
     now = world.clock.seconds()
-    try:
-        for withdrawn in (False, True):
-            slot, token = signer.mint("a.txt", 5, None, "a@x.org", 300)
-            await world.store.reserve(
-                FileRecord(
-                    slot.file_id,
-                    "a@x.org",
-                    "a.txt",
-                    5,
-                    None,
-                    "message",
-                    now,
-                    slot.expires,
-                    None,
-                ),
-                DAY,
-                lambda usage: None,
-            )
-            if withdrawn:
-                await world.store.delete(slot.file_id)
-            response = await treq.put(
-                base + slot.path,
-                data=b"hello",
-                pool=pool,
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            await response.content()
-            record = await world.store.get(slot.file_id)
-            if withdrawn:
-                assert response.code == 403
-                assert record is None
-                assert await world.storage.stat(slot.file_id) is None
-            else:
-                assert response.code == 201
-                assert record is not None and record.completed
-                assert record.sha256 is not None and len(record.sha256) == 64
-    finally:
-        await port.stopListening()
+    for withdrawn in (False, True):
+        slot = site.mint("a.txt", 5, owner="a@x.org")
+        await world.store.reserve(
+            FileRecord(
+                slot.slot.file_id,
+                "a@x.org",
+                "a.txt",
+                5,
+                None,
+                "message",
+                now,
+                slot.slot.expires,
+                None,
+            ),
+            DAY,
+            lambda usage: None,
+        )
+        if withdrawn:
+            await world.store.delete(slot.slot.file_id)
+        response = site.request("PUT", slot.url, data=b"hello", headers=slot.headers)
+        record = await world.store.get(slot.slot.file_id)
+        if withdrawn:
+            assert response.code == 403
+            assert record is None
+            assert await world.storage.stat(slot.slot.file_id) is None
+        else:
+            assert response.code == 201
+            assert record is not None and record.completed
+            assert record.sha256 is not None and len(record.sha256) == 64
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_a_failed_sweep_leaves_its_claims_until_the_lease(world: World) -> None:
     """Files a sweep could not remove are claimed again only after the lease."""
     ids = [
@@ -240,7 +236,7 @@ async def test_a_failed_sweep_leaves_its_claims_until_the_lease(world: World) ->
     real_delete = world.storage.delete
     failing = {ids[1]}
 
-    def delete(file_id: str) -> Deferred[None]:
+    def delete(file_id: str) -> Deferred[bool]:
         if file_id in failing:
             return fail(OSError("storage unreachable"))
         return real_delete(file_id)
@@ -264,7 +260,7 @@ async def test_a_failed_sweep_leaves_its_claims_until_the_lease(world: World) ->
         assert await world.storage.stat(file_id) is None
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_reconcile_when_another_node_adopted_first(world: World) -> None:
     """An orphan adopted by another node meanwhile is neither an error nor counted."""
     orphan = new_file_id()
@@ -278,66 +274,51 @@ async def test_reconcile_when_another_node_adopted_first(world: World) -> None:
     assert (await world.store.get(orphan)) is not None
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_a_store_outage_after_the_commit_loses_nothing(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Recording fails once after the file is stored: the client's retry of the
     same bytes gets its 201 (other bytes a 409); a slot nobody retried has its
     file removed with the dead slot, never left behind unrecorded."""
-    signer = SlotSigner(b"k" * 32, world.clock)
-    receiver = UploadReceiver(signer, world.storage, world.clock, metadata=world.store)
-    site = UploadSite(receiver, world.storage, reactor, metadata=world.store)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    base = f"http://127.0.0.1:{port.getHost().port}/"
+    site = world.site()
     real_complete = world.store.complete
 
     def store_down(*args: object) -> Deferred[None]:
         return fail(RuntimeError("the metadata store is down"))
 
-    async def put(slot_path: str, token: str, body: bytes) -> int:
-        response = await treq.put(
-            base + slot_path,
-            data=body,
-            pool=pool,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        await response.content()
-        return response.code
+    def put(slot_url: str, headers: dict[str, str], body: bytes) -> int:
+        return site.request("PUT", slot_url, data=body, headers=headers).code
 
-    try:
-        slots = []
-        for _ in range(2):
-            slot, token = signer.mint("a.txt", 5, None, "a@x.org", 300)
-            now = world.clock.seconds()
-            record = FileRecord(
-                slot.file_id, "a@x.org", "a.txt", 5, None, "message",
-                now, slot.expires, None,
-            )  # fmt: skip
-            await world.store.reserve(record, DAY, lambda usage: None)
-            monkeypatch.setattr(world.store, "complete", store_down)
-            assert await put(slot.path, token, b"hello") == 500
-            monkeypatch.setattr(world.store, "complete", real_complete)
-            slots.append((slot, token))
+    slots = []
+    for _ in range(2):
+        slot = site.mint("a.txt", 5, owner="a@x.org")
+        now = world.clock.seconds()
+        record = FileRecord(
+            slot.slot.file_id, "a@x.org", "a.txt", 5, None, "message",
+            now, slot.slot.expires, None,
+        )  # fmt: skip
+        await world.store.reserve(record, DAY, lambda usage: None)
+        monkeypatch.setattr(world.store, "complete", store_down)
+        assert put(slot.url, slot.headers, b"hello") == 500
+        monkeypatch.setattr(world.store, "complete", real_complete)
+        slots.append(slot)
 
-        retried, token = slots[0]
-        assert await put(retried.path, token, b"jello") == 409
-        assert await put(retried.path, token, b"hello") == 201
-        response = await treq.get(base + retried.path, pool=pool)
-        assert (response.code, await response.content()) == (200, b"hello")
-        assert await put(retried.path, token, b"hello") == 409  # now it is used
+    retried = slots[0]
+    assert put(retried.url, retried.headers, b"jello") == 409
+    assert put(retried.url, retried.headers, b"hello") == 201
+    response = site.request("GET", retried.url)
+    assert (response.code, response.body) == (200, b"hello")
+    assert put(retried.url, retried.headers, b"hello") == 409  # now it is used
 
-        abandoned = slots[1][0]
-        assert await world.storage.stat(abandoned.file_id) is not None
-        maintenance = Maintenance(world.store, world.storage, POLICY, world.clock)
-        world.clock.advance(300 + DEAD_SLOT_AFTER + 1)
-        await maintenance.sweep_once()
-        assert await world.store.get(abandoned.file_id) is None
-        assert await world.storage.stat(abandoned.file_id) is None
-        assert await world.store.get(retried.file_id) is not None
-    finally:
-        await port.stopListening()
+    abandoned = slots[1].slot
+    assert await world.storage.stat(abandoned.file_id) is not None
+    maintenance = Maintenance(world.store, world.storage, POLICY, world.clock)
+    world.clock.advance(300 + DEAD_SLOT_AFTER + 1)
+    await maintenance.sweep_once()
+    assert await world.store.get(abandoned.file_id) is None
+    assert await world.storage.stat(abandoned.file_id) is None
+    assert await world.store.get(retried.slot.file_id) is not None
 
 
 async def unused_slot(world: World, lifetime: float = 300) -> str:
@@ -354,7 +335,7 @@ async def unused_slot(world: World, lifetime: float = 300) -> str:
     return file_id
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_an_unused_slot_goes_shortly_after_its_lifetime(world: World) -> None:
     """Where uploads in flight are held, an unused slot's record goes
     DEAD_SLOT_GRACE (minutes, not a day) after its PUT URL expired."""
@@ -376,22 +357,22 @@ def test_unseen_uploads_keep_the_long_grace() -> None:
     """Without a list of uploads in flight, or in S3 direct mode (clients PUT
     to the bucket), unused slots keep DEAD_SLOT_AFTER; an explicit value wins."""
     clock = Clock()
-    store, storage = object(), object()
-    assert Maintenance(store, storage, POLICY, clock).dead_slot_after == DEAD_SLOT_AFTER  # type: ignore[arg-type]
+    store, storage = MemoryMetadataStore(), MemoryStorage()
+    assert Maintenance(store, storage, POLICY, clock).dead_slot_after == DEAD_SLOT_AFTER
     direct = Maintenance(
         store,
         storage,
         POLICY,
         clock,
-        direct=object(),
-        in_flight=lambda: (),  # type: ignore[arg-type]
+        direct=object(),  # type: ignore[arg-type]
+        in_flight=lambda: (),
     )
     assert direct.dead_slot_after == DEAD_SLOT_AFTER
-    given = Maintenance(store, storage, POLICY, clock, dead_slot_after=5)  # type: ignore[arg-type]
+    given = Maintenance(store, storage, POLICY, clock, dead_slot_after=5)
     assert given.dead_slot_after == 5
 
 
-@pytest_twisted.ensureDeferred
+@synchronous
 async def test_an_upload_running_past_its_slots_lifetime_is_not_lost(
     world: World,
 ) -> None:
@@ -446,12 +427,6 @@ class HoldingStore:
     def __init__(self) -> None:
         self.holds: list[tuple[set[str], float]] = []
 
-    def start(self) -> Deferred[None]:
-        return succeed(None)
-
-    def stop(self) -> Deferred[None]:
-        return succeed(None)
-
     def hold(self, file_ids: set[str], until: float) -> Deferred[None]:
         self.holds.append((set(file_ids), until))
         return succeed(None)
@@ -488,3 +463,27 @@ def test_the_running_service_holds_uploads_in_flight_every_interval() -> None:
     flying.append("three")
     clock.advance(10 * HOLD_INTERVAL)
     assert len(store.holds) == 2
+
+
+class OwnedStore(MemoryMetadataStore):
+    """A metadata store that refuses to be started or closed by its user."""
+
+    def start(self) -> Deferred[None]:
+        raise AssertionError("started by the sweep, which does not own it")
+
+    def close(self) -> Deferred[None]:
+        raise AssertionError("closed by the sweep, which does not own it")
+
+    def stop(self) -> Deferred[None]:
+        raise AssertionError("stopped by the sweep, which does not own it")
+
+
+def test_the_sweep_neither_starts_nor_closes_the_metadata_store() -> None:
+    """Maintenance uses the store between its start and stop but leaves its
+    lifecycle to the store's owner (the node's backends service)."""
+    clock = MemoryReactorClock()
+    clock.advance(START)
+    maintenance = Maintenance(OwnedStore(), MemoryStorage(), POLICY, clock)
+    maintenance.startService()
+    clock.advance(maintenance.interval)
+    result_of(maintenance.stopService())
