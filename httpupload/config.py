@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from httpupload.config_reader import (
     base_url,
     domain_jid,
     domains,
+    field_defaults,
     jids,
     networks,
     reason,
@@ -175,29 +176,6 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
-
-
-def field_defaults(cls: type[Any], *, computed: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The defaults of a config dataclass's fields, as TOML would spell them.
-
-    Fields without a default, defaulting to None or to a nested table, or
-    ``computed`` when the file leaves them out, are left out (a missing key
-    then means "absent", is worked out, or is an error).
-    """
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name in computed:
-            continue
-        if f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
-            continue
-        if value is None or is_dataclass(value) or isinstance(value, dict):
-            continue
-        values[f.name] = list(value) if isinstance(value, tuple) else value
-    return values
 
 
 # What a config file gets that a bare ``QuotasConfig`` does not: at most 10

@@ -3,7 +3,8 @@
 Kept apart from what the keys mean (``config``, ``config_deploy``): this
 module knows tables, strings, integers, secrets, URLs, JIDs and networks,
 and how to say ``[table] key: problem`` in one line, with a "did you mean"
-for a mistyped key.
+for a mistyped key; and how a config dataclass's field defaults read as a
+table's defaults (``field_defaults``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +38,29 @@ def resolve(base_dir: Path, value: str) -> Path:
     """``value`` as a path, relative ones taken from ``base_dir``."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else base_dir / path
+
+
+def field_defaults(cls: type[Any], *, computed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields, as TOML would spell them.
+
+    Fields without a default, defaulting to None or to a nested table, or
+    ``computed`` when the file leaves them out, are left out (a missing key
+    then means "absent", is worked out, or is an error).
+    """
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in computed:
+            continue
+        if f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if value is None or is_dataclass(value) or isinstance(value, dict):
+            continue
+        values[f.name] = list(value) if isinstance(value, tuple) else value
+    return values
 
 
 class Section:
