@@ -345,3 +345,34 @@ def test_the_global_reactor_is_a_service_reactor() -> None:
     assert IServiceReactor.providedBy(REACTOR) or REACTOR is reactor
     with pytest.raises(TypeError, match="IReactorThreads"):
         as_service_reactor(Clock())
+
+
+def test_attach_handlers_gives_an_embedder_the_full_set(tmp_path: Path) -> None:
+    """attach_handlers puts disco, ping, the slot handler (with the node's
+    quotas and metrics), the ad-hoc commands and the fallback on any wokkel
+    parent, and the link watchdog only when asked (an XEP-0114 link)."""
+    from wokkel import component, disco, generic, ping
+
+    from httpupload.assembly import attach_handlers, open_node
+    from httpupload.xmpp.adhoc import AdHocHandler
+    from httpupload.xmpp.handler import UploadHandler
+    from httpupload.xmpp.keepalive import LinkWatchdog
+
+    node = open_node(config(tmp_path), REACTOR)
+    upload = component.InternalComponent(component.Router(), "upload.localhost")
+    handlers = attach_handlers(upload, node)
+    kinds = {type(h) for h in handlers}
+    assert kinds == {
+        generic.FallbackHandler,
+        disco.DiscoHandler,
+        ping.PingHandler,
+        UploadHandler,
+        AdHocHandler,
+    }
+    assert all(h.parent is upload for h in handlers)
+    (slots,) = [h for h in handlers if isinstance(h, UploadHandler)]
+    assert slots.metrics is node.metrics
+    assert slots.granter.metadata is node.metadata
+    assert slots.policy.quotas == node.config.quotas
+    linked = node.handlers(watchdog=True)
+    assert any(isinstance(h, LinkWatchdog) for h in linked)
