@@ -69,13 +69,25 @@ class Backends:
         self._sweep_stale = sweep_stale
 
     def start(self) -> Deferred[None]:
-        """Start the storage, then the metadata store (both protocols' ``start``)."""
+        """Start the storage, then the metadata store (both protocols' ``start``).
 
-        async def start() -> None:
-            await self.start_storage()
-            await self.metadata.start()
+        The second is started without waiting for the first.  Fires once
+        both have; never fails: a store that cannot start is logged (its
+        users then meet its errors, as when it fails later).
+        """
+        started = (
+            ("storage", self.start_storage()),
+            ("metadata store", self.metadata.start()),
+        )
 
-        return ensureDeferred(start())
+        async def wait() -> None:
+            for name, d in started:
+                try:
+                    await d
+                except Exception:
+                    log.failure("Starting the {name} failed", name=name)
+
+        return ensureDeferred(wait())
 
     def close(self) -> Deferred[None]:
         """Close the metadata store, then the storage; each is closed even if
@@ -120,8 +132,12 @@ class Backends:
 class BackendsService(MultiService):
     """Owns a node's stores; every service that uses them is its child.
 
-    On start the stores are opened first, then the children start in the
-    order they were added; on stop the children stop in the reverse order,
+    On start the stores are started first (storage, then metadata), then the
+    children in the order they were added.  What a store's start does in the
+    background (an object store's credentials, a PostgreSQL round trip) is
+    not waited for: a store that is down at start must not hold back the
+    XMPP link, and its failure is logged.  On stop the children stop in the
+    reverse order,
     each after the ones added later have stopped, and the stores close after
     the last.  So a child that must outlive others (the expiry sweep, which
     holds the records of the uploads still arriving) is added before them,
@@ -138,8 +154,7 @@ class BackendsService(MultiService):
 
     def startService(self) -> None:
         Service.startService(self)
-        d = self.backends.start()
-        d.addErrback(lambda f: log.failure("Starting the stores failed", f))
+        self.backends.start()  # never fails: logs a store that cannot start
         for child in self:
             child.startService()
         self._sweeper = LoopingCall(self._sweep)

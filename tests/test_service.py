@@ -376,3 +376,21 @@ def test_attach_handlers_gives_an_embedder_the_full_set(tmp_path: Path) -> None:
     assert slots.policy.quotas == node.config.quotas
     linked = node.handlers(watchdog=True)
     assert any(isinstance(h, LinkWatchdog) for h in linked)
+
+
+def test_a_store_that_cannot_start_holds_nothing_back() -> None:
+    """Both stores are started at once and the children right after, without
+    waiting for a slow store's start; its failure is logged, not raised."""
+    from twisted.logger import capturedLogs
+
+    events, clock = Events(), Clock()
+    owner = backends_service(events, clock)
+    slow: Deferred[None] = Deferred()
+    owner.backends.storage.start = lambda: slow  # type: ignore[method-assign]
+    Child("expiry", events).setServiceParent(owner)
+    owner.startService()
+    assert events.log == ["start metadata", "start expiry"]
+    with capturedLogs() as logged:
+        slow.errback(RuntimeError("no credentials"))
+    assert [e["log_format"] for e in logged] == ["Starting the {name} failed"]
+    assert logged[0]["name"] == "storage"
