@@ -124,3 +124,17 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     }
     assert shipped <= set(names), shipped - set(names)
     assert "httpupload/py.typed" in names
+
+
+def test_make_service_builds_the_tree_on_the_running_reactor(tmp_path: Path) -> None:
+    """makeService hands the config and the global reactor (checked to be a
+    service reactor) to make_service, and nothing listens before twistd starts it."""
+    from httpupload.service import HttpUploadService
+    from httpupload.tap import makeService
+
+    options = Options()
+    options.parseOptions(["--config", str(write_config(tmp_path / "c.toml"))])
+    service = makeService(options)
+    assert isinstance(service, HttpUploadService)
+    assert service.names()[:2] == ["backends", "expiry"]
+    assert not service.running
