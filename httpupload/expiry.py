@@ -18,12 +18,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from httpupload.direct import DirectStorage, complete_direct_uploads
 from httpupload.logs import short_id
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
 from httpupload.storage import Storage
+from httpupload.storage.s3.direct import DirectStorage, complete_direct_uploads
 
 log = Logger()
 
