@@ -123,10 +123,8 @@ class StorageError(HttpUploadError):
 
     Raised by ``httpupload.storage`` (the subclasses below, or this class for
     any other failure: an I/O error, a write the store refused); the web
-    layer turns it into a status at its one seam.  Until that seam names
-    these classes, each also derives from the ``UploadRefused`` it used to be
-    raised as, so every answer is unchanged (#11: the lead drops the second
-    base of each once ``web`` translates ``StorageError`` itself).
+    layer turns it into a status at its one seam
+    (``web.responses.http_status``).
     """
 
     def __init__(self, reason: str) -> None:
@@ -134,17 +132,17 @@ class StorageError(HttpUploadError):
         self.reason = reason
 
 
-class StorageFailed(StorageError, UploadRefused):
+class StorageFailed(StorageError):
     """Any other storage failure (an I/O error, a write the store refused)."""
 
 
-class DuplicateFile(StorageError, AlreadyStored):
+class DuplicateFile(StorageError):
     """A commit of a file id that is stored already: a stored file never changes."""
 
 
-class NoSpace(StorageError, StorageFull):
+class NoSpace(StorageError):
     """The backend has no room for the file (a full disk, a store's quota)."""
 
 
-class StoreDown(StorageError, StorageUnavailable):
+class StoreDown(StorageError):
     """The backend cannot be reached or failed on its side (an object store's 5xx)."""

@@ -28,8 +28,8 @@ from twisted.web.http_headers import Headers
 from httpupload.errors import (
     AlreadyStored,
     InvalidSlot,
+    StorageFailed,
     StorageUnavailable,
-    UploadRefused,
 )
 from httpupload.metadata import FileRecord
 from httpupload.slots import Slot, SlotSigner, new_file_id
@@ -441,7 +441,7 @@ async def test_a_newer_multipart_upload_on_another_node_aborts_the_older(
 
     await until(only_b)
     await feed(older, data_a[6 * MiB :])
-    with pytest.raises(UploadRefused, match="NoSuchUpload"):
+    with pytest.raises(StorageFailed, match="NoSuchUpload"):
         await older.commit(info_for(file_id, data_a))
     await feed(newer, data_b[6 * MiB :])
     await newer.commit(info_for(file_id, data_b))

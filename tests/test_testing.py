@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.web.client import RequestTransmissionFailed
 
-from httpupload.errors import AlreadyStored, StorageFull
+from httpupload.errors import DuplicateFile, NoSpace
 from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.storage import FileInfo
 from httpupload.storage.memory import MemoryStorage
@@ -67,12 +67,12 @@ def test_memory_storage_shows_nothing_before_commit() -> None:
 
 
 def test_memory_storage_refuses_a_second_commit() -> None:
-    """A second upload of one file id fails with AlreadyStored and keeps the first."""
+    """A second upload of one file id fails with DuplicateFile and keeps the first."""
     storage = MemoryStorage()
     result_of(stored_file(storage, data=b"first", file_id="f" * 22))
     second = storage.begin_write("f" * 22)
     second.write(b"other")
-    with pytest.raises(AlreadyStored):
+    with pytest.raises(DuplicateFile):
         result_of(second.commit(info(data=b"other")))
     assert storage.files["f" * 22][1] == b"first"
 
@@ -93,11 +93,11 @@ def test_memory_storage_abort_twice_and_delete() -> None:
 
 
 def test_memory_storage_full_fails_commit() -> None:
-    """Past its room, a commit fails with StorageFull, as a full disk does."""
+    """Past its room, a commit fails with NoSpace, as a full disk does."""
     storage = MemoryStorage(room=3)
     pending = storage.begin_write("f" * 22)
     pending.write(b"hello")
-    with pytest.raises(StorageFull):
+    with pytest.raises(NoSpace):
         result_of(pending.commit(info()))
     assert storage.files == {}
 

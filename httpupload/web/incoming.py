@@ -16,7 +16,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from httpupload.errors import AlreadyStored, IncompleteBody, UploadRefused
+from httpupload.errors import (
+    AlreadyStored,
+    DuplicateFile,
+    HttpUploadError,
+    IncompleteBody,
+    StorageError,
+    UploadRefused,
+)
 from httpupload.slots import Slot
 from httpupload.storage import FileInfo, PendingUpload
 
@@ -74,7 +81,7 @@ class IncomingUpload:
         self._admission: Deferred[None] | None = None
         self._decided = False
         self._waiting: list[Deferred[None]] = []
-        self._refusal: UploadRefused | None = None
+        self._refusal: HttpUploadError | None = None
         # The outcome: stored or not, once this upload is over.
         self._replaces = replaces
         self._over: Deferred[bool] = Deferred()
@@ -98,7 +105,7 @@ class IncomingUpload:
             return
         try:
             self._pending = self._begin_write()
-        except UploadRefused as e:
+        except (UploadRefused, StorageError) as e:
             self._refusal = e
             self._wake(None)
             return
@@ -109,7 +116,7 @@ class IncomingUpload:
 
     def _refuse(self, failure: Failure) -> None:
         self._held = None
-        if isinstance(failure.value, UploadRefused):
+        if isinstance(failure.value, (UploadRefused, StorageError)):
             self._refusal = failure.value
         elif failure.check(CancelledError):
             self._refusal = UploadRefused("The upload was cut off")
@@ -222,7 +229,7 @@ class IncomingUpload:
         info: FileInfo,
     ) -> Deferred[FileInfo] | Failure:
         """The slot's file is there already: if these are its bytes, it is ours."""
-        if not failure.check(AlreadyStored):
+        if not failure.check(AlreadyStored, DuplicateFile):
             return failure
 
         def adopted(stored: FileInfo | None) -> FileInfo | Failure:

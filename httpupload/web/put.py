@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from httpupload.errors import HttpUploadError, UploadRefused
+from httpupload.errors import HttpUploadError, StorageError, UploadRefused
 from httpupload.logs import short_id
 from httpupload.storage import FileInfo
 from httpupload.web.addresses import client_address
@@ -95,7 +95,7 @@ class StreamedPut:
         self._desk = desk
         self._settings = settings
         self._clock = clock
-        self._refusal: UploadRefused | None = None
+        self._refusal: HttpUploadError | None = None
         self._upload: IncomingUpload | None = None
         self._rate_timer: IDelayedCall | None = None
         self._window_start = 0
@@ -108,7 +108,7 @@ class StreamedPut:
             upload = desk.start(
                 path, request.requestHeaders, length, address, connection.cut_off
             )
-        except UploadRefused as e:
+        except (UploadRefused, StorageError) as e:
             self._refusal = e
             return
         self._upload = upload

@@ -21,14 +21,17 @@ from twisted.web.server import Request
 from httpupload._twisted_private import is_disconnected
 from httpupload.errors import (
     AlreadyStored,
+    DuplicateFile,
     HttpUploadError,
     IncompleteBody,
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    NoSpace,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
+    StoreDown,
     TooManyUploads,
     TypeMismatch,
 )
@@ -69,6 +72,10 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (AlreadyStored, 409),
     (StorageFull, 507),
     (StorageUnavailable, 503),
+    # what storage raises, translated here and nowhere else
+    (DuplicateFile, 409),
+    (NoSpace, 507),
+    (StoreDown, 503),
     (TooManyUploads, 429),
     (ShuttingDown, 503),
 )
