@@ -43,6 +43,7 @@ from httpupload.slots import SlotSigner
 from httpupload.storage import Storage
 from httpupload.storage.s3.direct import DirectStorage, DirectUrls
 from httpupload.web.resource import UploadResource
+from httpupload.web.settings import WebSettings
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver
 from httpupload.xmpp.adhoc import AdHocHandler
@@ -138,15 +139,11 @@ class Node:
 
     def upload_site(self) -> UploadSite:
         """The whole HTTP side as its own ``Site`` (the ``[http]`` settings)."""
-        h = self.config.http
         return UploadSite(
             self.upload_receiver(),
             self.storage,
             self.reactor,
-            idle_timeout=h.idle_timeout,
-            header_timeout=h.header_timeout,
-            min_upload_rate=h.min_upload_rate,
-            trusted_proxies=h.trusted_proxies,
+            settings=WebSettings.from_config(self.config.http),
             metadata=self.metadata,
             metrics=self.metrics,
         )
