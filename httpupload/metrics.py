@@ -5,9 +5,10 @@ and embedders can run several.  Everything is counted at one place per
 protocol: slot answers in the XMPP handler, HTTP answers in the site's
 access-log hook.
 
-Label values come only from sets the service defines, never from a client:
-a method it does not serve is ``other``, and so is a status outside the
-registered HTTP codes, so no request can add a series.
+Below the protocols (both count here), it imports neither ``httpupload.web``
+nor ``httpupload.xmpp``.  Label values come only from sets the service
+defines, never from a client: a method it does not serve is ``other``, and so
+is a status outside the registered HTTP codes, so no request can add a series.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from twisted.web.http import RESPONSES, Request
 from twisted.web.resource import Resource
 
 from httpupload.errors import SlotRequestError
-from httpupload.web.wire import content_length
 
 # The methods UploadResource serves (everything else gets 405).
 SERVED_METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS"})
@@ -119,8 +119,9 @@ class Metrics:
         status = request.code
         self.http.labels(method=method, status=status_label(status)).inc()
         if method == "PUT" and status == 201:
+            # A 201 follows only a Content-Length the web layer checked.
             length = request.requestHeaders.getRawHeaders(b"Content-Length") or [b"0"]
-            self.received.inc(content_length(length[0]) or 0)
+            self.received.inc(int(length[0]))
         elif method == "GET" and status in (200, 206):
             self.sent.inc(request.sentLength or 0)
 
