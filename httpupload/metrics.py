@@ -121,7 +121,7 @@ class Metrics:
         if method == "PUT" and status == 201:
             # A 201 follows only a Content-Length the web layer checked.
             length = request.requestHeaders.getRawHeaders(b"Content-Length") or [b"0"]
-            self.received.inc(int(length[0]))
+            self.received.inc(int(length[0]) if length[0].isdigit() else 0)
         elif method == "GET" and status in (200, 206):
             self.sent.inc(request.sentLength or 0)
 
