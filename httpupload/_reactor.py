@@ -7,14 +7,14 @@ backend reads in, and system event triggers.  ``IServiceReactor`` is the
 union of the Twisted interfaces that covers, so the assembly code
 (``service``, ``backends``, ``assembly``) is typed against one name instead
 of ``Any``.  A part that needs less takes less: the expiry sweep takes an
-``IReactorTime``, a web site an ``IReactorTime``, a client
-``IReactorTCP`` and ``IReactorTime``.
+``IReactorTime``, and so do a web site and the client.
 
 The global reactor provides every one of these interfaces but does not
 declare the union (no reactor can: Twisted does not know this name), so
-``running_reactor()`` names it once, with a check.  A test reactor declares
-it with ``@implementer(IServiceReactor)`` (``MemoryReactorClock`` lacks the
-thread pool; see ``tests/test_service.py``).
+``running_reactor()`` names it once, with a check.  A test reactor would
+declare it with ``@implementer(IServiceReactor)``; ``MemoryReactorClock``
+alone lacks the thread pool, and the service's parts are tested on the
+narrower interfaces they take.
 
 Importing this module loads no reactor and nothing of httpupload's server.
 """
