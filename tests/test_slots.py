@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import assume, given
@@ -14,8 +15,10 @@ from httpupload.errors import BadSlotRequest, InvalidSlot
 from httpupload.keys import KeyRing
 from httpupload.slots import (
     FILE_ID_RE,
+    TOKEN_PARAMETER,
     Slot,
     SlotSigner,
+    SlotUrls,
     check_content_type,
     check_filename,
     new_file_id,
@@ -325,3 +328,17 @@ def test_bad_content_types(value: str) -> None:
     """Anything that is not a media type (or could inject a header) is refused."""
     with pytest.raises(BadSlotRequest, match="content-type"):
         check_content_type(value)
+
+
+@given(slots)
+def test_slot_urls_carry_the_path_and_the_token(slot: Slot) -> None:
+    """The PUT URL is base, path and ?token=; the GET URL base and path; the
+    slot header the same token as a bearer token, which the HTTP side reads."""
+    urls = SlotUrls("https://put.example/up/", "https://get.example/")
+    token = signer()[0].sign(slot)
+    put = urlsplit(urls.put_url(slot, token))
+    assert put.path == "/up/" + slot.path
+    assert parse_qs(put.query, strict_parsing=True) == {TOKEN_PARAMETER: [token]}
+    assert parse_url_path(put.path.encode("ascii")) == (slot.file_id, slot.filename)
+    assert urls.get_url(slot) == "https://get.example/" + slot.path
+    assert urls.put_headers(token) == {"Authorization": f"Bearer {token}"}
