@@ -6,7 +6,7 @@ import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from test_xmpp_handler import THREADS, PendingStore, ThreadedStore, WatchedPolicy
+from slot_fakes import THREADS, PendingStore, ThreadedStore, WatchedPolicy
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase

@@ -1,16 +1,19 @@
-"""The XMPP handlers: disco and slot requests, against wokkel's stream stub."""
+"""The XMPP handlers: disco and slot requests, against wokkel's stream stub.
+
+Over 400 lines: every XEP-0363 answer runs on one harness, on the stub and
+on the wire; the input rules (test_slot_input) and quotas are split off.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from slot_fakes import THREADS, PendingStore, ThreadedStore, WatchedPolicy
 from test_component import FakeEndpoint
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.words.protocols.jabber.xmlstream import toResponse
@@ -21,8 +24,7 @@ from wokkel.test import helpers
 from zope.interface.verify import verifyObject
 
 from httpupload.config import QuotaLimits, QuotasConfig
-from httpupload.metadata import ALL_USAGE, FileRecord, MetadataStore, Usage, UsageNeeds
-from httpupload.metadata.memory import MemoryMetadataStore
+from httpupload.metadata import MetadataStore
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
 from httpupload.xmpp.component import ComponentService
@@ -167,62 +169,6 @@ def error_of(reply: domish.Element) -> tuple[str, str, str | None]:
     )
     text = next((str(c) for c in error.elements() if c.name == "text"), None)
     return error["type"], condition, text
-
-
-class PendingStore(MemoryMetadataStore):
-    """Reservations that finish only when the test says: a slow store thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[Callable[[], None]] = []
-
-    def reserve(
-        self,
-        record: FileRecord,
-        window_seconds: float,
-        check: Callable[[Usage], None],
-        needs: UsageNeeds = ALL_USAGE,
-    ) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        inner = super().reserve
-
-        def finish() -> None:
-            inner(record, window_seconds, check, needs).chainDeferred(d)
-
-        self.pending.append(finish)
-        return d
-
-
-class ThreadedStore(MemoryMetadataStore):
-    """Runs each reservation (its check included) on another thread, as the
-    SQLite and PostgreSQL stores do, and waits for it."""
-
-    def reserve(
-        self,
-        record: FileRecord,
-        window_seconds: float,
-        check: Callable[[Usage], None],
-        needs: UsageNeeds = ALL_USAGE,
-    ) -> Deferred[None]:
-        results: list[Deferred[None]] = []
-        inner = super().reserve
-        worker = threading.Thread(
-            target=lambda: results.append(inner(record, window_seconds, check, needs))
-        )
-        worker.start()
-        worker.join()
-        return results[0]
-
-
-class WatchedPolicy(SlotPolicy):
-    """A policy that notes the thread its quota rule runs on."""
-
-    def check_quota(self, usage: Usage, size: int, purpose: str) -> None:
-        THREADS.append(threading.current_thread())
-        super().check_quota(usage, size, purpose)
-
-
-THREADS: list[threading.Thread] = []
 
 
 @pytest.fixture(params=["dispatch", "wire"])
