@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from twisted.words.protocols.jabber.jid import JID
 
+from httpupload._units import human_size
 from httpupload.config import Config, PurposeConfig, QuotaLimits, QuotasConfig
 from httpupload.errors import (
     FileTooLarge,
@@ -42,14 +43,7 @@ ANY_PURPOSE = PurposeConfig(True, 0, 0)
 
 
 def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    scaled = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        scaled /= 1024
-        if scaled < 1024 or unit == "TiB":
-            break
-    return f"{scaled:.1f} {unit}"
+    return human_size(n, "bytes")
 
 
 def _duration(seconds: int) -> str:
