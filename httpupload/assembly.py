@@ -36,7 +36,7 @@ from httpupload.backends import Backends, BackendsService, open_backends, signin
 from httpupload.config import Config
 from httpupload.expiry import Maintenance
 from httpupload.metadata import MetadataStore
-from httpupload.metadata.cache import CachedRecords
+from httpupload.metadata.cache import RecordCache
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
 from httpupload.slots import SlotSigner
@@ -84,8 +84,9 @@ class Node:
         self.reactor = reactor
         self.backends = backends
         self.storage: Storage = backends.storage
+        self.metadata: MetadataStore = backends.metadata
         # Downloads of files stored or fetched lately skip the record lookup.
-        self.metadata: MetadataStore = CachedRecords(backends.metadata)
+        self.records = RecordCache(backends.metadata)
         self.signer = SlotSigner(signing_keys(config), reactor)
         self.policy = SlotPolicy.from_config(config)
         self.metrics = metrics if metrics is not None else Metrics()
@@ -126,6 +127,7 @@ class Node:
             self.reactor,
             max_uploads_per_address=h.max_uploads_per_address,
             metadata=self.metadata,
+            records=self.records,
         )
         drain = DrainService(receiver, h.shutdown_grace)
         drain.setName("uploads")
@@ -145,6 +147,7 @@ class Node:
             self.reactor,
             settings=WebSettings.from_config(self.config.http),
             metadata=self.metadata,
+            records=self.records,
             metrics=self.metrics,
         )
 

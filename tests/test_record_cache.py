@@ -1,4 +1,4 @@
-"""Records remembered for downloads: hits, forgetting, bounds; the old wrapper.
+"""Records remembered for downloads: hits, forgetting, bounds; the site using them.
 
 On the memory store, whose Deferreds have fired on return: no thread, no
 reactor.
@@ -9,10 +9,11 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from httpupload.metadata import FileRecord, MetadataStore
-from httpupload.metadata.cache import CachedRecords, RecordCache
+from httpupload.metadata import FileRecord
+from httpupload.metadata.cache import RecordCache
 from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.slots import new_file_id
+from httpupload.testing import make_harness, result_of
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -109,69 +110,33 @@ class RecordCacheTests(SynchronousTestCase):
         self.assertEqual(self.store.gets, 1)
 
 
-class CachedRecordsTests(SynchronousTestCase):
-    """The old whole-store wrapper, kept until its users move to RecordCache."""
+def test_a_download_after_its_upload_asks_the_store_nothing() -> None:
+    """The upload hands its completed record to the download's cache: the GET
+    that follows the PUT is served with no record lookup."""
+    store = Counting()
+    harness = make_harness(metadata=store, records=RecordCache(store))
+    slot = harness.grant("a.txt", 3, "text/plain")
+    put = harness.request("PUT", slot.url, data=b"abc", headers=slot.headers)
+    assert put.code == 201
+    asked = store.gets
+    got = harness.request("GET", slot.url)
+    assert (got.code, got.body) == (200, b"abc")
+    assert store.gets == asked
 
-    def setUp(self) -> None:
-        self.store = Counting()
-        self.cache = CachedRecords(self.store)
 
-    def slot(self, owner: str = "a@x.org") -> str:
-        file_id = new_file_id()
-        record = FileRecord(
-            file_id, owner, "f.txt", 3, None, "message", NOW, NOW + 300, NOW + DAY
-        )
-        self.successResultOf(self.cache.reserve(record, DAY, lambda usage: None))
-        return file_id
-
-    def test_it_is_a_metadata_store_that_remembers_completions(self) -> None:
-        """Completed through it, a record is served from memory afterwards."""
-        store: MetadataStore = self.cache
-        done = self.successResultOf(store.complete(self.slot(), "ab", "a/b", NOW))
-        assert done is not None
-        self.assertEqual(self.successResultOf(store.get(done.file_id)), done)
-        self.assertEqual(self.store.gets, 0)
-        self.assertTrue(store.ordered)
-
-    def test_deletions_through_it_forget(self) -> None:
-        """Records deleted, deleted with their owner, or claimed for the sweep
-        through it are asked of the store again."""
-        ids = [self.slot(owner) for owner in ("a@x.org", "b@x.org", "b@x.org")]
-        for file_id in ids:
-            self.successResultOf(self.cache.complete(file_id, "ab", "a/b", NOW))
-        self.successResultOf(self.cache.delete(ids[0]))
-        self.assertIsNone(self.successResultOf(self.cache.get(ids[0])))
-        self.successResultOf(self.cache.delete_owner("b@x.org"))
-        self.assertIsNone(self.successResultOf(self.cache.get(ids[1])))
-        expiring = self.slot()
-        self.successResultOf(self.cache.complete(expiring, "ab", "a/b", NOW))
-        claimed = self.successResultOf(self.cache.claim_due(NOW + 2 * DAY, DAY, 10, 60))
-        self.assertEqual([r.file_id for r in claimed], [expiring])
-        before = self.store.gets
-        self.successResultOf(self.cache.get(expiring))
-        self.assertEqual(self.store.gets, before + 1)
-
-    def test_the_rest_passes_through(self) -> None:
-        """Holds, usage, listings, ids and the lifecycle reach the store."""
-        held = self.slot()
-        self.successResultOf(self.cache.hold([held], NOW + 10_000))
-        self.assertEqual(
-            self.successResultOf(self.cache.claim_due(NOW + 5000, 300, 10, 60)), []
-        )
-        usage = self.successResultOf(self.cache.usage("a@x.org", NOW, DAY))
-        self.assertEqual(usage.pending, (NOW + 300,))
-        self.assertEqual(self.successResultOf(self.cache.incomplete_ids()), {held})
-        self.assertEqual(self.successResultOf(self.cache.all_ids()), {held})
-        self.assertEqual(self.successResultOf(self.cache.list_owner("a@x.org")), [])
-        self.assertEqual(
-            len(self.successResultOf(self.cache.owner_records("a@x.org"))), 1
-        )
-        self.assertEqual(len(self.successResultOf(self.cache.due(NOW + DAY, 0, 10))), 1)
-        self.assertEqual(
-            self.successResultOf(self.cache.usage_by_owner(NOW)), {"a@x.org": (1, 3)}
-        )
-        self.successResultOf(self.cache.start())
-        self.assertTrue(self.store.started)
-        self.successResultOf(self.cache.stop())
-        self.assertTrue(self.store.closed)
-        self.successResultOf(self.cache.close())
+def test_a_file_gone_since_it_was_remembered_is_a_404_and_forgotten() -> None:
+    """A file deleted where the cache cannot see it (an owner's command, another
+    node) answers 404, and its remembered record is dropped."""
+    store = Counting()
+    records = RecordCache(store)
+    harness = make_harness(metadata=store, records=records)
+    slot = harness.grant("a.txt", 3, "text/plain")
+    assert harness.request("PUT", slot.url, data=b"abc", headers=slot.headers).code
+    file_id = slot.slot.file_id
+    # Deleted as owners and the sweep delete: the file first, then its record.
+    assert result_of(harness.storage.delete(file_id))
+    result_of(store.delete(file_id))
+    assert harness.request("GET", slot.url).code == 404
+    asked = store.gets
+    assert harness.request("GET", slot.url).code == 404
+    assert store.gets == asked + 1  # looked up again: no longer remembered

@@ -18,17 +18,13 @@ from the remembered time on every request.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 
 from httpupload.metadata import (
-    ALL_USAGE,
     FileRecord,
-    MetadataStore,
-    Usage,
-    UsageNeeds,
 )
 
 DEFAULT_SIZE = 10_000
@@ -72,87 +68,4 @@ class RecordCache:
             self._records.pop(file_id, None)
 
 
-class CachedRecords(RecordCache):
-    """A whole ``MetadataStore`` in front of a ``RecordCache``: the record
-    methods remember and forget, the rest go straight to the store.
-
-    The old shape, kept while the assembly and the web layer move to
-    ``RecordCache`` at its one use; the lead removes it then (#11).
-    """
-
-    store: MetadataStore
-
-    def __init__(self, store: MetadataStore, size: int = DEFAULT_SIZE) -> None:
-        super().__init__(store, size)
-        self.ordered = store.ordered
-
-    def _forgetting(self, records: list[FileRecord]) -> list[FileRecord]:
-        self.forget([r.file_id for r in records])
-        return records
-
-    def complete(
-        self, file_id: str, sha256: str, content_type: str, at: float
-    ) -> Deferred[FileRecord | None]:
-        done = self.store.complete(file_id, sha256, content_type, at)
-        return done.addCallback(self.remember)
-
-    def delete(self, file_id: str) -> Deferred[FileRecord | None]:
-        self.forget([file_id])
-        return self.store.delete(file_id)
-
-    def delete_owner(self, owner: str) -> Deferred[list[FileRecord]]:
-        return self.store.delete_owner(owner).addCallback(self._forgetting)
-
-    def claim_due(
-        self, now: float, dead_slot_after: float, limit: int, lease_seconds: float
-    ) -> Deferred[list[FileRecord]]:
-        # About to be removed: not served from here meanwhile.
-        claimed = self.store.claim_due(now, dead_slot_after, limit, lease_seconds)
-        return claimed.addCallback(self._forgetting)
-
-    def start(self) -> Deferred[None]:
-        return self.store.start()
-
-    def close(self) -> Deferred[None]:
-        return self.store.close()
-
-    def stop(self) -> Deferred[None]:
-        return self.store.close()
-
-    def reserve(
-        self,
-        record: FileRecord,
-        window_seconds: float,
-        check: Callable[[Usage], None],
-        needs: UsageNeeds = ALL_USAGE,
-    ) -> Deferred[None]:
-        return self.store.reserve(record, window_seconds, check, needs)
-
-    def list_owner(self, owner: str) -> Deferred[list[FileRecord]]:
-        return self.store.list_owner(owner)
-
-    def owner_records(self, owner: str) -> Deferred[list[FileRecord]]:
-        return self.store.owner_records(owner)
-
-    def due(
-        self, now: float, dead_slot_after: float, limit: int
-    ) -> Deferred[list[FileRecord]]:
-        return self.store.due(now, dead_slot_after, limit)
-
-    def hold(self, file_ids: Collection[str], until: float) -> Deferred[None]:
-        return self.store.hold(file_ids, until)
-
-    def all_ids(self) -> Deferred[set[str]]:
-        return self.store.all_ids()
-
-    def incomplete_ids(self) -> Deferred[set[str]]:
-        return self.store.incomplete_ids()
-
-    def usage(self, owner: str, now: float, window_seconds: float) -> Deferred[Usage]:
-        return self.store.usage(owner, now, window_seconds)
-
-    def usage_by_owner(self, now: float) -> Deferred[dict[str, tuple[int, int]]]:
-        return self.store.usage_by_owner(now)
-
-
-__all__ = ["DEFAULT_SIZE", "CachedRecords", "RecordCache", "RecordSource"]
+__all__ = ["DEFAULT_SIZE", "RecordCache", "RecordSource"]

@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from httpupload.config import Config, parse_config
 from httpupload.metadata import FileRecord, MetadataStore
+from httpupload.metadata.cache import RecordCache
 from httpupload.metrics import Metrics
 from httpupload.slots import Slot, SlotSigner, new_file_id, url_path
 from httpupload.storage import FileInfo, Storage
@@ -72,6 +73,7 @@ def make_receiver(
     signer: SlotSigner,
     *,
     metadata: MetadataStore | None = None,
+    records: RecordCache | None = None,
 ) -> UploadReceiver:
     """The ``UploadReceiver`` (where PUTs are judged) the service builds."""
     return UploadReceiver(
@@ -80,6 +82,7 @@ def make_receiver(
         clock,
         max_uploads_per_address=config.http.max_uploads_per_address,
         metadata=metadata,
+        records=records,
     )
 
 
@@ -91,13 +94,19 @@ def make_site(
     metadata: MetadataStore | None = None,
     metrics: Metrics | None = None,
     receiver: UploadReceiver | None = None,
+    records: RecordCache | None = None,
 ) -> UploadSite:
-    """The ``UploadSite`` the service builds from ``config``, on ``clock``."""
+    """The ``UploadSite`` the service builds from ``config``, on ``clock``.
+
+    ``records``: the download's record cache, as the service has one.
+    """
     h = config.http
     if receiver is None:
         assert h.signing_keys is not None, "make_config gives a signing key"
         signer = SlotSigner(h.signing_keys, clock)
-        receiver = make_receiver(config, storage, clock, signer, metadata=metadata)
+        receiver = make_receiver(
+            config, storage, clock, signer, metadata=metadata, records=records
+        )
     return UploadSite(
         receiver,
         storage,
@@ -105,6 +114,7 @@ def make_site(
         settings=WebSettings.from_config(h),
         metadata=metadata,
         metrics=metrics,
+        records=records,
     )
 
 
@@ -272,6 +282,7 @@ def make_harness(
     metadata: MetadataStore | None = None,
     metrics: Metrics | None = None,
     clock: MemoryReactorClock | None = None,
+    records: RecordCache | None = None,
     **sections: Mapping[str, Any],
 ) -> Harness:
     """An ``UploadSite`` built as the service builds it, on memory stores.
@@ -288,8 +299,16 @@ def make_harness(
     metrics = metrics or Metrics()
     assert config.http.signing_keys is not None, "make_config gives a signing key"
     signer = SlotSigner(config.http.signing_keys, clock)
-    receiver = make_receiver(config, storage, clock, signer, metadata=metadata)
+    receiver = make_receiver(
+        config, storage, clock, signer, metadata=metadata, records=records
+    )
     site = make_site(
-        config, storage, clock, metadata=metadata, metrics=metrics, receiver=receiver
+        config,
+        storage,
+        clock,
+        metadata=metadata,
+        metrics=metrics,
+        receiver=receiver,
+        records=records,
     )
     return Harness(config, clock, storage, metadata, metrics, signer, receiver, site)

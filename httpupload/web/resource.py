@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from httpupload.metadata import MetadataStore
+from httpupload.metadata.cache import RecordCache
 from httpupload.slots import parse_url_path
 from httpupload.storage import FileInfo, Storage, StoredFile
 from httpupload.web.conditional import (
@@ -156,6 +157,7 @@ class UploadResource(Resource):
         metadata: MetadataStore | None = None,
         clock: IReactorTime | None = None,
         receiver: IUploadDesk | None = None,
+        records: RecordCache | None = None,
     ) -> None:
         super().__init__()
         self._storage = storage
@@ -165,6 +167,9 @@ class UploadResource(Resource):
         # With a metadata store, a file is served only while its record says
         # so: an expired or deleted file answers 404 at once, before any sweep.
         self._metadata = metadata
+        # Where the record is looked up: the cache, if there is one.
+        self._records = records
+        self._lookup = records if records is not None else metadata
         self._clock = clock
 
     def render(self, request: Request) -> bytes | int:
@@ -206,10 +211,10 @@ class UploadResource(Resource):
         if parsed is None:
             return None
         opening = _cancellable_open(self._storage.open_read(parsed[0]))
-        if self._metadata is not None and self._clock is not None:
+        if self._lookup is not None and self._clock is not None:
             # Both lookups at once: each is a hop to another thread.
             try:
-                record = await self._metadata.get(parsed[0])
+                record = await self._lookup.get(parsed[0])
             except BaseException:
                 # Failed, or cancelled: the file is closed once it is open
                 # (now, if it is open already).
@@ -224,6 +229,8 @@ class UploadResource(Resource):
             served, caching = True, CACHE_REVALIDATE
         opened = await opening
         if opened is None:
+            if self._records is not None:
+                self._records.forget([parsed[0]])  # deleted, here or elsewhere
             return None
         if not served or opened.info.filename != parsed[1]:
             opened.close()

@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from httpupload.metadata import MetadataStore
+from httpupload.metadata.cache import RecordCache
 from httpupload.metrics import Metrics
 from httpupload.slots import parse_url_path
 from httpupload.storage import Storage
@@ -180,6 +181,7 @@ class UploadSite(GuardedSite):
         trusted_proxies: Iterable[str] = (),
         metadata: MetadataStore | None = None,
         metrics: Metrics | None = None,
+        records: RecordCache | None = None,
     ) -> None:
         if settings is None:
             settings = WebSettings.build(
@@ -189,7 +191,7 @@ class UploadSite(GuardedSite):
                 trusted_proxies=trusted_proxies,
             )
         super().__init__(
-            UploadResource(storage, metadata, reactor),
+            UploadResource(storage, metadata, reactor, records=records),
             reactor,
             settings=settings,
         )

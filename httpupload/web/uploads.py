@@ -41,6 +41,7 @@ from httpupload.errors import (
 )
 from httpupload.logs import short_id
 from httpupload.metadata import MetadataStore
+from httpupload.metadata.cache import RecordCache
 from httpupload.slots import (
     TOKEN_PARAMETER,
     Slot,
@@ -120,11 +121,14 @@ class UploadReceiver:
         clock: IReactorTime,
         max_uploads_per_address: int = DEFAULT_MAX_UPLOADS_PER_ADDRESS,
         metadata: MetadataStore | None = None,
+        records: RecordCache | None = None,
     ) -> None:
         self._signer = signer
         self._storage = storage
         self._clock = clock
         self._metadata = metadata
+        # Told each record completed here: its first download needs no lookup.
+        self._records = records
         self.max_uploads_per_address = max_uploads_per_address
         self._in_flight: dict[str, set[IncomingUpload]] = {}
         # The newest upload of each slot, until it is over: one at a time.
@@ -254,6 +258,8 @@ class UploadReceiver:
         record = await self._metadata.complete(
             info.file_id, info.sha256, info.content_type, info.created
         )
+        if self._records is not None:
+            self._records.remember(record)
         if record is None or record.owner != slot.owner:
             # The slot's record is gone (its owner deleted everything, say):
             # keep no file that nobody is charged for and nothing would serve.
@@ -283,6 +289,8 @@ class UploadReceiver:
         )
         if done is None:
             return None
+        if self._records is not None:
+            self._records.remember(done)
         log.info("Recorded {id}, stored by an earlier try", id=short_id(slot.file_id))
         return stored
 
