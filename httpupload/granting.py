@@ -61,7 +61,7 @@ class SlotGrant:
 
 
 class PresignedUrls(Protocol):
-    """URLs made elsewhere (S3 direct mode: ``httpupload.direct.DirectUrls``)."""
+    """URLs made elsewhere (S3 direct mode: ``storage.s3.direct.DirectUrls``)."""
 
     async def urls(self, slot: Slot, lifetime: int) -> tuple[str, str]:
         """(PUT URL, GET URL) for ``slot``, the PUT valid for ``lifetime`` s."""

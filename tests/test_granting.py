@@ -149,7 +149,7 @@ def test_without_a_store_nothing_is_reserved() -> None:
 
 
 class Presigned:
-    """Direct mode's URLs, as ``httpupload.direct.DirectUrls`` makes them."""
+    """Direct mode's URLs, as ``httpupload.storage.s3.direct.DirectUrls`` makes them."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[Slot, int]] = []

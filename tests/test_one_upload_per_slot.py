@@ -25,6 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.http_headers import Headers
 
+from httpupload.config_s3 import MiB, S3Settings
 from httpupload.errors import (
     AlreadyStored,
     InvalidSlot,
@@ -36,8 +37,7 @@ from httpupload.slots import Slot, SlotSigner, new_file_id
 from httpupload.storage import FileInfo, StoredFile
 from httpupload.storage.memory import MemoryStorage
 from httpupload.storage.s3 import S3Storage
-from httpupload.storage.s3client import query_string, xml_children
-from httpupload.storage.s3settings import MiB, S3Settings
+from httpupload.storage.s3.wire import query_string, xml_children
 from httpupload.testing import Connection, Wire, make_harness
 from httpupload.web.site import UploadSite
 from httpupload.web.uploads import UploadReceiver

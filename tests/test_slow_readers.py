@@ -41,7 +41,7 @@ from httpupload._reactor import running_reactor
 from httpupload.slots import SlotSigner, url_path
 from httpupload.storage import sending
 from httpupload.storage.filesystem import FilesystemStorage
-from httpupload.storage.s3read import BodyRelay
+from httpupload.storage.s3.read import BodyRelay
 from httpupload.storage.sending import FileSender, WriteWatchdog
 from httpupload.testing import START, stored_file
 from httpupload.web.site import UploadSite
