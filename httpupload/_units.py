@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from httpupload.slots import REFUSED_NAME_CATEGORIES
-
 __all__ = [
     "BINARY_UNITS",
     "ESCAPED_CATEGORIES",
     "MAX_DECIMAL_DIGITS",
+    "REFUSED_NAME_CATEGORIES",
     "decimal",
     "display",
     "human_size",
@@ -69,6 +68,18 @@ def decimal(text: str | None, max_digits: int = MAX_DECIMAL_DIGITS) -> int | Non
     return int(text)
 
 
+# Characters a new file name may not hold, by Unicode general category: they
+# are invisible, reorder what is displayed (U+202E makes "invoice\u202efdp.exe"
+# show as "invoiceexe.pdf"), break lines, or mean nothing yet.
+REFUSED_NAME_CATEGORIES = {
+    "Cc": "control",
+    "Cf": "format (invisible)",
+    "Cs": "surrogate",
+    "Co": "private-use",
+    "Cn": "unassigned",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
 # Characters shown as escapes wherever stored text is displayed: the
 # categories a new file name may not hold (invisible, reordering, line
 # breaking, terminal escapes, unassigned).

@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet.interfaces import IReactorTime
 
+from httpupload._units import REFUSED_NAME_CATEGORIES
 from httpupload.errors import BadSlotRequest, InvalidSlot
 from httpupload.keys import KEY_ID_RE, LEGACY_KEY_ID, KeyRing
 
@@ -47,18 +48,6 @@ _MEDIA_TYPE_RE = re.compile(
     rf"(?:[ \t]*;[ \t]*(?:{_TCHARS}=(?:{_TCHARS}|{_QUOTED_STRING}))?)*"
 )
 MAX_CONTENT_TYPE_LENGTH = 255
-# Characters a new file name may not hold, by Unicode general category: they
-# are invisible, reorder what is displayed (U+202E makes "invoice\u202efdp.exe"
-# show as "invoiceexe.pdf"), break lines, or mean nothing yet.
-REFUSED_NAME_CATEGORIES = {
-    "Cc": "control",
-    "Cf": "format (invisible)",
-    "Cs": "surrogate",
-    "Co": "private-use",
-    "Cn": "unassigned",
-    "Zl": "line separator",
-    "Zp": "paragraph separator",
-}
 # Two format characters that names need and that reorder nothing: the zero
 # width non-joiner and joiner, which Persian and Indic words and emoji
 # sequences (👨‍👩‍👧) are written with.
