@@ -2,8 +2,9 @@
 
 The pieces are usable on their own, to embed file upload into an existing
 Twisted XMPP deployment: ``UploadHandler`` for a wokkel stream manager or
-router, ``UploadSite`` for any twisted.web listener, ``make_service`` for the
-whole component.
+router, ``UploadSite`` for any twisted.web listener, ``open_node`` and
+``attach_handlers`` for the whole handler set on a stream or router of one's
+own, ``make_service`` for the whole component.
 
 The names below are resolved on first access (a module ``__getattr__``, as
 klein does): ``import httpupload.client`` (the uploading side) then loads no
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import httpupload._wokkel_compat  # noqa: F401  (must run before wokkel is imported)
 
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
+    from httpupload.assembly import Node, attach_handlers, open_node
     from httpupload.config import Config, load_config, parse_config
     from httpupload.errors import ConfigError, HttpUploadError
+    from httpupload.granting import SlotGranter
     from httpupload.keys import KeyRing
     from httpupload.policy import SlotPolicy
     from httpupload.service import make_service
@@ -41,15 +44,19 @@ _EXPORTS = {
     "FilesystemStorage": "httpupload.storage.filesystem",
     "HttpUploadError": "httpupload.errors",
     "KeyRing": "httpupload.keys",
+    "Node": "httpupload.assembly",
     "Slot": "httpupload.slots",
+    "SlotGranter": "httpupload.granting",
     "SlotPolicy": "httpupload.policy",
     "SlotSigner": "httpupload.slots",
     "Storage": "httpupload.storage",
     "UploadHandler": "httpupload.xmpp.handler",
     "UploadReceiver": "httpupload.web.uploads",
     "UploadSite": "httpupload.web.site",
+    "attach_handlers": "httpupload.assembly",
     "load_config": "httpupload.config",
     "make_service": "httpupload.service",
+    "open_node": "httpupload.assembly",
     "parse_config": "httpupload.config",
 }
 
@@ -61,15 +68,19 @@ __all__ = [
     "FilesystemStorage",
     "HttpUploadError",
     "KeyRing",
+    "Node",
     "Slot",
+    "SlotGranter",
     "SlotPolicy",
     "SlotSigner",
     "Storage",
     "UploadHandler",
     "UploadReceiver",
     "UploadSite",
+    "attach_handlers",
     "load_config",
     "make_service",
+    "open_node",
     "parse_config",
 ]
 
