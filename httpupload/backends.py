@@ -114,10 +114,6 @@ class Backends:
             tighten().addCallbacks(_tightened, _tighten_failed)
         return started
 
-    def stop_storage(self) -> Deferred[None]:
-        """Close the storage alone (the old name, for operator commands)."""
-        return self.storage.close()
-
     def abort_stale_uploads(self) -> Deferred[int]:
         """Multipart uploads a crashed node left in an object store; 0 elsewhere.
 

@@ -511,7 +511,7 @@ async def service_store(tmp_path: Path) -> AsyncIterator[Store]:
     metadata = SQLiteMetadataStore(tmp_path / "store" / FILE_NAME, threads)
     await metadata.start()
     yield Store(write_config(tmp_path / "c.toml"), storage, metadata)
-    await metadata.stop()
+    await metadata.close()
 
 
 @pytest_twisted.ensureDeferred

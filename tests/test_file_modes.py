@@ -134,7 +134,7 @@ async def test_database_journals_and_key_are_owner_only(
             assert mode(root / name) == 0o600, name
         assert_owner_only(root)
     finally:
-        await backends.metadata.stop()
+        await backends.metadata.close()
 
 
 def an_earlier_version(root: Path) -> None:
@@ -186,7 +186,7 @@ async def test_start_up_tightens_what_an_earlier_version_left_open(
         await logged.addTimeout(30, reactor)
     finally:
         globalLogPublisher.removeObserver(observe)
-        await backends.metadata.stop()
+        await backends.metadata.close()
     assert_owner_only(root)
     # tmp/partial went with the crash leftovers, the folder itself and the
     # database were closed before the walk: tmp, files, the shard, the file,
@@ -394,7 +394,7 @@ async def test_httpupload_admin_run_as_root_leaves_the_database_to_its_owner(
             expires=None,
         )
         await metadata.reserve(slot, 86400, lambda usage: None)
-        await metadata.stop()
+        await metadata.close()
         for path in [store, *store.rglob("*")]:
             os.lchown(path, NOBODY, NOBODY)
         config = tmp_path / "httpupload.toml"

@@ -389,14 +389,13 @@ async def test_a_hold_of_many_slots_holds_them_all(store: MetadataStore) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_after_start_and_its_old_name(
+async def test_close_after_start(
     make_store: Callable[[], MetadataStore],
 ) -> None:
-    """A started store closes, and ``stop`` (the old name) closes one too; the
-    store says whether it keeps the order of operations."""
-    for end in ("close", "stop"):
-        s = make_store()
-        assert isinstance(s.ordered, bool)
-        await s.start()
-        await s.reserve(record(end, 0.0), 86400, accept)
-        assert await getattr(s, end)() is None
+    """A started store closes; the store says whether it keeps the order of
+    operations."""
+    s = make_store()
+    assert isinstance(s.ordered, bool)
+    await s.start()
+    await s.reserve(record("close", 0.0), 86400, accept)
+    await s.close()

@@ -156,9 +156,6 @@ class MetadataStore(Protocol):
     def close(self) -> Deferred[None]:
         """Let go of the database (threads, connections); called once at the end."""
 
-    def stop(self) -> Deferred[None]:
-        """The old name of ``close``, kept until every caller says ``close``."""
-
     def reserve(
         self,
         record: FileRecord,

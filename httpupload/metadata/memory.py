@@ -61,10 +61,6 @@ class MemoryMetadataStore:
         self.closed = True
         return succeed(None)
 
-    def stop(self) -> Deferred[None]:
-        """The old name of ``close``."""
-        return self.close()
-
     # -- reservations and usage -------------------------------------------------
 
     def _usage(

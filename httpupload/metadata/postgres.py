@@ -249,10 +249,6 @@ class PostgresMetadataStore(SQLStore):
 
         return d.addBoth(stop_pool)
 
-    def stop(self) -> Deferred[None]:
-        """The old name of ``close``."""
-        return self.close()
-
     def _close_all(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, set()

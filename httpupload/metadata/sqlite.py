@@ -145,10 +145,6 @@ class SQLiteMetadataStore(SQLStore):
 
         return d.addBoth(stop_pool)
 
-    def stop(self) -> Deferred[None]:
-        """The old name of ``close``."""
-        return self.close()
-
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()
