@@ -29,6 +29,8 @@ def test_slixmpp_uploads_straight_to_the_bucket(
     postgresql: Any,
     seaweedfs: Any,
 ) -> None:
+    """slixmpp's upload in direct mode goes straight to the bucket (nothing through
+    our HTTP side) and is served; the presigned URL binds the length."""
     bucket = seaweedfs.make_bucket()
     public = f"{seaweedfs.endpoint}/{bucket}/"
     service = make_spare_service()

@@ -203,6 +203,8 @@ def _put(url: str, data: bytes, headers: dict[str, str]) -> int:
 def test_uploads_land_on_both_nodes_and_count_against_one_quota(
     cluster: Cluster, connect: Any
 ) -> None:
+    """PUTs and GETs behind nginx reach both HTTP nodes, and one user's quota
+    counts the uploads of every node."""
     password = "carol-password-for-tests"
     cluster.prosody.register("carol", password)
     client = connect(jid=f"carol@{DOMAIN}", password=password)
@@ -257,6 +259,8 @@ def _in_flight(node: HttpUpload) -> int:
 def test_a_node_killed_mid_upload_leaves_the_slot_to_the_other(
     cluster: Cluster, connect: Any
 ) -> None:
+    """An HTTP node killed mid-upload serves nothing partial; the client's retry of
+    the same slot lands on the other node."""
     client = connect()
     data = os.urandom(12 * 1024 * 1024)
     slot = client.request_slot(SPARE_COMPONENT_JID, "survivor.bin", len(data))
@@ -281,6 +285,8 @@ def test_a_node_killed_mid_upload_leaves_the_slot_to_the_other(
 
 
 def test_the_standby_component_takes_over(cluster: Cluster, connect: Any) -> None:
+    """A standby component node takes over the component JID within seconds of
+    the active one being killed."""
     active, standby = cluster.components
     offset = standby.log_offset()
     _start(standby, online=False)
@@ -300,6 +306,8 @@ def test_the_standby_component_takes_over(cluster: Cluster, connect: Any) -> Non
 
 
 def test_expiry_removes_objects_from_the_bucket(cluster: Cluster, connect: Any) -> None:
+    """An expired file answers 404 on both nodes at once, and the operator's
+    purge-expired removes its object from the bucket."""
     client = connect()
     data = b"gone soon"
     expire = time.time() + RETENTION
