@@ -97,7 +97,8 @@ def test_options_require_config() -> None:
 
 
 def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
-    """An installed wheel carries twisted/plugins/httpupload_plugin.py."""
+    """An installed wheel carries twisted/plugins/httpupload_plugin.py, every
+    module and the metadata stores' SQL (package data)."""
     subprocess.run(
         [
             sys.executable,
@@ -122,7 +123,11 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     shipped = {
         p.relative_to(ROOT).as_posix() for p in (ROOT / "httpupload").rglob("*.py")
     }
+    shipped |= {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "httpupload").rglob("*.sql")
+    }
     assert shipped <= set(names), shipped - set(names)
+    assert "httpupload/metadata/sqlite.sql" in shipped
     assert "httpupload/py.typed" in names
 
 
