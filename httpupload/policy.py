@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from twisted.words.protocols.jabber.jid import JID
 
 from httpupload._units import human_size
-from httpupload.config import Config, PurposeConfig, QuotaLimits, QuotasConfig
+from httpupload.config import (
+    AccessConfig,
+    Config,
+    PurposeConfig,
+    QuotaLimits,
+    QuotasConfig,
+)
 from httpupload.errors import (
     FileTooLarge,
     NotAllowed,
@@ -167,11 +173,12 @@ class SlotPolicy:
 
     max_file_size: int
     domains: tuple[str, ...]
-    allow_jids: tuple[str, ...] = ()
-    deny_domains: tuple[str, ...] = ()
-    deny_jids: tuple[str, ...] = ()
-    allow_types: tuple[str, ...] = ("*/*",)
-    deny_types: tuple[str, ...] = ()
+    # The defaults are the config's own (written once, in httpupload.config).
+    allow_jids: tuple[str, ...] = AccessConfig.allow_jids
+    deny_domains: tuple[str, ...] = AccessConfig.deny_domains
+    deny_jids: tuple[str, ...] = AccessConfig.deny_jids
+    allow_types: tuple[str, ...] = AccessConfig.allow_types
+    deny_types: tuple[str, ...] = AccessConfig.deny_types
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     purposes: dict[str, PurposeConfig] = field(default_factory=dict)
 

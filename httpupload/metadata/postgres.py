@@ -33,6 +33,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from httpupload.config_deploy import MetadataConfig
 from httpupload.metadata import query
 from httpupload.metadata.query import Dialect, SQLStore, owner_lock_key, rows
 
@@ -108,7 +109,7 @@ class PostgresMetadataStore(SQLStore):
         dsn: str,
         reactor: IReactorFromThreads,
         *,
-        threads: int = 4,
+        threads: int = MetadataConfig.threads,
         upgrade: bool = True,
     ) -> None:
         if threads < 1:
