@@ -1,10 +1,12 @@
-"""Test-only checks shared by the HTTP tests (the harness is ``httpupload.testing``)."""
+"""Test-only pieces shared by test files (the harness is ``httpupload.testing``)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 from typing import Any
+
+from httpupload.metadata import FileRecord
 
 
 def header(response: Any, name: str) -> str | None:
@@ -31,3 +33,23 @@ def assert_common_headers(response: Any) -> None:
     )
     assert header(response, "X-Content-Type-Options") == "nosniff"
     assert header(response, "Referrer-Policy") == "no-referrer"
+
+
+def record(
+    file_id: str, created: float, size: int = 10, owner: str = "a@x", **kw: Any
+) -> FileRecord:
+    """A slot's record as a grant makes it (five minutes to PUT, a day served);
+    ``kw`` overrides any field."""
+    values: dict[str, Any] = dict(
+        file_id=file_id,
+        owner=owner,
+        filename="f.txt",
+        size=size,
+        content_type=None,
+        purpose="message",
+        created=created,
+        slot_expires=created + 300,
+        expires=created + 86400,
+    )
+    values.update(kw)
+    return FileRecord(**values)

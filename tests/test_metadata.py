@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from helpers import record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -277,24 +278,6 @@ def test_both_dialects_define_the_same_operations_and_migrations() -> None:
     extra = {q for q in POSTGRESQL.queries if q.startswith("schema_")}
     assert set(POSTGRESQL.queries) - extra == set(DIALECT.queries)
     assert len(POSTGRESQL.migrations) == len(DIALECT.migrations) == SCHEMA_VERSION
-
-
-def record(
-    file_id: str, created: float, size: int = 10, owner: str = "a@x", **kw: Any
-) -> FileRecord:
-    values: dict[str, Any] = dict(
-        file_id=file_id,
-        owner=owner,
-        filename="f.txt",
-        size=size,
-        content_type=None,
-        purpose="message",
-        created=created,
-        slot_expires=created + 300,
-        expires=created + 86400,
-    )
-    values.update(kw)
-    return FileRecord(**values)
 
 
 def accept(usage: Usage) -> None:

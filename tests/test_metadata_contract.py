@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import pytest_twisted
+from helpers import record
 from pgserver import postgresql  # noqa: F401
 from twisted.internet.defer import DeferredList
 from twisted.python.failure import Failure
@@ -23,30 +24,12 @@ from twisted.python.failure import Failure
 from httpupload._reactor import running_reactor
 from httpupload.config import QuotasConfig
 from httpupload.errors import QuotaExceeded
-from httpupload.metadata import FileRecord, MetadataStore, Usage, UsageNeeds
+from httpupload.metadata import MetadataStore, Usage, UsageNeeds
 from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.metadata.sqlite import SQLiteMetadataStore
 from httpupload.policy import SlotPolicy
 
 reactor = running_reactor()
-
-
-def record(
-    file_id: str, created: float, size: int = 10, owner: str = "a@x", **kw: Any
-) -> FileRecord:
-    values: dict[str, Any] = dict(
-        file_id=file_id,
-        owner=owner,
-        filename="f.txt",
-        size=size,
-        content_type=None,
-        purpose="message",
-        created=created,
-        slot_expires=created + 300,
-        expires=created + 86400,
-    )
-    values.update(kw)
-    return FileRecord(**values)
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

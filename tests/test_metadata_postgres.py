@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
+import helpers
 import psycopg
 import pytest
 import pytest_twisted
@@ -74,19 +75,8 @@ class NoRoom(Exception):
 
 
 def record(file_id: str, created: float, owner: str = "a@x", **kw: Any) -> FileRecord:
-    values: dict[str, Any] = dict(
-        file_id=file_id,
-        owner=owner,
-        filename="f.txt",
-        size=100,
-        content_type=None,
-        purpose="message",
-        created=created,
-        slot_expires=created + 300,
-        expires=created + 86400,
-    )
-    values.update(kw)
-    return FileRecord(**values)
+    """A slot's record of 100 bytes (the shared builder's defaults otherwise)."""
+    return helpers.record(file_id, created, 100, owner, **kw)
 
 
 def sql(dsn: str, query: str) -> Any:
