@@ -137,15 +137,19 @@ def list_page(files: list[Listed], cursor: Cursor | None, max_files: int) -> Fil
     )
 
 
-class ListCommand(Command):
-    """``list``: my files still served, in pages if need be."""
-
-    node = NODE_LIST
-    name = "List my uploads"
+class _OwnFilesCommand(Command):
+    """A command on the requester's own files, shown at most ``max_files`` a page."""
 
     def __init__(self, uploads: Uploads, max_files: int) -> None:
         self.uploads = uploads
         self.max_files = max_files
+
+
+class ListCommand(_OwnFilesCommand):
+    """``list``: my files still served, in pages if need be."""
+
+    node = NODE_LIST
+    name = "List my uploads"
 
     async def start(self, request: CommandRequest) -> domish.Element:
         return await self._page(request, None)
@@ -265,15 +269,11 @@ def submitted_file(request: CommandRequest) -> str:
     )
 
 
-class DeleteCommand(Command):
+class DeleteCommand(_OwnFilesCommand):
     """``delete``: choose one of my files (in pages), and it is deleted."""
 
     node = NODE_DELETE
     name = "Delete one of my uploads"
-
-    def __init__(self, uploads: Uploads, max_files: int) -> None:
-        self.uploads = uploads
-        self.max_files = max_files
 
     async def start(self, request: CommandRequest) -> domish.Element:
         return await self._form(request, None)
