@@ -27,7 +27,7 @@ from treq.client import HTTPClient
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, ISSLTransport
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock, Cooperator
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -45,7 +45,7 @@ from wokkel import component, data_form, disco, generic
 from wokkel.generic import XmlPipe
 from wokkel.iwokkel import IDisco
 from wokkel.subprotocols import IQHandlerMixin, StreamManager, XMPPHandler
-from zope.interface import directlyProvides, implementer
+from zope.interface import implementer
 
 from httpupload import SlotPolicy, UploadHandler
 from httpupload.client import (
@@ -71,9 +71,9 @@ from httpupload.client import (
 from httpupload.client.parsing import max_file_size
 from httpupload.errors import HttpUploadError
 from httpupload.testing import (
-    FlowTransport,
     Harness,
     Pump,
+    connect_pair,
     make_harness,
     result_of,
     settle,
@@ -123,18 +123,7 @@ class Network:
         client = factory.buildProtocol(PEER)
         server = server_factory.buildProtocol(PEER)
         assert client is not None and server is not None
-        client_io = FlowTransport(
-            client, isServer=False, hostAddress=PEER, peerAddress=HOST
-        )
-        server_io = FlowTransport(
-            server, isServer=True, hostAddress=HOST, peerAddress=PEER
-        )
-        if tls:
-            directlyProvides(server_io, ISSLTransport)
-            directlyProvides(client_io, ISSLTransport)
-        server.makeConnection(server_io)
-        client.makeConnection(client_io)
-        self.pumps.append(Pump(client, server, client_io, server_io, False, self.clock))
+        self.pumps.append(connect_pair(client, server, self.clock, peer=PEER, tls=tls))
         return succeed(client)
 
     def http(self) -> HTTPClient:

@@ -261,6 +261,28 @@ def result_of(d: Deferred[T]) -> T:
     return found
 
 
+def connect_pair(
+    client: IProtocol,
+    server: IProtocol,
+    clock: MemoryReactorClock,
+    *,
+    peer: IPv4Address = PEER,
+    tls: bool = False,
+) -> Pump:
+    """Connect ``client`` (at ``peer``) to ``server`` (at ``HOST``) over flow-
+    controlled in-memory transports; the ``Pump`` moves the bytes."""
+    server_io = FlowTransport(server, isServer=True, hostAddress=HOST, peerAddress=peer)
+    client_io = FlowTransport(
+        client, isServer=False, hostAddress=peer, peerAddress=HOST
+    )
+    if tls:
+        directlyProvides(server_io, ISSLTransport)
+        directlyProvides(client_io, ISSLTransport)
+    server.makeConnection(server_io)
+    client.makeConnection(client_io)
+    return Pump(client, server, client_io, server_io, False, clock=clock)
+
+
 class Wire:
     """Any server factory (a ``Site``) on a clock, and clients to talk to it.
 
@@ -301,18 +323,7 @@ class Wire:
         peer = peer or self.peer
         server = self.factory.buildProtocol(peer)
         assert server is not None
-        server_io = FlowTransport(
-            server, isServer=True, hostAddress=HOST, peerAddress=peer
-        )
-        client_io = FlowTransport(
-            client, isServer=False, hostAddress=peer, peerAddress=HOST
-        )
-        if tls:
-            directlyProvides(server_io, ISSLTransport)
-            directlyProvides(client_io, ISSLTransport)
-        server.makeConnection(server_io)
-        client.makeConnection(client_io)
-        pump = Pump(client, server, client_io, server_io, False, clock=self.clock)
+        pump = connect_pair(client, server, self.clock, peer=peer, tls=tls)
         self.pumps.append(pump)
         return Connection(self, pump, client)
 
