@@ -92,6 +92,12 @@ class HttpConfig:
     max_uploads_per_address: int = 16
     trusted_proxies: tuple[str, ...] = ()
     shutdown_grace: int = 30
+    # Seconds a broken upload's bytes are kept for it to resume, counted from
+    # its last byte (docs/resumable.md).
+    partial_lifetime: int = 6 * 3600
+    # Who gets the resumable draft's 104 interim response: "direct" (clients
+    # not behind a trusted proxy), "always" or "never".
+    interim_104: str = "direct"
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "max_uploads_per_address",
         "trusted_proxies",
         "shutdown_grace",
+        "partial_lifetime",
+        "interim_104",
     ),
     "storage": ("backend", "path", "s3"),
     "metadata": ("backend", "dsn", "dsn_file", "threads"),
@@ -321,6 +329,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         max_uploads_per_address=h.positive_int("max_uploads_per_address"),
         trusted_proxies=networks(h, "trusted_proxies"),
         shutdown_grace=h.positive_int("shutdown_grace", zero_ok=True),
+        partial_lifetime=h.positive_int("partial_lifetime", minimum=3600),
+        interim_104=h.choice("interim_104", ("direct", "always", "never")),
     )
     storage = parse_storage(sections["storage"], base_dir)
     metadata = parse_metadata(sections["metadata"], base_dir)

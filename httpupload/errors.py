@@ -118,6 +118,38 @@ class ShuttingDown(UploadRefused):
     """The service is draining before it stops; no new uploads."""
 
 
+class OffsetMismatch(UploadRefused):
+    """An append's ``Upload-Offset`` is not where the partial upload ends."""
+
+    def __init__(self, expected: int, provided: int | None) -> None:
+        super().__init__(
+            f"Upload-Offset must be {expected}"
+            + ("" if provided is None else f", not {provided}")
+        )
+        self.expected = expected
+        self.provided = provided
+
+
+class AlreadyComplete(UploadRefused):
+    """An append to an upload that is complete: nothing more can be added."""
+
+
+class TooLarge(UploadRefused):
+    """An append would take the upload past the slot's size."""
+
+
+class WrongPatchType(UploadRefused):
+    """A PATCH whose Content-Type is not the resumable protocol's."""
+
+
+class UploadGone(UploadRefused):
+    """No upload resource here (never begun, cancelled, or expired)."""
+
+
+class ProtocolUnsupported(UploadRefused):
+    """A tus version other than 1.0.0."""
+
+
 class StorageError(HttpUploadError):
     """A storage backend could not do what it was asked; nothing HTTP about it.
 

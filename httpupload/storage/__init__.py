@@ -16,8 +16,9 @@ for read, deleting, remote calls) returns a Deferred.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProducer
@@ -149,4 +150,62 @@ class Storage(Protocol):
         """Bytes the backend can still take, None if it cannot tell."""
 
 
-__all__ = ["FileInfo", "PendingUpload", "Sink", "Storage", "StoredFile"]
+class KeptUpload(PendingUpload, Protocol):
+    """A write into a slot's partial upload, which can outlive the request.
+
+    Besides ``commit`` and ``abort``, it can be *kept*: what was written is
+    made durable and left for a later request to append to (a body that
+    broke off, or an append that ended before the upload's end).
+    """
+
+    def keep(self) -> Deferred[int]:
+        """Stop writing; make what was written durable and resumable.
+
+        Fires with the bytes the partial upload now holds (its offset).
+        Safe once; after ``commit`` or ``abort`` it does nothing and fires
+        with 0.
+        """
+
+
+@runtime_checkable
+class KeepsPartials(Protocol):
+    """A ``Storage`` that keeps partial uploads, so that uploads can resume.
+
+    One partial upload per file id at most; it never becomes visible as a
+    stored file until ``commit``.  Bytes once kept are never changed: a
+    write at ``offset`` appends after exactly that many kept bytes (it may
+    drop bytes past ``offset`` kept by a write nobody acknowledged), and a
+    write at 0 starts afresh.
+    """
+
+    def begin_partial(self, file_id: str, offset: int) -> KeptUpload:
+        """Write into ``file_id``'s partial upload from ``offset``.
+
+        ``ValueError`` for an id outside the alphabet, or an ``offset``
+        past what is kept; a ``StorageError`` if no write can start.
+        """
+
+    def partial_size(self, file_id: str) -> Deferred[int | None]:
+        """Bytes kept of ``file_id``'s partial upload, None if there is none."""
+
+    def partial_sha256(self, file_id: str, length: int) -> Deferred[hashlib._Hash]:
+        """SHA-256 state over the first ``length`` kept bytes (to go on hashing).
+
+        Reads them back: the price of resuming where the hash state was lost
+        (another process, or a restart).  Fails with ``ValueError`` if fewer
+        are kept.
+        """
+
+    def discard_partial(self, file_id: str) -> Deferred[bool]:
+        """Throw a partial upload away; True if there was one."""
+
+
+__all__ = [
+    "FileInfo",
+    "KeepsPartials",
+    "KeptUpload",
+    "PendingUpload",
+    "Sink",
+    "Storage",
+    "StoredFile",
+]

@@ -3,6 +3,7 @@
 Layout under the storage folder::
 
     tmp/<random>               an upload in progress
+    partial/<id>               a slot's partial upload, kept to resume
     files/<id[:2]>/<id>        a stored file: its bytes, then its info
 
 A stored file is one regular file: the uploaded bytes, then a trailer with
@@ -30,6 +31,7 @@ on-disk format and the folder walks are ``fileformat``, sending is ``sending``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -193,6 +195,61 @@ class FilesystemUpload:
         return self._settled().addCallback(discard)
 
 
+def _open_partial(path: Path, offset: int) -> BinaryIO:
+    """``path`` open for writing at ``offset``: new at 0, else cut to ``offset``."""
+    if offset == 0:
+        path.unlink(missing_ok=True)
+        return create_private(path)
+    handle = open(path, "r+b")
+    try:
+        kept = handle.seek(0, os.SEEK_END)
+        if offset > kept:
+            raise ValueError(f"offset {offset} is past the {kept} bytes kept")
+        handle.truncate(offset)
+        handle.seek(offset)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+class FilesystemPartialUpload(FilesystemUpload):
+    """A write into ``partial/<id>``, which ``keep`` leaves for a later append."""
+
+    def __init__(
+        self, storage: FilesystemStorage, file_id: str, path: Path, offset: int
+    ) -> None:
+        self._storage = storage
+        self._file_id = file_id
+        self._path = path
+        self._file = _open_partial(path, offset)
+        self._error = None
+        self._done = False
+        self._unsynced = 0
+        self._syncing = None
+
+    def keep(self) -> Deferred[int]:
+        if self._done:
+            return succeed(0)
+        self._done = True
+        return self._settled().addCallback(
+            lambda _: self._storage._in_thread(self._keep)
+        )
+
+    def _keep(self) -> int:
+        if self._file is not None and self._error is None:
+            try:
+                self._file.flush()
+                self._storage.sync(self._file.fileno())
+            except OSError as e:
+                self._error = e
+        self._close_quietly()
+        try:
+            return self._path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
 class FilesystemFile:
     """A stored file, open: the kernel sends it where it can."""
 
@@ -231,6 +288,7 @@ class FilesystemStorage:
     ) -> None:
         self.root = root
         self._tmp = root / "tmp"
+        self._partial = root / "partial"
         self._files = root / "files"
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
@@ -255,7 +313,7 @@ class FilesystemStorage:
         """
         self.root.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
         self._close_root()
-        for folder in (self._tmp, self._files):
+        for folder in (self._tmp, self._partial, self._files):
             folder.mkdir(exist_ok=True, mode=FOLDER_MODE)
         probe = self._tmp / f".probe-{secrets.token_hex(4)}"
         create_private(probe).close()
@@ -297,6 +355,57 @@ class FilesystemStorage:
             return FilesystemUpload(self, file_id, self._tmp / secrets.token_hex(16))
         except OSError as e:
             raise _write_error(e) from None
+
+    def begin_partial(self, file_id: str, offset: int) -> FilesystemPartialUpload:
+        if self._path(file_id) is None:
+            raise ValueError(f"not a file id: {file_id!r}")
+        try:
+            return FilesystemPartialUpload(
+                self, file_id, self._partial / file_id, offset
+            )
+        except FileNotFoundError:
+            raise ValueError("no partial upload is kept") from None
+        except OSError as e:
+            raise _write_error(e) from None
+
+    def _partial_size(self, file_id: str) -> int | None:
+        try:
+            return (self._partial / file_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def partial_size(self, file_id: str) -> Deferred[int | None]:
+        if self._path(file_id) is None:
+            return succeed(None)
+        return self._in_thread(self._partial_size, file_id)
+
+    def _partial_sha256(self, file_id: str, length: int) -> hashlib._Hash:
+        digest = hashlib.sha256()
+        left = length
+        with open(self._partial / file_id, "rb") as f:
+            while left and (chunk := f.read(min(left, 1024 * 1024))):
+                digest.update(chunk)
+                left -= len(chunk)
+        if left:
+            raise ValueError("fewer bytes are kept")
+        return digest
+
+    def partial_sha256(self, file_id: str, length: int) -> Deferred[hashlib._Hash]:
+        if self._path(file_id) is None:
+            raise ValueError(f"not a file id: {file_id!r}")
+        return self._in_thread(self._partial_sha256, file_id, length)
+
+    def _discard_partial(self, file_id: str) -> bool:
+        try:
+            (self._partial / file_id).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def discard_partial(self, file_id: str) -> Deferred[bool]:
+        if self._path(file_id) is None:
+            return succeed(False)
+        return self._in_thread(self._discard_partial, file_id)
 
     def _publish(self, written: Path, file_id: str) -> None:
         final = self._path(file_id)
@@ -422,4 +531,5 @@ class FilesystemStorage:
 # With the on-disk format's names (from fileformat), which callers use.
 __all__ = ["DATA", "FILE_MODE", "FOLDER_MODE", "INFO", "MAGIC", "SYNC_EVERY"]
 __all__ += ["FilesystemFile", "FilesystemStorage", "FilesystemUpload"]
+__all__ += ["FilesystemPartialUpload"]
 __all__ += ["create_private", "read_trailer", "tighten_modes", "trailer"]

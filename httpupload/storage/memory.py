@@ -17,6 +17,8 @@ download sends).
 
 from __future__ import annotations
 
+import hashlib
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -73,6 +75,50 @@ class MemoryUpload:
             self.storage.aborted += 1
         self.chunks = []
         return succeed(None)
+
+
+class MemoryPartialUpload(MemoryUpload):
+    """A write into a slot's partial upload (``partials``), from an offset.
+
+    Its bytes go into the partial at once, as a file on disk would hold
+    them; ``keep`` leaves them there, ``abort`` throws the partial away,
+    ``commit`` makes it the stored file.
+    """
+
+    def __init__(self, storage: MemoryStorage, file_id: str, offset: int) -> None:
+        super().__init__(storage, file_id)
+        kept = storage.partials.setdefault(file_id, bytearray())
+        del kept[offset:]
+        self.chunks = [bytes(kept)]
+        self.size = offset
+        self._kept = kept
+
+    def write(self, data: bytes) -> Deferred[None] | None:
+        if not self.done:
+            self._kept += data
+        return super().write(data)
+
+    def commit(self, info: FileInfo) -> Deferred[None]:
+        """As ``MemoryUpload.commit``; the partial is gone once stored."""
+
+        def consumed(result: None) -> None:
+            self.storage.partials.pop(self.file_id, None)
+            return result
+
+        return super().commit(info).addCallback(consumed)
+
+    def keep(self) -> Deferred[int]:
+        """Leave the bytes in ``partials``; fires with how many there are."""
+        if self.done:
+            return succeed(0)
+        self.done = True
+        self.storage.pending.discard(self)
+        return succeed(len(self._kept))
+
+    def abort(self) -> Deferred[None]:
+        if not self.done:
+            self.storage.partials.pop(self.file_id, None)
+        return super().abort()
 
 
 @implementer(IPushProducer)
@@ -171,6 +217,8 @@ class MemoryStorage:
         self, *, room: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> None:
         self.files: dict[str, tuple[FileInfo, bytes]] = {}
+        # Partial uploads kept for resumption: id -> bytes so far.
+        self.partials: dict[str, bytearray] = {}
         # Uploads begun and neither committed nor aborted.
         self.pending: set[MemoryUpload] = set()
         self.aborted = 0
@@ -208,6 +256,28 @@ class MemoryStorage:
         self.pending.add(upload)
         return upload
 
+    def begin_partial(self, file_id: str, offset: int) -> MemoryPartialUpload:
+        if not FILE_ID_RE.fullmatch(file_id):
+            raise ValueError(f"not a file id: {file_id!r}")
+        if offset > len(self.partials.get(file_id, b"")):
+            raise ValueError(f"offset {offset} is past the partial upload's end")
+        upload = MemoryPartialUpload(self, file_id, offset)
+        self.pending.add(upload)
+        return upload
+
+    def partial_size(self, file_id: str) -> Deferred[int | None]:
+        kept = self.partials.get(file_id)
+        return succeed(None if kept is None else len(kept))
+
+    def partial_sha256(self, file_id: str, length: int) -> Deferred[hashlib._Hash]:
+        kept = self.partials.get(file_id, bytearray())
+        if length > len(kept):
+            return fail(ValueError("fewer bytes are kept"))
+        return succeed(hashlib.sha256(kept[:length]))
+
+    def discard_partial(self, file_id: str) -> Deferred[bool]:
+        return succeed(self.partials.pop(file_id, None) is not None)
+
     def open_read(self, file_id: str) -> Deferred[StoredFile | None]:
         found = self.files.get(file_id)
         if found is None:
@@ -228,4 +298,10 @@ class MemoryStorage:
         return succeed(None if self.room is None else self.room - self.used)
 
 
-__all__ = ["MemoryFile", "MemorySender", "MemoryStorage", "MemoryUpload"]
+__all__ = [
+    "MemoryFile",
+    "MemoryPartialUpload",
+    "MemorySender",
+    "MemoryStorage",
+    "MemoryUpload",
+]

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from httpupload._twisted_private import is_disconnected
 from httpupload.errors import (
+    AlreadyComplete,
     AlreadyStored,
     DuplicateFile,
     HttpUploadError,
@@ -28,18 +29,24 @@ from httpupload.errors import (
     LengthMismatch,
     LengthRequired,
     NoSpace,
+    OffsetMismatch,
+    ProtocolUnsupported,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
     StoreDown,
+    TooLarge,
     TooManyUploads,
     TypeMismatch,
+    UploadGone,
+    WrongPatchType,
 )
 from httpupload.storage.sending import abort_connection
 from httpupload.web.addresses import is_secure
+from httpupload.web.resumable import REQUEST_HEADERS, RESPONSE_HEADERS
 from httpupload.web.settings import settings_of
 
-ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT"
+ALLOWED_METHODS = b"OPTIONS, HEAD, GET, PUT, PATCH, DELETE, POST"
 
 # XEP-0363 §7 (CORS) and §8.1 (isolation of user content).  No
 # Allow-Credentials: it is invalid beside a wildcard origin, and the slot's
@@ -50,12 +57,12 @@ COMMON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (
         b"Access-Control-Allow-Headers",
         b"Authorization, Content-Type, Range, If-Range, If-None-Match, "
-        b"If-Modified-Since",
+        b"If-Modified-Since, " + REQUEST_HEADERS,
     ),
     (
         b"Access-Control-Expose-Headers",
         b"ETag, Repr-Digest, Content-Range, Content-Length, Content-Disposition, "
-        b"Accept-Ranges, Last-Modified",
+        b"Accept-Ranges, Last-Modified, " + RESPONSE_HEADERS,
     ),
     (b"Access-Control-Max-Age", b"86400"),
     (b"Content-Security-Policy", b"default-src 'none'; frame-ancestors 'none'"),
@@ -78,6 +85,12 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (StoreDown, 503),
     (TooManyUploads, 429),
     (ShuttingDown, 503),
+    (OffsetMismatch, 409),
+    (AlreadyComplete, 400),
+    (TooLarge, 413),
+    (WrongPatchType, 415),
+    (UploadGone, 404),
+    (ProtocolUnsupported, 412),
 )
 
 

@@ -42,6 +42,10 @@ class WebSettings:
     header_timeout: float = config_default("header_timeout")
     min_upload_rate: int = config_default("min_upload_rate")
     trusted_proxies: tuple[Network, ...] = ()
+    # Resumable uploads (docs/resumable.md): how long a broken upload is
+    # kept, and who gets the draft's 104 interim response.
+    partial_lifetime: int = config_default("partial_lifetime")
+    interim_104: str = config_default("interim_104")
 
     @classmethod
     def from_config(cls, http: HttpConfig) -> WebSettings:
@@ -51,6 +55,8 @@ class WebSettings:
             header_timeout=http.header_timeout,
             min_upload_rate=http.min_upload_rate,
             trusted_proxies=http.trusted_proxies,
+            partial_lifetime=http.partial_lifetime,
+            interim_104=http.interim_104,
         )
 
     @classmethod
@@ -61,6 +67,8 @@ class WebSettings:
         header_timeout: float | None = None,
         min_upload_rate: int | None = None,
         trusted_proxies: Iterable[str] = (),
+        partial_lifetime: int | None = None,
+        interim_104: str | None = None,
     ) -> WebSettings:
         """Settings from loose values (None: the default); proxies as text."""
         default = cls()
@@ -73,6 +81,12 @@ class WebSettings:
                 default.min_upload_rate if min_upload_rate is None else min_upload_rate
             ),
             trusted_proxies=parse_networks(trusted_proxies),
+            partial_lifetime=(
+                default.partial_lifetime
+                if partial_lifetime is None
+                else partial_lifetime
+            ),
+            interim_104=default.interim_104 if interim_104 is None else interim_104,
         )
 
 
