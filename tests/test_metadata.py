@@ -323,6 +323,7 @@ WRITES = st.lists(
         st.tuples(st.just("delete"), IDS),
         st.tuples(st.just("delete_owner"), OWNERS),
         st.tuples(st.just("hold"), st.frozensets(IDS), TIMES),
+        st.tuples(st.just("extend_slot"), IDS, TIMES),
         st.tuples(st.just("claim_due"), TIMES, TIMES, TIMES),
     ),
     max_size=25,
@@ -346,6 +347,8 @@ class MemoryAnswersAsSQLiteTests(SynchronousTestCase):
         if name == "delete_owner":
             gone = self.successResultOf(store.delete_owner(args[0]))
             return sorted(gone, key=_id)
+        if name == "extend_slot":
+            return self.successResultOf(store.extend_slot(args[0], args[1]))
         if name == "hold":
             return self.successResultOf(store.hold(args[0], args[1]))
         now, dead, lease = args

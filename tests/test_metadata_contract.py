@@ -372,6 +372,59 @@ async def test_a_hold_of_many_slots_holds_them_all(store: MetadataStore) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_extend_slot_lengthens_an_unfinished_slot_only(
+    store: MetadataStore,
+) -> None:
+    """Extending a slot moves its PUT URL's expiry later and never earlier,
+    and returns the record as it stands; a stored file is left as it was and
+    an unknown id is None."""
+    await store.reserve(record("slot", 1000.0), 86400, accept)  # until 1300
+    extended = await store.extend_slot("slot", 5000.0)
+    assert extended == await store.get("slot")
+    assert extended is not None and extended.slot_expires == 5000.0
+    assert extended == record("slot", 1000.0, slot_expires=5000.0)
+    assert await store.extend_slot("slot", 4000.0) == extended  # never shorter
+    assert await store.extend_slot("slot", 5000.0) == extended  # twice: harmless
+    await store.reserve(record("file", 1000.0), 86400, accept)
+    stored = await store.complete("file", "00", "a/b", 1010.0)
+    assert stored is not None
+    assert await store.extend_slot("file", 9000.0) == stored
+    assert await store.get("file") == stored
+    assert await store.extend_slot("unknown", 9000.0) is None
+    assert await store.all_ids() == {"slot", "file"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_extended_slot_holds_its_room_and_stays_off_the_sweep(
+    store: MetadataStore,
+) -> None:
+    """Past its original expiry an extended slot still counts as a live unused
+    slot (held bytes, window, pending, operators' totals) and is neither due
+    nor claimable until ``dead_slot_after`` past the new expiry."""
+    await store.reserve(record("slot", 1000.0, size=7), 86400, accept)  # until 1300
+    await store.reserve(record("plain", 1000.0, size=5), 86400, accept)
+    await store.extend_slot("slot", 5000.0)
+    usage = await store.usage("a@x", 4000.0, 86400)
+    assert usage.held == {"message": 7} and usage.global_bytes == 7
+    assert usage.pending == (5000.0,)
+    assert [(g.size, g.slot_expires) for g in usage.window] == [(7, 5000.0)]
+    assert await store.usage_by_owner(4000.0) == {"a@x": (1, 7)}
+    after = await store.usage("a@x", 5000.0, 86400)
+    assert after.held == {} and after.pending == ()
+    due = await store.due(4000.0, 600, limit=10)
+    assert [r.file_id for r in due] == ["plain"]
+    assert [r.file_id for r in await store.due(5599.0, 600, limit=10)] == ["plain"]
+    claimed = await store.claim_due(5599.0, 600, limit=10, lease_seconds=60)
+    assert [r.file_id for r in claimed] == ["plain"]
+    assert {r.file_id for r in await store.due(5600.0, 600, limit=10)} == {
+        "slot",
+        "plain",
+    }
+    claimed = await store.claim_due(5600.0, 600, limit=10, lease_seconds=60)
+    assert [r.file_id for r in claimed] == ["slot"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_close_after_start(
     make_store: Callable[[], MetadataStore],
 ) -> None:

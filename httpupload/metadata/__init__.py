@@ -175,6 +175,17 @@ class MetadataStore(Protocol):
     ) -> Deferred[FileRecord | None]:
         """Mark an uploaded slot stored; None if there is no such record."""
 
+    def extend_slot(self, file_id: str, until: float) -> Deferred[FileRecord | None]:
+        """Keep an unfinished slot's PUT URL valid (and its reservation
+        counted) until ``until``: a partial upload is kept for it.
+
+        Its ``slot_expires`` becomes ``until`` if that is later, so the slot
+        counts in ``usage`` and stays out of ``due`` as a live slot would.
+        Never shortens; a completed or unknown record is left alone.  Returns
+        the record as it now stands, or None if there is none.  Running it
+        twice is harmless.
+        """
+
     def get(self, file_id: str) -> Deferred[FileRecord | None]: ...
 
     def list_owner(self, owner: str) -> Deferred[list[FileRecord]]:

@@ -162,6 +162,16 @@ class MemoryMetadataStore:
     ) -> Deferred[FileRecord | None]:
         return self._now(self._complete, file_id, sha256, content_type, at)
 
+    def _extend_slot(self, file_id: str, until: float) -> FileRecord | None:
+        record = self.records.get(file_id)
+        if record is not None and not record.completed and record.slot_expires < until:
+            record = replace(record, slot_expires=until)
+            self.records[file_id] = record
+        return record
+
+    def extend_slot(self, file_id: str, until: float) -> Deferred[FileRecord | None]:
+        return self._now(self._extend_slot, file_id, until)
+
     def _delete(self, file_id: str) -> FileRecord | None:
         self.leases.pop(file_id, None)
         return self.records.pop(file_id, None)

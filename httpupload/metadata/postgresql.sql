@@ -108,6 +108,19 @@ SELECT {columns} FROM done UNION ALL
 SELECT {columns} FROM files WHERE file_id = %(file_id)s
 AND NOT EXISTS (SELECT 1 FROM done)
 
+-- name: extend_slot
+-- A partial upload is kept for the slot: its PUT URL (and reservation) lasts
+-- until %(until)s.  Never shortens (so running it twice is harmless); a stored
+-- file is left alone.  The updated row, else the row as it stands (if any).
+WITH extended AS (
+    UPDATE files SET slot_expires = %(until)s
+    WHERE file_id = %(file_id)s AND NOT completed AND slot_expires < %(until)s
+    RETURNING {columns}
+)
+SELECT {columns} FROM extended UNION ALL
+SELECT {columns} FROM files WHERE file_id = %(file_id)s
+AND NOT EXISTS (SELECT 1 FROM extended)
+
 -- name: delete
 DELETE FROM files WHERE file_id = %(file_id)s RETURNING {columns}
 

@@ -53,6 +53,7 @@ OPERATIONS = (
     "usage_by_owner",
     "get",
     "complete",
+    "extend_slot",
     "delete",
     "list_owner",
     "owner_records",
@@ -292,6 +293,12 @@ class SQLStore:
             "content_type": content_type,
         }
         return self._query("complete", params).addCallback(_record)
+
+    def extend_slot(self, file_id: str, until: float) -> Deferred[FileRecord | None]:
+        """Keep an unfinished slot's PUT URL valid until ``until`` (never
+        shorter); its record as it then stands."""
+        params = {"file_id": file_id, "until": until}
+        return self._query("extend_slot", params).addCallback(_record)
 
     def delete(self, file_id: str) -> Deferred[FileRecord | None]:
         return self._query("delete", {"file_id": file_id}).addCallback(_record)

@@ -82,6 +82,14 @@ UPDATE files SET completed = 1, completed_at = :at, sha256 = :sha256,
 WHERE file_id = :file_id AND completed = 0;
 SELECT {columns} FROM files WHERE file_id = :file_id
 
+-- name: extend_slot
+-- A partial upload is kept for the slot: its PUT URL (and reservation) lasts
+-- until :until.  Never shortens; a stored file is left alone.  The record as
+-- it stands afterwards.
+UPDATE files SET slot_expires = :until
+WHERE file_id = :file_id AND completed = 0 AND slot_expires < :until;
+SELECT {columns} FROM files WHERE file_id = :file_id
+
 -- name: delete
 SELECT {columns} FROM files WHERE file_id = :file_id;
 DELETE FROM files WHERE file_id = :file_id
