@@ -5,7 +5,10 @@ leaves a record without a file, which reconciliation drops, never a file
 without a record that it would have to adopt.  An unused slot's record goes
 soon after its PUT URL expired, unless an upload to it is still arriving:
 the node receiving it holds the record (``MetadataStore.hold``), since a PUT
-whose record is gone when it ends is refused and its file removed.
+whose record is gone when it ends is refused and its file removed.  A slot
+whose upload broke off keeps its PUT URL as long as its partial upload is
+kept (``MetadataStore.extend_slot``); when its record goes, so does the
+partial (``KeepsPartials.discard_partial``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from httpupload.logs import short_id
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metrics import Metrics
 from httpupload.policy import SlotPolicy
-from httpupload.storage import Storage
+from httpupload.storage import KeepsPartials, Storage
 from httpupload.storage.s3.direct import DirectStorage, complete_direct_uploads
 
 log = Logger()
@@ -108,13 +111,17 @@ async def remove_due(
 
     The batch is claimed (leased) first, so sweepers on other nodes, or an
     operator's purge, never take the same records; if this one dies midway,
-    what it left is claimed again once the lease has run out.
+    what it left is claimed again once the lease has run out.  A dead slot's
+    partial upload, in a storage that keeps them, goes before its record.
     """
     due = await metadata.claim_due(now, dead_slot_after, batch, lease)
+    partials = storage if isinstance(storage, KeepsPartials) else None
     for record in due:
         # A dead slot may have a file too: stored, but never recorded (the
         # metadata store failed after the commit, and no retry came).
         await storage.delete(record.file_id)
+        if partials is not None and not record.completed:
+            await partials.discard_partial(record.file_id)
         await metadata.delete(record.file_id)
     return due
 

@@ -309,7 +309,9 @@ async def test_a_store_outage_after_the_commit_loses_nothing(
     assert put(retried.url, retried.headers, b"hello") == 201
     response = site.request("GET", retried.url)
     assert (response.code, response.body) == (200, b"hello")
-    assert put(retried.url, retried.headers, b"hello") == 409  # now it is used
+    # Recorded now: the same bytes again are its 201 still, other bytes not.
+    assert put(retried.url, retried.headers, b"hello") == 201
+    assert put(retried.url, retried.headers, b"jello") == 409
 
     abandoned = slots[1].slot
     assert await world.storage.stat(abandoned.file_id) is not None
@@ -350,6 +352,124 @@ async def test_an_unused_slot_goes_shortly_after_its_lifetime(world: World) -> N
     assert await world.store.get(slot) is not None
     world.clock.advance(1)
     assert await maintenance.sweep_once() == 1
+    assert await world.store.get(slot) is None
+
+
+async def broken_upload(world: World, data: bytes = b"half of it") -> str:
+    """An unused slot whose upload broke off: its partial kept, its PUT URL
+    extended for an hour, as the upload side does."""
+    slot = await unused_slot(world)
+    upload = world.storage.begin_partial(slot, 0)
+    upload.write(data)
+    await upload.keep()
+    await world.store.extend_slot(slot, world.clock.seconds() + 3600)
+    return slot
+
+
+@synchronous
+async def test_a_dead_slots_partial_upload_goes_with_its_record(
+    world: World,
+) -> None:
+    """A slot whose upload broke off keeps its record and partial upload while
+    it is extended; once that plus the grace has passed the sweep removes
+    both, and no stored file of another slot with them."""
+    stored = await world.stored_file(expires=None)
+    slot = await broken_upload(world)
+    maintenance = Maintenance(
+        world.store, world.storage, POLICY, world.clock, in_flight=lambda: ()
+    )
+    world.clock.advance(3600 + DEAD_SLOT_GRACE - 1)  # long past its 300 s
+    assert await maintenance.sweep_once() == 0
+    assert await world.storage.partial_size(slot) == len(b"half of it")
+    assert await world.store.get(slot) is not None
+    world.clock.advance(1)
+    assert await maintenance.sweep_once() == 1
+    assert await world.store.get(slot) is None
+    assert await world.storage.partial_size(slot) is None
+    assert world.storage.partials == {}
+    assert await world.store.all_ids() == {stored}
+    assert await world.storage.stat(stored) is not None
+
+
+@synchronous
+async def test_an_expired_files_sweep_still_removes_the_file(world: World) -> None:
+    """With a storage that keeps partial uploads, an expired stored file is
+    still removed, file then record, and no partial upload is asked after."""
+    expired = await world.stored_file(expires=world.clock.seconds() + 10)
+    discarded: list[str] = []
+    real_discard = world.storage.discard_partial
+
+    def discard(file_id: str) -> Deferred[bool]:
+        discarded.append(file_id)
+        return real_discard(file_id)
+
+    world.storage.discard_partial = discard  # type: ignore[method-assign]
+    maintenance = Maintenance(world.store, world.storage, POLICY, world.clock)
+    world.clock.advance(10)
+    assert await maintenance.sweep_once() == 1
+    assert await world.store.get(expired) is None
+    assert await world.storage.stat(expired) is None
+    assert discarded == []
+
+
+@synchronous
+async def test_a_partial_that_cannot_be_discarded_keeps_its_record(
+    world: World,
+) -> None:
+    """The partial upload goes before the record: if it cannot be thrown away
+    the record stays, and a sweep after the lease removes both."""
+    slot = await broken_upload(world)
+    real_discard = world.storage.discard_partial
+    failing = True
+
+    def discard(file_id: str) -> Deferred[bool]:
+        if failing:
+            return fail(OSError("storage unreachable"))
+        return real_discard(file_id)
+
+    world.storage.discard_partial = discard  # type: ignore[method-assign]
+    maintenance = Maintenance(
+        world.store, world.storage, POLICY, world.clock, lease=100, dead_slot_after=0
+    )
+    world.clock.advance(3600)
+    with pytest.raises(OSError, match="unreachable"):
+        await maintenance.sweep_once()
+    assert await world.store.get(slot) is not None
+    failing = False
+    world.clock.advance(100)
+    assert await maintenance.sweep_once() == 1
+    assert await world.store.get(slot) is None
+    assert await world.storage.partial_size(slot) is None
+
+
+class FilesOnly:
+    """A storage that keeps no partial uploads: delete is all a sweep uses."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete(self, file_id: str) -> Deferred[bool]:
+        self.deleted.append(file_id)
+        return succeed(False)
+
+
+@synchronous
+async def test_a_storage_without_partials_is_swept_as_before(world: World) -> None:
+    """A storage that keeps no partial uploads (S3) is not asked for one: a dead
+    slot's file is deleted and its record goes."""
+    slot = await unused_slot(world)
+    storage = FilesOnly()
+    maintenance = Maintenance(
+        world.store,
+        storage,  # type: ignore[arg-type]
+        POLICY,
+        world.clock,
+        dead_slot_after=0,
+        reconcile_at_start=False,
+    )
+    world.clock.advance(300)
+    assert await maintenance.sweep_once() == 1
+    assert storage.deleted == [slot]
     assert await world.store.get(slot) is None
 
 
@@ -412,6 +532,7 @@ async def test_an_upload_running_past_its_slots_lifetime_is_not_lost(
     assert await world.store.get(slot.file_id) is not None
     upload.write(b"world")
     info = await upload.finish()
+    assert isinstance(info, FileInfo)  # stored, not kept as a partial upload
     record = await world.store.get(slot.file_id)
     assert record is not None and record.completed and record.sha256 == info.sha256
     assert await world.storage.stat(slot.file_id) is not None
