@@ -128,6 +128,7 @@ class Node:
             max_uploads_per_address=h.max_uploads_per_address,
             metadata=self.metadata,
             records=self.records,
+            partial_lifetime=h.partial_lifetime,
         )
         drain = DrainService(receiver, h.shutdown_grace)
         drain.setName("uploads")

@@ -118,6 +118,10 @@ class ShuttingDown(UploadRefused):
     """The service is draining before it stops; no new uploads."""
 
 
+class BadUploadRequest(UploadRefused):
+    """A request on an upload URL that its protocol does not allow."""
+
+
 class OffsetMismatch(UploadRefused):
     """An append's ``Upload-Offset`` is not where the partial upload ends."""
 

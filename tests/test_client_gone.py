@@ -11,7 +11,7 @@ dropped and never an "Unhandled error in Deferred".
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -20,8 +20,10 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from httpupload.metadata import FileRecord
 from httpupload.metadata.memory import MemoryMetadataStore
 from httpupload.storage import FileInfo, StoredFile
-from httpupload.storage.memory import MemoryStorage, MemoryUpload
+from httpupload.storage.memory import MemoryPartialUpload, MemoryStorage, MemoryUpload
 from httpupload.testing import Harness, Minted, make_harness, result_of
+
+_Upload = TypeVar("_Upload", bound=MemoryUpload)
 
 
 class HeldStorage(MemoryStorage):
@@ -35,7 +37,12 @@ class HeldStorage(MemoryStorage):
         self.closed_files: list[StoredFile] = []
 
     def begin_write(self, file_id: str) -> MemoryUpload:
-        upload = super().begin_write(file_id)
+        return self._held(super().begin_write(file_id))
+
+    def begin_partial(self, file_id: str, offset: int) -> MemoryPartialUpload:
+        return self._held(super().begin_partial(file_id, offset))
+
+    def _held(self, upload: _Upload) -> _Upload:
         commit = upload.commit
 
         def held_commit(info: FileInfo) -> Deferred[None]:
@@ -160,9 +167,10 @@ def test_a_whole_body_is_stored_and_recorded_after_its_client_left(
     assert failures(logged) == []
 
 
-def test_a_body_cut_short_is_thrown_away_when_its_client_leaves() -> None:
-    """The client leaves midway through the body: the partial write is aborted,
-    nothing is stored and the record stays incomplete."""
+def test_a_body_cut_short_is_kept_to_resume_when_its_client_leaves() -> None:
+    """The client leaves midway through the body: what arrived is kept as the
+    slot's partial upload (#12), nothing is stored or served, the record stays
+    incomplete and its PUT URL valid for the partial upload's lifetime."""
     h = harness()
     storage: Any = h.storage
     slot = granted(h, size=10)
@@ -170,10 +178,13 @@ def test_a_body_cut_short_is_thrown_away_when_its_client_leaves() -> None:
     assert len(storage.pending) == 1
     conn.abort()
     assert storage.pending == set()
-    assert storage.aborted == 1
+    assert storage.aborted == 0
     assert storage.files == {}
+    assert bytes(storage.partials[slot.slot.file_id]) == b"hello"
     record = record_of(h, slot)
     assert record is not None and not record.completed
+    lifetime = h.receiver.partial_lifetime
+    assert record.slot_expires == h.clock.seconds() + lifetime
     assert h.receiver.in_flight == 0
 
 

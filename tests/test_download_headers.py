@@ -32,7 +32,7 @@ from httpupload.testing import (
     result_of,
     stored_file,
 )
-from httpupload.web import put, resource
+from httpupload.web import resource, upload_answers
 from httpupload.web.conditional import (
     etag,
     last_modified,
@@ -284,7 +284,7 @@ def test_an_error_after_an_upload_is_stored_is_a_500(
     def broken(sha256: str) -> bytes:
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr(put, "repr_digest", broken)
+    monkeypatch.setattr(upload_answers, "repr_digest", broken)
     slot = bare.mint("a.txt", 5, "text/plain")
     response = bare.request("PUT", slot.url, data=b"hello", headers=slot.headers)
     assert response.code == 500

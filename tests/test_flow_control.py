@@ -12,7 +12,7 @@ import os
 
 from twisted.internet.defer import Deferred
 
-from httpupload.storage import FileInfo, PendingUpload
+from httpupload.storage import FileInfo, KeptUpload, PendingUpload
 from httpupload.storage.memory import MemoryStorage
 from httpupload.testing import make_harness, result_of
 
@@ -49,6 +49,10 @@ class Lagging:
     def abort(self) -> Deferred[None]:
         return self.inner.abort()
 
+    def keep(self) -> Deferred[int]:
+        assert isinstance(self.inner, KeptUpload)
+        return self.inner.keep()
+
 
 class LaggingStorage(MemoryStorage):
     """Memory storage whose uploads are ``Lagging``."""
@@ -60,6 +64,11 @@ class LaggingStorage(MemoryStorage):
 
     def begin_write(self, file_id: str) -> Lagging:  # type: ignore[override]
         self.wrappers.append(Lagging(super().begin_write(file_id), self.holds))
+        return self.wrappers[-1]
+
+    def begin_partial(self, file_id: str, offset: int) -> Lagging:  # type: ignore[override]
+        inner = super().begin_partial(file_id, offset)
+        self.wrappers.append(Lagging(inner, self.holds))
         return self.wrappers[-1]
 
 

@@ -22,7 +22,6 @@ from httpupload.slots import new_file_id
 from httpupload.storage import FileInfo, KeepsPartials
 from httpupload.storage.memory import MemoryStorage
 
-
 _T = TypeVar("_T")
 
 

@@ -133,8 +133,11 @@ def test_put_without_content_type_takes_the_slots(h: Harness) -> None:
     assert header(h.request("HEAD", slot.url), "Content-Type") == "audio/ogg"
 
 
-def test_cut_off_upload_leaves_nothing(h: Harness) -> None:
-    """A body that stops short is discarded; the same slot can be PUT again."""
+def test_cut_off_upload_is_kept_unserved_and_replaced_by_a_new_put(
+    h: Harness,
+) -> None:
+    """A body that stops short is kept to resume (#12), never served; a plain
+    PUT of the same slot from 0 replaces it."""
     slot = h.mint(size=100_000, content_type=None)
     head = (
         f"PUT {slot.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
@@ -145,11 +148,12 @@ def test_cut_off_upload_leaves_nothing(h: Harness) -> None:
     assert len(h.storage.pending) == 1
     conn.close()
     assert h.storage.pending == set() and h.storage.files == {}
-    assert h.storage.aborted == 1
+    assert len(h.storage.partials[slot.slot.file_id]) == 50_000
     assert h.request("GET", slot.url).code == 404
     data = b"y" * 100_000
     assert h.request("PUT", slot.url, data=data, headers=slot.headers).code == 201
     assert h.request("GET", slot.url).body == data
+    assert h.storage.partials == {}
 
 
 def test_chunked_put_needs_a_length(h: Harness) -> None:
@@ -197,11 +201,15 @@ def test_options_and_other_methods(h: Harness) -> None:
     )
     assert response.code in (200, 204)
     assert_common_headers(response)
-    for method in ("POST", "DELETE", "PATCH"):
+    for method in ("POST", "DELETE"):
         response = h.request(method, slot.url)
         assert response.code == 405
         assert "GET" in (header(response, "Allow") or "")
         assert_common_headers(response)
+    # A PATCH appends to an upload (#12): it needs the slot's token.
+    response = h.request("PATCH", slot.url)
+    assert response.code == 403
+    assert_common_headers(response)
 
 
 def test_access_log_hides_file_urls() -> None:

@@ -150,6 +150,7 @@ class Storage(Protocol):
         """Bytes the backend can still take, None if it cannot tell."""
 
 
+@runtime_checkable
 class KeptUpload(PendingUpload, Protocol):
     """A write into a slot's partial upload, which can outlive the request.
 

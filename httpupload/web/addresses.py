@@ -68,6 +68,12 @@ def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
     return host
 
 
+def via_proxy(request: Request, trusted: tuple[Network, ...] = ()) -> bool:
+    """Whether the peer is one of the trusted proxies (not the client itself)."""
+    host = getattr(request.getClientAddress(), "host", None) or "unknown"
+    return bool(trusted) and _in(host, trusted)
+
+
 def is_secure(request: Request, trusted: tuple[Network, ...] = ()) -> bool:
     """Whether the client reached us over TLS: directly, or says a trusted proxy."""
     if request.isSecure():

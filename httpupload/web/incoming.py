@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -22,16 +23,40 @@ from httpupload.errors import (
     HttpUploadError,
     IncompleteBody,
     StorageError,
+    TooLarge,
     UploadRefused,
 )
 from httpupload.slots import Slot
-from httpupload.storage import FileInfo, PendingUpload
+from httpupload.storage import FileInfo, KeptUpload, PendingUpload
 
 # Body bytes held while a PUT waits to be admitted.  The connection stops
 # being read at the first chunk, so this is one socket read in practice.
 MAX_HELD = 1024 * 1024
 
 log = Logger()
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """How an admitted upload goes on (what ``admit_when``'s Deferred gives).
+
+    ``sha256``: the hash of the bytes already kept before ``offset`` (an
+    append).  ``stored``: the slot's file is stored already; the body is
+    compared with it (its bytes are the stored ones: success) and never
+    written, or, with ``same``, already known to be the same (a matching
+    ``Repr-Digest``).
+    """
+
+    sha256: hashlib._Hash | None = None
+    stored: FileInfo | None = None
+    same: bool = False
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The body ended (or broke off) before the upload did: this much is kept."""
+
+    offset: int
 
 
 class IncomingUpload:
@@ -56,8 +81,22 @@ class IncomingUpload:
         | None = None,
         replaces: IncomingUpload | None = None,
         cancel: Callable[[], None] | None = None,
+        *,
+        offset: int = 0,
+        complete: bool | None = True,
+        on_kept: Callable[[Slot, int, hashlib._Hash | None], None] | None = None,
     ) -> None:
         self.slot = slot
+        # Where this body starts in the upload (an append), and whether it
+        # ends it: True (a plain PUT: the whole body, or an error), False
+        # (the client says more follows) or None (it ends it if it reaches
+        # the slot's size: tus).
+        self.offset = offset
+        self.complete = complete
+        # With ``on_kept`` the storage keeps partial uploads: a body that
+        # breaks off is kept (and told), not thrown away.
+        self._on_kept = on_kept
+        self._admitted_as = Admitted()
         self.content_type = content_type
         self._begin_write = begin_write
         self._pending: PendingUpload | None = None
@@ -78,10 +117,13 @@ class IncomingUpload:
         # Admission: chunks held until then (None once decided), who waits.
         self._held: list[bytes] | None = []
         self._held_bytes = 0
-        self._admission: Deferred[None] | None = None
+        self._admission: Deferred[Admitted | None] | None = None
         self._decided = False
         self._waiting: list[Deferred[None]] = []
         self._refusal: HttpUploadError | None = None
+        self._keeping: Deferred[int] | None = None
+        # More came than the slot holds: never stored as if whole.
+        self.overflowed = False
         # The outcome: stored or not, once this upload is over.
         self._replaces = replaces
         self._over: Deferred[bool] = Deferred()
@@ -89,7 +131,7 @@ class IncomingUpload:
 
     # -- admission -----------------------------------------------------------
 
-    def admit_when(self, decided: Deferred[None]) -> None:
+    def admit_when(self, decided: Deferred[Admitted | None]) -> None:
         """Send the body to storage once ``decided`` fires; if it fails (with
         an ``UploadRefused``), refuse the upload with that error.  An abort
         before then cancels ``decided`` (nobody needs its answer)."""
@@ -98,15 +140,28 @@ class IncomingUpload:
             lambda f: log.failure("Admitting an upload failed", f)
         )
 
-    def _admit(self, _: object) -> None:
+    def _admit(self, admitted: Admitted | None) -> None:
         held, self._held = self._held or [], None
         if self.aborted:
             self._wake(None)
             return
+        if admitted is not None:
+            self._admitted_as = admitted
+            if admitted.sha256 is not None:
+                self._sha256 = admitted.sha256
+        for chunk in held:
+            self._sha256.update(chunk)
+        if self._admitted_as.stored is not None:
+            self._wake(None)  # compared, never written
+            return
         try:
             self._pending = self._begin_write()
-        except (UploadRefused, StorageError) as e:
-            self._refusal = e
+        except (UploadRefused, StorageError, ValueError) as e:
+            self._refusal = (
+                e
+                if isinstance(e, HttpUploadError)
+                else UploadRefused("The upload cannot resume there")
+            )
             self._wake(None)
             return
         behind = None
@@ -149,10 +204,21 @@ class IncomingUpload:
 
     # -- the body --------------------------------------------------------------
 
+    @property
+    def reached(self) -> int:
+        """Where the upload stands: the offset plus this body's bytes so far."""
+        return self.offset + self.bytes_received
+
     def write(self, data: bytes) -> Deferred[None] | None:
         """Take a chunk; a Deferred asks the caller to hold the rest back."""
+        room = self.slot.size - self.reached
+        if len(data) > room:
+            # Never past the slot's size: what fits is kept, the rest cut off.
+            log.info("An upload went past its slot's size; cut off")
+            data = data[: max(room, 0)]
+            self.overflowed = True
+            self.cancel()
         self.bytes_received += len(data)
-        self._sha256.update(data)
         if self._held is not None:
             self._held.append(data)
             self._held_bytes += len(data)
@@ -163,8 +229,11 @@ class IncomingUpload:
                 self.cancel()
                 return None
             return self._admitted()
-        if self._pending is None or self.aborted:
+        if self.aborted or self._refusal is not None:
             return None  # refused, or thrown away: the body is dropped
+        self._sha256.update(data)
+        if self._pending is None:
+            return None  # compared with the stored file, not written
         return self._pending.write(data)
 
     def release(self) -> None:
@@ -179,25 +248,53 @@ class IncomingUpload:
         if on_done is not None:
             on_done(self)
 
-    def finish(self) -> Deferred[FileInfo]:
-        """Commit if the whole body arrived; the Deferred fails otherwise."""
+    def finish(self) -> Deferred[FileInfo | Kept]:
+        """The body is in: commit if it ends the upload, else keep what came.
+
+        Fails if the upload cannot be stored (or, a plain PUT, is short).
+        """
         self.finished = True
         d = self._admitted().addCallback(lambda _: self._commit())
 
-        def over(result: FileInfo | Failure) -> FileInfo | Failure:
-            self._settle(not isinstance(result, Failure))
+        def over(result: FileInfo | Kept | Failure) -> FileInfo | Kept | Failure:
+            self._settle(isinstance(result, FileInfo))
             return result
 
         return d.addBoth(over)
 
-    def _commit(self) -> Deferred[FileInfo]:
+    def _ends_upload(self) -> bool:
+        if self.complete is False:
+            return False
+        return self.complete is True or self.reached == self.slot.size
+
+    def _commit(self) -> Deferred[FileInfo | Kept]:
         if self._refusal is not None:
             return fail(self._refusal)
+        stored = self._admitted_as.stored
+        if stored is not None:
+            return self._compare(stored)
         pending = self._pending
         if pending is None:
             return fail(UploadRefused("The upload was cut off"))
-        if self.bytes_received != self.slot.size:
-            received = self.bytes_received
+        if self.overflowed:
+
+            def too_large(_: object) -> FileInfo:
+                raise TooLarge(f"The slot is for {self.slot.size} bytes")
+
+            return self._keep().addCallback(too_large)
+        if not self._ends_upload():
+            return self._keep()
+        if self.reached != self.slot.size:
+            received = self.reached
+            if self._on_kept is not None:
+                # The bytes are good, the claim to end the upload was not.
+                def short(_: object) -> FileInfo:
+                    raise IncompleteBody(
+                        f"The upload has {received} bytes, the slot is for "
+                        f"{self.slot.size}"
+                    )
+
+                return self._keep().addCallback(short)
 
             def incomplete(_: object) -> FileInfo:
                 raise IncompleteBody(
@@ -217,10 +314,69 @@ class IncomingUpload:
         if self._on_stored is not None:
             on_stored = self._on_stored
             committed.addCallback(lambda _: on_stored(self.slot, info))
-        d: Deferred[FileInfo] = committed.addCallback(lambda _: info)
+        d: Deferred[FileInfo | Kept] = committed.addCallback(lambda _: info)
         if self._adopt_stored is not None:
             d.addErrback(self._maybe_adopt, self._adopt_stored, info)
         return d
+
+    def _compare(self, stored: FileInfo) -> Deferred[FileInfo | Kept]:
+        """A stored slot PUT again: success if these are its bytes, else 409."""
+        same = self._admitted_as.same or (
+            self.reached == stored.size and self._sha256.hexdigest() == stored.sha256
+        )
+        if same:
+            log.info("A PUT of stored bytes again; answered as stored")
+            return succeed(stored)
+        return fail(AlreadyStored("This slot has already been used"))
+
+    def _keep(self) -> Deferred[FileInfo | Kept]:
+        return self.keep().addCallback(Kept)
+
+    def keep(self) -> Deferred[int]:
+        """Keep what was written for a later append; fires with the offset kept.
+
+        Without a storage that keeps partials, the partial file is thrown
+        away (and 0 kept).
+        """
+        if self._keeping is not None:
+            return self._chain(self._keeping)
+        pending = self._pending
+        if self._on_kept is None or not isinstance(pending, KeptUpload) or self.aborted:
+            return self.abort().addCallback(lambda _: 0)
+        self.finished = True
+        hashed = self.reached
+        sha256 = self._sha256.copy()
+        keeping = pending.keep()
+        self._keeping = keeping
+        on_kept = self._on_kept
+
+        def kept(offset: int) -> int:
+            on_kept(self.slot, offset, sha256 if offset == hashed else None)
+            self._settle(False)
+            return offset
+
+        keeping.addCallback(kept)
+        return self._chain(keeping)
+
+    @staticmethod
+    def _chain(d: Deferred[int]) -> Deferred[int]:
+        told: Deferred[int] = Deferred()
+
+        def tell(result: int | Failure) -> int | Failure:
+            if isinstance(result, Failure):
+                told.errback(result)
+                return 0
+            told.callback(result)
+            return result
+
+        d.addBoth(tell)
+        return told
+
+    def interrupted(self) -> Deferred[int]:
+        """The body broke off: keep what came (if storage keeps partials)."""
+        if self._keeping is None and (self._pending is None or self.aborted):
+            return self.abort().addCallback(lambda _: 0)
+        return self.keep()
 
     def _maybe_adopt(
         self,
@@ -289,4 +445,4 @@ class IncomingUpload:
         return told
 
 
-__all__ = ["MAX_HELD", "IncomingUpload"]
+__all__ = ["MAX_HELD", "Admitted", "IncomingUpload", "Kept"]

@@ -19,6 +19,7 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from httpupload.web.incoming import IncomingUpload
+    from httpupload.web.resumable import Dialect
     from httpupload.web.settings import WebSettings
 
 
@@ -33,12 +34,18 @@ class IUploadDesk(Interface):
         length: int | None,
         address: str,
         cut_off: Callable[[], None] = ...,
+        method: bytes = ...,
+        dialect: Dialect = ...,
     ) -> IncomingUpload:
-        """Accept a PUT from its head and open its write; raises UploadRefused.
+        """Accept a PUT (or an append) from its head and open its write;
+        raises UploadRefused.
 
         ``cut_off`` drops the PUT's connection (a drain ends, or a newer PUT
         of the slot replaces this one).
         """
+
+    def remember_type(file_id: str, content_type: str) -> None:
+        """The type a resumable PUT gave, for the appends that finish it."""
 
 
 class IPutConnection(Interface):
@@ -52,6 +59,9 @@ class IPutConnection(Interface):
 
     def keep_until_closed(upload: IncomingUpload) -> None:
         """Release ``upload`` when the connection closes, at the latest."""
+
+    def interim(head: bytes) -> None:
+        """Write an interim (1xx) response head before the final one."""
 
     def close_before_release() -> bool:
         """While draining: close first (True), releasing the upload once closed."""

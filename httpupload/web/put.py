@@ -20,6 +20,8 @@ copied into storage.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -27,16 +29,30 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from httpupload.errors import HttpUploadError, StorageError, UploadRefused
+from httpupload.errors import (
+    HttpUploadError,
+    ProtocolUnsupported,
+    StorageError,
+    UploadRefused,
+)
 from httpupload.logs import short_id
 from httpupload.storage import FileInfo
-from httpupload.web.addresses import client_address
+from httpupload.web.addresses import client_address, via_proxy
 from httpupload.web.conditional import etag
 from httpupload.web.incoming import IncomingUpload
 from httpupload.web.interfaces import IPut, IPutConnection, IUploadDesk
 from httpupload.web.responses import Reply, plain, refuse
+from httpupload.web.resumable import (
+    PLAIN,
+    Dialect,
+    UnsupportedTus,
+    UploadState,
+    dialect_of,
+    interim_head,
+)
 from httpupload.web.settings import WebSettings
-from httpupload.web.uploads import repr_digest
+from httpupload.web.upload_answers import UploadAnswer
+from httpupload.web.uploads import bearer_token, query_token, repr_digest
 
 # Copying a body that twisted.web spooled (the embedding case).
 CHUNK_SIZE = 256 * 1024
@@ -77,6 +93,22 @@ def answer_stored(reply: Reply, stored: Deferred[FileInfo]) -> None:
     stored.addCallbacks(created, not_stored).addErrback(reply.failed)
 
 
+def upload_location(path: bytes, token: str | None) -> bytes:
+    """The upload resource's URL, relative to the request's own: its last
+    segment, with the token.
+
+    A relative reference resolves against the URL the client used, so it
+    stays right behind a proxy that adds or strips a path prefix.  It is as
+    unguessable as the token (it carries it) and never logged (the access
+    log leaves queries out).
+    """
+    target, _, query = path.partition(b"?")
+    last = target.rsplit(b"/", 1)[-1]
+    if query_token(path) is not None:
+        return last + b"?" + query
+    return last + b"?token=" + quote(token or "", safe="").encode("ascii")
+
+
 @implementer(IPut)
 class StreamedPut:
     """A PUT on our channel, judged from its head, its body streamed to storage."""
@@ -90,8 +122,11 @@ class StreamedPut:
         clock: IReactorTime | None,
         path: bytes,
         length: int | None,
+        method: bytes = b"PUT",
+        version: bytes = b"HTTP/1.1",
     ) -> None:
         self._connection = connection
+        self._answer = UploadAnswer(method=method)
         self._desk = desk
         self._settings = settings
         self._clock = clock
@@ -104,19 +139,58 @@ class StreamedPut:
             self._refusal = UploadRefused("This site does not take uploads")
             return
         address = client_address(request, settings.trusted_proxies)
+        headers = request.requestHeaders
+        try:
+            dialect = dialect_of(headers)
+        except UnsupportedTus:
+            dialect = PLAIN
+            self._refusal = ProtocolUnsupported("Only tus 1.0.0 is spoken here")
+            return
         try:
             upload = desk.start(
-                path, request.requestHeaders, length, address, connection.cut_off
+                path, headers, length, address, connection.cut_off, method, dialect
             )
         except (UploadRefused, StorageError) as e:
+            self._answer = UploadAnswer(dialect, method=method)
             self._refusal = e
             return
         self._upload = upload
+        location = upload_location(path, bearer_token(headers))
+        self._answer = UploadAnswer(
+            dialect,
+            method=method,
+            size=upload.slot.size,
+            location=location if dialect.ietf else None,
+            max_age=settings.partial_lifetime,
+        )
+        if method == b"PUT":
+            desk.remember_type(upload.slot.file_id, upload.content_type)
+        if self._interim_allowed(request, dialect, method, version):
+            state = UploadState(0, upload.slot.size, False, settings.partial_lifetime)
+            connection.interim(interim_head(dialect, location, state))
         connection.keep_until_closed(upload)
         request.notifyFinish().addBoth(self._answered).addErrback(
             lambda f: log.failure("Releasing an upload failed", f)
         )
         self._schedule_rate_check()
+
+    def _interim_allowed(
+        self, request: Request, dialect: Dialect, method: bytes, version: bytes
+    ) -> bool:
+        """Whether a 104 goes out: a draft creation over HTTP/1.1, if the
+        setting lets it reach this client (nginx 1.22 mishandles upstream
+        1xx other than 100 and 103: docs/resumable.md)."""
+        if not dialect.ietf or method != b"PUT" or version != b"HTTP/1.1":
+            return False
+        upload = self._upload
+        if upload is None or self.refused():
+            return False
+        mode = self._settings.interim_104
+        if mode == "never":
+            return False
+        if mode == "direct" and via_proxy(request, self._settings.trusted_proxies):
+            return False
+        return True
 
     def refused(self) -> bool:
         return self._refusal is not None
@@ -197,13 +271,13 @@ class StreamedPut:
         self._stop_rate_check()
         reply = Reply(request)
         if self._refusal is not None:
-            reply.send(refuse(request, self._refusal))
+            reply.send(self._answer.refused(request, self._refusal))
             return
         if self._upload is None:  # pragma: no cover (refused without a reason)
             reply.send(plain(request, 500, "Storing the upload failed"))
             return
         # Not cancelled when the client goes: a whole body is kept.
-        answer_stored(reply, self._upload.finish())
+        self._answer.send(reply, self._upload.finish())
 
     def _answered(self, _: object) -> None:
         """The response is written (or the client gone): release the upload.
@@ -224,11 +298,11 @@ class StreamedPut:
         upload = self._upload
         if upload is not None and not upload.finished:
             log.info(
-                "Upload cut off after {received} of {size} bytes; discarded",
-                received=upload.bytes_received,
+                "Upload cut off at {received} of {size} bytes",
+                received=upload.reached,
                 size=upload.slot.size,
             )
-            upload.abort().addErrback(_log_abort_failure)
+            upload.interrupted().addErrback(_log_abort_failure)
 
 
 async def spooled_put(request: Request, desk: IUploadDesk) -> FileInfo:
@@ -251,7 +325,10 @@ async def spooled_put(request: Request, desk: IUploadDesk) -> FileInfo:
             ready = upload.write(chunk)
             if ready is not None:
                 await ready
-        return await upload.finish()
+        stored = await upload.finish()
+        if not isinstance(stored, FileInfo):  # pragma: no cover (a whole PUT)
+            raise UploadRefused("The upload was not stored")
+        return stored
     finally:
         upload.release()
 

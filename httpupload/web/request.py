@@ -72,6 +72,8 @@ class UploadRequest(Request):
     """A request whose PUT body goes to its ``StreamedPut``, not to memory."""
 
     _put: StreamedPut | None = None
+    # The method a POST's X-HTTP-Method-Override names (tus), if any.
+    _override: bytes | None = None
     # Why the head is refused with a 400 before anything else sees it.
     _bad: str | None = None
     # Content-Length and Transfer-Encoding headers seen so far.
@@ -127,6 +129,8 @@ class UploadRequest(Request):
     def process(self) -> None:
         """Render, unless the head was refused: then a 400 and nothing else."""
         if self._bad is None:
+            if self._override is not None:
+                self.method = self._override
             super().process()
             return
         self.site = self.channel.site  # type: ignore[attr-defined]
@@ -147,10 +151,26 @@ class UploadRequest(Request):
         answer_failure(self, reason)
         return reason
 
-    def headers_received(self, method: bytes, path: bytes, length: int | None) -> None:
-        """A PUT gets its owner, which judges it from its headers."""
+    def headers_received(
+        self,
+        method: bytes,
+        path: bytes,
+        length: int | None,
+        version: bytes = b"HTTP/1.1",
+    ) -> None:
+        """A PUT (or an append) gets its owner, which judges it from its headers.
+
+        tus clients that cannot send PATCH or DELETE send a POST with
+        ``X-HTTP-Method-Override`` (tus 1.0 says servers must honour it):
+        the request is then handled as the method it names.
+        """
         channel = self._upload_channel()
-        if method != b"PUT" or channel is None:
+        if method == b"POST":
+            override = self.requestHeaders.getRawHeaders(b"X-HTTP-Method-Override")
+            if override and override[0].strip().upper() in (b"PATCH", b"DELETE"):
+                method = override[0].strip().upper()
+                self._override = method
+        if method not in (b"PUT", b"PATCH") or channel is None:
             return
         self._put = StreamedPut(
             self,
@@ -160,6 +180,8 @@ class UploadRequest(Request):
             channel.clock,
             path,
             length,
+            method,
+            version,
         )
 
     def gotLength(self, length: int | None) -> None:
@@ -242,6 +264,10 @@ class UploadChannel(HookedChannel):
     def keep_until_closed(self, upload: IncomingUpload) -> None:
         self.uploads.add(upload)
 
+    def interim(self, head: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(head)
+
     def close_before_release(self) -> bool:
         if self.transport is not None and self.uploads:
             self.loseConnection()
@@ -295,13 +321,17 @@ class UploadChannel(HookedChannel):
         if problem is not None:
             request.reject(problem)
         if request.bad is None:
-            request.headers_received(method, target, length)
+            request.headers_received(method, target, length, version)
         # What is answered without its body: a refusal, or a method that
         # takes none (a body it announces is read and dropped, if small).
         unwanted = (
             request.bad is not None
             or request.refused
-            or (method != b"PUT" and length != 0)
+            or (
+                method not in (b"PUT", b"PATCH")
+                and request.streamed_put() is None
+                and length != 0
+            )
         )
         if unwanted and self._answer_at_once(request, length):
             request.requestHeaders.removeHeader(b"Expect")

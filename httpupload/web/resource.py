@@ -51,7 +51,9 @@ from httpupload.web.responses import (
     apply_common_headers,
     plain,
 )
-from httpupload.web.uploads import repr_digest
+from httpupload.web.resumable import options_headers
+from httpupload.web.resumption import UploadResources, asks_upload_state
+from httpupload.web.uploads import UploadReceiver, repr_digest
 
 log = Logger()
 
@@ -171,6 +173,14 @@ class UploadResource(Resource):
         self._records = records
         self._lookup = records if records is not None else metadata
         self._clock = clock
+        # HEAD and DELETE about an upload (resumable uploads, "did my
+        # upload land?"): with a receiver whose storage keeps partials.
+        self._resources = (
+            UploadResources(receiver) if isinstance(receiver, UploadReceiver) else None
+        )
+        self._partial_lifetime = (
+            receiver.partial_lifetime if isinstance(receiver, UploadReceiver) else 0
+        )
 
     def render(self, request: Request) -> bytes | int:
         apply_common_headers(request)
@@ -178,9 +188,19 @@ class UploadResource(Resource):
         if method == b"OPTIONS":
             request.setResponseCode(204)
             request.setHeader(b"Allow", ALLOWED_METHODS)
+            if self._resources is not None:
+                for name, value in options_headers(self._partial_lifetime):
+                    request.setHeader(name, value)
             return b""
-        if method == b"PUT":
+        if method in (b"PUT", b"PATCH"):
             return self.render_PUT(request)
+        if (
+            method in (b"HEAD", b"DELETE")
+            and self._resources is not None
+            and asks_upload_state(request)
+        ):
+            self._resources.render(request)
+            return NOT_DONE_YET
         if method in (b"GET", b"HEAD"):
             reply = Reply(request)
             download = ensureDeferred(self._download(request, reply))
@@ -197,6 +217,9 @@ class UploadResource(Resource):
         if put is not None:
             put.respond(request)
             return NOT_DONE_YET
+        if request.method != b"PUT":
+            request.setHeader(b"Allow", ALLOWED_METHODS)
+            return plain(request, 405, "Method not allowed")
         if self._receiver is None:
             log.error("PUT reached UploadResource with no way to take uploads")
             return plain(request, 500, "Uploads are not set up on this site")

@@ -22,6 +22,7 @@ from httpupload._twisted_private import is_disconnected
 from httpupload.errors import (
     AlreadyComplete,
     AlreadyStored,
+    BadUploadRequest,
     DuplicateFile,
     HttpUploadError,
     IncompleteBody,
@@ -86,6 +87,7 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (TooManyUploads, 429),
     (ShuttingDown, 503),
     (OffsetMismatch, 409),
+    (BadUploadRequest, 400),
     (AlreadyComplete, 400),
     (TooLarge, 413),
     (WrongPatchType, 415),

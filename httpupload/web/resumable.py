@@ -267,13 +267,16 @@ def interim_head(dialect: Dialect, location: bytes, state: UploadState) -> bytes
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def options_headers(max_size: int, max_age: int) -> list[tuple[bytes, bytes]]:
-    """What ``OPTIONS`` on a slot URL tells resumable clients (tus, draft 6 and 8)."""
+def options_headers(max_age: int) -> list[tuple[bytes, bytes]]:
+    """What ``OPTIONS`` on a slot URL tells resumable clients (tus, draft 6 and 8).
+
+    The size limit is each slot's own, which an ``OPTIONS`` (sent without
+    the token) cannot name: the slot request told the client already.
+    """
     return [
         (b"Tus-Version", TUS_VERSION),
         (b"Tus-Extension", TUS_EXTENSIONS),
-        (b"Tus-Max-Size", b"%d" % max_size),
-        (b"Upload-Limit", b"min-size=0, max-size=%d, max-age=%d" % (max_size, max_age)),
+        (b"Upload-Limit", b"min-size=0, max-age=%d" % max_age),
         (b"Accept-Patch", PARTIAL_UPLOAD.encode() + b", " + TUS_PATCH_TYPE.encode()),
     ]
 

@@ -191,7 +191,9 @@ class UploadSite(GuardedSite):
                 trusted_proxies=trusted_proxies,
             )
         super().__init__(
-            UploadResource(storage, metadata, reactor, records=records),
+            UploadResource(
+                storage, metadata, reactor, receiver=uploads, records=records
+            ),
             reactor,
             settings=settings,
         )

@@ -15,7 +15,9 @@ accepted PUT's body is an ``IncomingUpload`` (``httpupload.web.incoming``).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import (
@@ -29,18 +31,23 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from httpupload.errors import (
+    AlreadyComplete,
     AlreadyStored,
     BadSlotRequest,
+    BadUploadRequest,
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    OffsetMismatch,
     ShuttingDown,
     StorageUnavailable,
+    TooLarge,
     TooManyUploads,
     TypeMismatch,
+    WrongPatchType,
 )
 from httpupload.logs import short_id
-from httpupload.metadata import MetadataStore
+from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metadata.cache import RecordCache
 from httpupload.slots import (
     TOKEN_PARAMETER,
@@ -50,13 +57,23 @@ from httpupload.slots import (
     media_type,
     parse_url_path,
 )
-from httpupload.storage import FileInfo, Storage
-from httpupload.web.incoming import IncomingUpload
+from httpupload.storage import FileInfo, KeepsPartials, Storage
+from httpupload.web.incoming import Admitted, IncomingUpload
 from httpupload.web.interfaces import IUploadDesk
+from httpupload.web.resumable import (
+    PLAIN,
+    Dialect,
+    requested_complete,
+    requested_length,
+    requested_offset,
+)
 from httpupload.web.settings import config_default
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_MAX_UPLOADS_PER_ADDRESS: int = config_default("max_uploads_per_address")
+DEFAULT_PARTIAL_LIFETIME: int = config_default("partial_lifetime")
+# Hash states and types of partial uploads remembered on this node.
+MAX_REMEMBERED = 10_000
 
 log = Logger()
 
@@ -92,6 +109,40 @@ def repr_digest(sha256_hex: str) -> bytes:
     return b"sha-256=:" + encoded + b":"
 
 
+def sent_digest(headers: Headers) -> str | None:
+    """The SHA-256 (hex) of a request's ``Repr-Digest``, if it gives one."""
+    for value in headers.getRawHeaders(b"Repr-Digest") or []:
+        for member in value.split(b","):
+            name, _, encoded = member.strip().partition(b"=")
+            if name.strip().lower() != b"sha-256":
+                continue
+            encoded = encoded.strip()
+            if len(encoded) < 2 or encoded[:1] != b":" or encoded[-1:] != b":":
+                return None
+            try:
+                raw = base64.b64decode(encoded[1:-1], validate=True)
+            except ValueError:
+                return None
+            return raw.hex() if len(raw) == 32 else None
+    return None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What the head of an acceptable PUT or PATCH says of it."""
+
+    slot: Slot
+    content_type: str
+    # The token's own lifetime is over: only a partial upload kept for the
+    # slot (its record's ``slot_expires``, extended) still authorises it.
+    expired: bool = False
+    offset: int = 0
+    # As ``IncomingUpload.complete``.
+    complete: bool | None = True
+    # The body's length, if the head says.
+    length: int | None = None
+
+
 def _stored_type(slot: Slot, header: bytes | None) -> str:
     """The type to store: the slot's, else the PUT's, else octet-stream."""
     if header is None:
@@ -122,9 +173,20 @@ class UploadReceiver:
         max_uploads_per_address: int = DEFAULT_MAX_UPLOADS_PER_ADDRESS,
         metadata: MetadataStore | None = None,
         records: RecordCache | None = None,
+        partial_lifetime: int = DEFAULT_PARTIAL_LIFETIME,
     ) -> None:
         self._signer = signer
         self._storage = storage
+        # A storage that keeps partial uploads makes slot URLs resumable.
+        self.partials: KeepsPartials | None = (
+            storage if isinstance(storage, KeepsPartials) else None
+        )
+        self.partial_lifetime = partial_lifetime
+        # Per slot with a partial kept here: the hash state at its end (so a
+        # resume on this node need not read the bytes back) and the type its
+        # PUT gave (an append carries none).
+        self._hashes: dict[str, tuple[int, hashlib._Hash]] = {}
+        self._types: dict[str, str] = {}
         self._clock = clock
         self._metadata = metadata
         # Told each record completed here: its first download needs no lookup.
@@ -136,10 +198,30 @@ class UploadReceiver:
         self.draining = False
         self._drained: list[Deferred[None]] = []
 
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
     def check(
         self, path: bytes, headers: Headers, length: int | None
     ) -> tuple[Slot, str]:
-        """The slot and content type of an acceptable PUT; raises UploadRefused."""
+        """The slot and content type of an acceptable plain PUT, or UploadRefused."""
+        judged = self.judge(path, headers, length)
+        if judged.expired:
+            raise InvalidSlot("The slot has expired")
+        return judged.slot, judged.content_type
+
+    def authorise(self, path: bytes, headers: Headers) -> tuple[Slot, bool]:
+        """The slot a request's token is for, and whether the token expired.
+
+        An expired token is good only while the slot has a partial upload
+        (``resumable`` then decides, from the record); without a storage
+        that keeps partials, expiry refuses at once, as before.
+        """
         parsed = parse_url_path(path)
         if parsed is None:
             raise InvalidSlot("Not an upload URL")
@@ -148,25 +230,98 @@ class UploadReceiver:
             raise InvalidSlot(
                 "Missing slot token (Authorization: Bearer … or ?token=…)"
             )
-        slot = None
         refusal: InvalidSlot | None = None
         for token in tokens:
             try:
-                slot = self._signer.verify(token, *parsed)
-                break
+                slot = self._signer.decode(token)
             except InvalidSlot as e:
                 refusal = refusal or e
-        if slot is None:
-            assert refusal is not None
-            raise refusal
-        if length is None or not headers.hasHeader(b"Content-Length"):
+                continue
+            if (slot.file_id, slot.filename) != parsed:
+                refusal = refusal or InvalidSlot("The slot is for another URL")
+                continue
+            expired = self._signer.clock.seconds() >= slot.expires
+            if expired and self.partials is None:
+                refusal = refusal or InvalidSlot("The slot has expired")
+                continue
+            return slot, expired
+        assert refusal is not None
+        raise refusal
+
+    def judge(
+        self,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        method: bytes = b"PUT",
+        dialect: Dialect = PLAIN,
+    ) -> Judged:
+        """What an acceptable PUT or PATCH is; raises UploadRefused."""
+        slot, expired = self.authorise(path, headers)
+        given_length = requested_length(dialect, headers)
+        if given_length is not None and given_length != slot.size:
+            raise LengthMismatch(
+                f"Upload-Length is {given_length}, the slot is for {slot.size} bytes"
+            )
+        if length is not None and not headers.hasHeader(b"Content-Length"):
+            length = None
+        if method == b"PATCH":
+            return self._judge_append(slot, expired, headers, length, dialect)
+        complete = requested_complete(dialect, headers) if dialect.ietf else None
+        content_types = headers.getRawHeaders(b"Content-Type")
+        content_type = _stored_type(slot, content_types[0] if content_types else None)
+        if complete is False and self.partials is not None:
+            # The draft's creation with more to follow: up to the slot's size.
+            if length is not None and length > slot.size:
+                raise TooLarge(f"The slot is for {slot.size} bytes")
+            return Judged(slot, content_type, expired, 0, False, length)
+        if length is None:
             raise LengthRequired("Content-Length is required")
         if length != slot.size:
             raise LengthMismatch(
                 f"Content-Length is {length}, the slot is for {slot.size} bytes"
             )
-        content_types = headers.getRawHeaders(b"Content-Type")
-        return slot, _stored_type(slot, content_types[0] if content_types else None)
+        return Judged(slot, content_type, expired, 0, True, length)
+
+    def _judge_append(
+        self,
+        slot: Slot,
+        expired: bool,
+        headers: Headers,
+        length: int | None,
+        dialect: Dialect,
+    ) -> Judged:
+        if self.partials is None or not dialect.resumable:
+            raise BadUploadRequest(
+                "A PATCH appends with tus 1.0 (Tus-Resumable) or the resumable "
+                "upload draft (Upload-Draft-Interop-Version)"
+            )
+        if not dialect.patch_type_ok(headers.getRawHeaders(b"Content-Type", [None])[0]):
+            wanted = (
+                "application/offset+octet-stream"
+                if dialect.tus
+                else "application/partial-upload"
+            )
+            raise WrongPatchType(f"A PATCH here must be {wanted}")
+        offset = requested_offset(dialect, headers)
+        if offset is None:
+            raise BadUploadRequest("Upload-Offset is required")
+        complete = requested_complete(dialect, headers)
+        if length is not None:
+            if offset + length > slot.size:
+                raise TooLarge(
+                    f"{length} bytes at {offset} would pass the slot's "
+                    f"{slot.size} bytes"
+                )
+            if complete is True and offset + length != slot.size:
+                raise LengthMismatch(
+                    f"{length} bytes at {offset} do not end the slot's "
+                    f"{slot.size} bytes"
+                )
+        content_type = self._types.get(slot.file_id) or (
+            slot.content_type or DEFAULT_CONTENT_TYPE
+        )
+        return Judged(slot, content_type, expired, offset, complete, length)
 
     def start(
         self,
@@ -175,15 +330,18 @@ class UploadReceiver:
         length: int | None,
         address: str,
         cut_off: Callable[[], None] = lambda: None,
+        method: bytes = b"PUT",
+        dialect: Dialect = PLAIN,
     ) -> IncomingUpload:
-        """Accept a PUT and open its write; raises UploadRefused.
+        """Accept a PUT (or an append) and open its write; raises UploadRefused.
 
         ``cut_off`` drops the PUT's connection (a drain ends, or a newer PUT
         of the slot replaces this one).
         """
         if self.draining:
             raise ShuttingDown("The service is shutting down; try again shortly")
-        slot, content_type = self.check(path, headers, length)
+        judged = self.judge(path, headers, length, method, dialect)
+        slot, content_type = judged.slot, judged.content_type
         uploads = self._in_flight.setdefault(address, set())
         if len(uploads) >= self.max_uploads_per_address:
             limit = self.max_uploads_per_address
@@ -192,52 +350,106 @@ class UploadReceiver:
                 "time from one address"
             )
         file_id = slot.file_id
-        older = self._by_slot.get(file_id)
-        if older is not None and not older.finished:
-            # Most likely the same client again, its first connection dead
-            # but not yet noticed: the newer PUT is the one to keep.
-            log.info(
-                "A new PUT of {id} replaces one still in flight; cutting that off",
-                id=short_id(file_id),
-            )
-            older.abort().addErrback(
-                lambda f: log.failure("Discarding a replaced upload failed", f)
-            )
-            older.cancel()
+        older = self.interrupt(file_id)
+        partials, offset = self.partials, judged.offset
         upload = IncomingUpload(
             slot,
             content_type,
-            lambda: self._storage.begin_write(file_id),
+            (
+                (lambda: partials.begin_partial(file_id, offset))
+                if partials is not None
+                else (lambda: self._storage.begin_write(file_id))
+            ),
             self._clock,
             on_done=lambda u: self._forget(address, u),
             on_stored=self._record if self._metadata is not None else None,
             adopt_stored=self._adopt if self._metadata is not None else None,
             replaces=older,
             cancel=cut_off,
+            offset=offset,
+            complete=judged.complete,
+            on_kept=self._kept if partials is not None else None,
         )
         self._by_slot[file_id] = upload
         upload.outcome().addCallback(lambda _: self._slot_over(upload))
         uploads.add(upload)
-        upload.admit_when(ensureDeferred(self._admission(slot, older)))
+        upload.admit_when(
+            ensureDeferred(self._admission(judged, older, method, headers))
+        )
         return upload
+
+    def interrupt(self, file_id: str) -> IncomingUpload | None:
+        """Cut off the upload of ``file_id`` in flight, if any; return it
+        (one already finishing is returned, not cut off).
+
+        Most likely the same client again, its first connection dead but not
+        yet noticed: the newer request is the one to serve.  What the older
+        one wrote is kept where storage keeps partials (its connection's
+        loss keeps it), else thrown away; its ``outcome`` says when.
+        """
+        older = self._by_slot.get(file_id)
+        if older is None or older.finished:
+            # Being committed (or kept): waited for, never cut off.
+            return older
+        log.info(
+            "A new request on {id} replaces an upload still in flight; "
+            "cutting that off",
+            id=short_id(file_id),
+        )
+        if self.partials is None:
+            older.abort().addErrback(
+                lambda f: log.failure("Discarding a replaced upload failed", f)
+            )
+        older.cancel()
+        return older
 
     def _slot_over(self, upload: IncomingUpload) -> None:
         if self._by_slot.get(upload.slot.file_id) is upload:
             del self._by_slot[upload.slot.file_id]
 
-    async def _admission(self, slot: Slot, older: IncomingUpload | None) -> None:
+    async def _admission(
+        self,
+        judged: Judged,
+        older: IncomingUpload | None,
+        method: bytes = b"PUT",
+        headers: Headers | None = None,
+    ) -> Admitted | None:
         """Whether a PUT may send its body to storage; raises UploadRefused.
 
         Waits for the older PUT of the slot (if any) to be over, its partial
-        file gone; then refuses a slot whose record is complete (stored files
+        file kept or gone; then refuses a slot whose record is gone, and
+        compares a PUT of a completed slot with what is stored (stored files
         never change, even on an object store that ignores the create-only
-        condition of the commit) or gone.  No metadata store (an embedding
-        without one): the create-only commit alone decides.
+        condition of the commit).  An append must start where the partial
+        upload ends.  No metadata store (an embedding without one): the
+        create-only commit alone decides.
         """
-        if older is not None and await older.outcome():
+        slot = judged.slot
+        if older is not None and await older.outcome() and self._metadata is None:
             raise AlreadyStored("This slot has already been used")
+        record = await self.lookup(slot)
+        if record is None:
+            if judged.expired:
+                raise InvalidSlot("The slot has expired")
+            return None
+        if record.completed:
+            return await self._completed(judged, method, headers)
+        if judged.expired and self._clock.seconds() >= record.slot_expires:
+            raise InvalidSlot("The slot has expired")
+        if self.partials is None:
+            return None
+        kept = await self.partials.partial_size(slot.file_id) or 0
+        if method != b"PATCH":
+            return None  # a PUT starts afresh
+        if judged.offset != kept:
+            raise OffsetMismatch(kept, judged.offset)
+        return Admitted(sha256=await self._prefix_hash(slot.file_id, kept))
+
+    async def lookup(self, slot: Slot) -> FileRecord | None:
+        """The slot's record; InvalidSlot if it is another's (or gone, with a
+        metadata store); None without a metadata store."""
         if self._metadata is None:
-            return
+            return None
         try:
             record = await self._metadata.get(slot.file_id)
         except Exception:
@@ -247,13 +459,87 @@ class UploadReceiver:
             raise StorageUnavailable(
                 "Upload records are unavailable; try again shortly"
             ) from None
-        if record is not None and record.completed:
-            raise AlreadyStored("This slot has already been used")
         if record is None or record.owner != slot.owner:
             raise InvalidSlot("The slot was withdrawn")
+        return record
+
+    async def _completed(
+        self, judged: Judged, method: bytes, headers: Headers | None
+    ) -> Admitted:
+        """A request on a slot whose file is stored: compared, never written."""
+        slot = judged.slot
+        stored = await self._storage.stat(slot.file_id)
+        if stored is None:
+            raise AlreadyStored("This slot has already been used")
+        if method == b"PATCH":
+            if judged.offset != slot.size:
+                raise OffsetMismatch(slot.size, judged.offset)
+            if judged.length:
+                raise AlreadyComplete("The upload is complete already")
+            return Admitted(stored=stored, same=True)  # the answer, replayed
+        digest = sent_digest(headers) if headers is not None else None
+        if digest is not None and digest != stored.sha256:
+            raise AlreadyStored(
+                "This slot has already been used, for other bytes (Repr-Digest)"
+            )
+        return Admitted(stored=stored, same=digest is not None)
+
+    async def _prefix_hash(self, file_id: str, offset: int) -> hashlib._Hash | None:
+        """The hash state of the first ``offset`` kept bytes (None for none)."""
+        if offset == 0:
+            return None
+        cached = self._hashes.get(file_id)
+        if cached is not None and cached[0] == offset:
+            return cached[1].copy()
+        assert self.partials is not None
+        log.info(
+            "Reading back {offset} bytes of {id} to resume its hash",
+            offset=offset,
+            id=short_id(file_id),
+        )
+        return await self.partials.partial_sha256(file_id, offset)
+
+    def _kept(self, slot: Slot, offset: int, sha256: hashlib._Hash | None) -> None:
+        """A partial upload is kept: remember its hash, keep its record and URL."""
+        file_id = slot.file_id
+        if sha256 is not None:
+            self._hashes[file_id] = (offset, sha256)
+            if len(self._hashes) > MAX_REMEMBERED:
+                del self._hashes[next(iter(self._hashes))]
+        else:
+            self._hashes.pop(file_id, None)
+        log.info(
+            "Kept {offset} of {size} bytes of {id} to resume",
+            offset=offset,
+            size=slot.size,
+            id=short_id(file_id),
+        )
+        if self._metadata is None:
+            return
+        until = self._clock.seconds() + self.partial_lifetime
+        self._metadata.extend_slot(file_id, until).addErrback(
+            lambda f: log.failure("Keeping the record of a partial upload failed", f)
+        )
+
+    def remember_type(self, file_id: str, content_type: str) -> None:
+        """The type a resumable PUT gave, for the appends that finish it.
+
+        Kept for as many slots as are likely to resume on this node; an
+        append whose type was forgotten gets the slot's.
+        """
+        self._types[file_id] = content_type
+        if len(self._types) > MAX_REMEMBERED:
+            del self._types[next(iter(self._types))]
 
     async def _record_stored(self, slot: Slot, info: FileInfo) -> None:
-        """Mark the slot's record stored, before the 201 goes out."""
+        """Mark the slot's record stored, before the 201 goes out.
+
+        Authorisation is judged again here, at completion (a resumed upload
+        may complete hours after it began): the record must still be the
+        slot owner's and unfinished.
+        """
+        self._hashes.pop(slot.file_id, None)
+        self._types.pop(slot.file_id, None)
         assert self._metadata is not None
         record = await self._metadata.complete(
             info.file_id, info.sha256, info.content_type, info.created
@@ -360,10 +646,13 @@ class UploadReceiver:
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "DEFAULT_MAX_UPLOADS_PER_ADDRESS",
+    "DEFAULT_PARTIAL_LIFETIME",
     "TOKEN_PARAMETER",
     "IncomingUpload",
+    "Judged",
     "UploadReceiver",
     "bearer_token",
     "query_token",
     "repr_digest",
+    "sent_digest",
 ]
