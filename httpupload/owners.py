@@ -21,7 +21,7 @@ from httpupload.expiry import DEAD_SLOT_AFTER, remove_due
 from httpupload.metadata import FileRecord, MetadataStore, Usage
 from httpupload.policy import SlotPolicy
 from httpupload.slots import url_path
-from httpupload.storage import Storage
+from httpupload.storage import KeepsPartials, Storage
 from httpupload.urls import parse_file_url
 
 __all__ = [
@@ -109,8 +109,14 @@ class Uploads:
         return [Listed(r, self.url(r)) for r in served]
 
     async def _remove(self, record: FileRecord) -> None:
-        await self.storage.delete(record.file_id)
+        await self._remove_bytes(record)
         await self.metadata.delete(record.file_id)
+
+    async def _remove_bytes(self, record: FileRecord) -> None:
+        """The file, or the partial upload of a slot never completed."""
+        await self.storage.delete(record.file_id)
+        if not record.completed and isinstance(self.storage, KeepsPartials):
+            await self.storage.discard_partial(record.file_id)
 
     async def delete(self, owner: str, file_id: str) -> FileRecord | None:
         """Delete one of the owner's files; None if it is not theirs (or gone)."""
@@ -149,7 +155,7 @@ class Uploads:
         # Slots granted meanwhile: their uploads find no record and are refused.
         late = await self.metadata.delete_owner(owner)
         for record in late:
-            await self.storage.delete(record.file_id)
+            await self._remove_bytes(record)
         return len(records) + len(late)
 
     async def take_down(self, url: str) -> FileRecord | None:

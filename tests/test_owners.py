@@ -110,6 +110,28 @@ def test_account_removal_interrupted_never_resurrects(uploads: Uploads) -> None:
         assert done(uploads.metadata.get(file_id)) is None
 
 
+def test_account_removal_takes_partial_uploads_too(uploads: Uploads) -> None:
+    """A slot whose upload broke off (#12) leaves no partial bytes behind when
+    its owner's files are removed; another owner's partial stays."""
+    storage = uploads.storage
+    assert isinstance(storage, MemoryStorage)
+    now = uploads.clock.seconds()
+    ids = {}
+    for owner in ("gone@example.org", "stays@example.org"):
+        file_id = new_file_id()
+        record = FileRecord(
+            file_id, owner, "a.bin", 9, None, "message", now, now + 300, None
+        )
+        done(uploads.metadata.reserve(record, 86400, lambda usage: None))
+        kept = storage.begin_partial(file_id, 0)
+        kept.write(b"abc")
+        done(kept.keep())
+        ids[owner] = file_id
+    assert done(uploads.delete_all("gone@example.org")) == 1
+    assert ids["gone@example.org"] not in storage.partials
+    assert ids["stays@example.org"] in storage.partials
+
+
 def test_take_down(uploads: Uploads) -> None:
     """A take-down needs the URL's id and name; files without records count too."""
     file_id = stored(uploads, "romeo@example.org", "x.png")
