@@ -129,6 +129,7 @@ class Node:
             metadata=self.metadata,
             records=self.records,
             partial_lifetime=h.partial_lifetime,
+            recheck=self.policy.recheck,
         )
         drain = DrainService(receiver, h.shutdown_grace)
         drain.setName("uploads")

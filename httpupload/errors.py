@@ -146,6 +146,10 @@ class WrongPatchType(UploadRefused):
     """A PATCH whose Content-Type is not the resumable protocol's."""
 
 
+class NoLongerAllowed(UploadRefused):
+    """The grant's rules, judged again at completion, refuse the upload now."""
+
+
 class UploadGone(UploadRefused):
     """No upload resource here (never begun, cancelled, or expired)."""
 

@@ -243,6 +243,19 @@ class SlotPolicy:
         if matches(self.deny_types) or not matches(self.allow_types):
             raise TypeNotAllowed(f"Files of type {kind} are not accepted here")
 
+    def recheck(self, owner: str, size: int, content_type: str, purpose: str) -> None:
+        """The grant's rules again, when an upload completes (a resumed upload
+        may complete hours after its slot was granted, and the operator may
+        have changed the rules meanwhile: the draft's TOCTOU duty).
+
+        Who, what type and what size; the quota needs no second look: the
+        slot's reservation has counted its bytes from the grant on.  Raises
+        ``SlotRequestError``.
+        """
+        self.check_requester(JID(owner) if owner else None)
+        self.check_type(content_type)
+        self.check_size(size, purpose)
+
     def purpose_config(self, purpose: str) -> PurposeConfig:
         if not self.purposes:
             return ANY_PURPOSE

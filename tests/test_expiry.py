@@ -197,11 +197,11 @@ async def test_put_records_the_file_and_refuses_withdrawn_slots(world: World) ->
     site = world.site()
     now = world.clock.seconds()
     for withdrawn in (False, True):
-        slot = site.mint("a.txt", 5, owner="a@x.org")
+        slot = site.mint("a.txt", 5, owner="a@montague.tld")
         await world.store.reserve(
             FileRecord(
                 slot.slot.file_id,
-                "a@x.org",
+                "a@montague.tld",
                 "a.txt",
                 5,
                 None,

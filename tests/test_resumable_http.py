@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from httpupload.metadata.memory import MemoryMetadataStore
-from httpupload.testing import Harness, Minted, make_harness
+from httpupload.testing import Harness, Minted, make_harness, result_of
 from httpupload.testing._wire import Connection
 
 SIZE = 300_000
@@ -494,3 +494,30 @@ def test_any_order_of_requests_stores_the_bytes_or_nothing(
     offset = int(ask(h, "HEAD", url, TUS)["Upload-Offset"])
     ask(h, "PATCH", url, {**TUS_PATCH, "Upload-Offset": str(offset)}, data[offset:])
     assert stored(h, slot) == data
+
+
+def test_the_rules_are_judged_again_when_an_upload_completes() -> None:
+    """A resumed upload completes hours after its grant: if the owner may no
+    longer upload (denied meanwhile), it is refused then, its file and record
+    gone; nothing is served."""
+    from httpupload.testing import make_config
+
+    h = site()
+    slot = h.grant("p.bin", 10, owner="romeo@example.org")
+    url = put_target(slot)
+    cut(h, "PUT", url, {}, b"12345", length=10)
+    # The operator denies the account; the service restarts with the rule.
+    denied = make_config(access={"deny_jids": ["romeo@example.org"]})
+    later = make_harness(
+        denied,
+        storage=h.storage,
+        metadata=h.metadata,
+        clock=h.clock,
+        http={"min_upload_rate": 0},
+    )
+    done = ask(later, "PATCH", url, {**TUS_PATCH, "Upload-Offset": "5"}, b"67890")
+    assert done.status == 403
+    assert b"Refused at completion" in done.body
+    assert stored(later, slot) is None
+    assert h.metadata is not None
+    assert result_of(h.metadata.get(slot.slot.file_id)) is None

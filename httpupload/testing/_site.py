@@ -15,6 +15,7 @@ from httpupload.config import Config, parse_config
 from httpupload.metadata import FileRecord, MetadataStore
 from httpupload.metadata.cache import RecordCache
 from httpupload.metrics import Metrics
+from httpupload.policy import SlotPolicy
 from httpupload.slots import Slot, SlotSigner, new_file_id, url_path
 from httpupload.storage import FileInfo, Storage
 from httpupload.storage.memory import MemoryStorage
@@ -31,6 +32,8 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
     "component": {"jid": "upload.example", "secret": "s3cret"},
     "http": {"public_url": "https://upload.example/", "signing_key": TEST_KEY.decode()},
     "storage": {"path": "/nonexistent/httpupload"},
+    # Whose slots ``Harness.mint`` signs (OWNER) may upload.
+    "access": {"domains": ["montague.tld"]},
 }
 
 
@@ -83,6 +86,8 @@ def make_receiver(
         max_uploads_per_address=config.http.max_uploads_per_address,
         metadata=metadata,
         records=records,
+        partial_lifetime=config.http.partial_lifetime,
+        recheck=SlotPolicy.from_config(config).recheck,
     )
 
 

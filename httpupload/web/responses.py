@@ -29,6 +29,7 @@ from httpupload.errors import (
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    NoLongerAllowed,
     NoSpace,
     OffsetMismatch,
     ProtocolUnsupported,
@@ -92,6 +93,7 @@ _STATUSES: tuple[tuple[type[HttpUploadError], int], ...] = (
     (TooLarge, 413),
     (WrongPatchType, 415),
     (UploadGone, 404),
+    (NoLongerAllowed, 403),
     (ProtocolUnsupported, 412),
 )
 

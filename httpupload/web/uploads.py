@@ -38,8 +38,10 @@ from httpupload.errors import (
     InvalidSlot,
     LengthMismatch,
     LengthRequired,
+    NoLongerAllowed,
     OffsetMismatch,
     ShuttingDown,
+    SlotRequestError,
     StorageUnavailable,
     TooLarge,
     TooManyUploads,
@@ -174,7 +176,10 @@ class UploadReceiver:
         metadata: MetadataStore | None = None,
         records: RecordCache | None = None,
         partial_lifetime: int = DEFAULT_PARTIAL_LIFETIME,
+        recheck: Callable[[str, int, str, str], None] | None = None,
     ) -> None:
+        """``recheck(owner, size, content_type, purpose)`` runs the grant's
+        rules again when an upload completes (``SlotPolicy.recheck``)."""
         self._signer = signer
         self._storage = storage
         # A storage that keeps partial uploads makes slot URLs resumable.
@@ -182,6 +187,7 @@ class UploadReceiver:
             storage if isinstance(storage, KeepsPartials) else None
         )
         self.partial_lifetime = partial_lifetime
+        self._recheck = recheck
         # Per slot with a partial kept here: the hash state at its end (so a
         # resume on this node need not read the bytes back) and the type its
         # PUT gave (an append carries none).
@@ -551,6 +557,22 @@ class UploadReceiver:
             # keep no file that nobody is charged for and nothing would serve.
             await self._storage.delete(info.file_id)
             raise InvalidSlot("The slot was withdrawn")
+        if self._recheck is not None:
+            try:
+                self._recheck(
+                    record.owner, record.size, info.content_type, record.purpose
+                )
+            except SlotRequestError as e:
+                log.info(
+                    "Upload of {id} refused at completion: {why}",
+                    id=short_id(info.file_id),
+                    why=str(e),
+                )
+                await self._storage.delete(info.file_id)
+                await self._metadata.delete(info.file_id)
+                if self._records is not None:
+                    self._records.forget([info.file_id])
+                raise NoLongerAllowed(f"Refused at completion: {e}") from None
 
     def _record(self, slot: Slot, info: FileInfo) -> Deferred[None]:
         return ensureDeferred(self._record_stored(slot, info))
