@@ -164,17 +164,19 @@ def file_id(slot: Slot) -> str:
     return urlsplit(slot.get_url).path.rstrip("/").split("/")[-2]
 
 
-def partials(storage: Path) -> list[str]:
-    """What is left in <storage>/tmp (uploads in progress or their leftovers)."""
-    tmp = storage / "tmp"
+def partials(storage: Path, folder: str = "partial") -> list[str]:
+    """What is in <storage>/partial (slots' partial uploads, kept to resume,
+    #12) or another folder (tmp/: writes that are not resumable)."""
+    tmp = storage / folder
     return sorted(entry.name for entry in tmp.iterdir()) if tmp.exists() else []
 
 
 def partial_sizes(storage: Path) -> list[int]:
     return [
-        (storage / "tmp" / name).stat().st_size
-        for name in partials(storage)
-        if (storage / "tmp" / name).is_file()
+        (storage / folder / name).stat().st_size
+        for folder in ("tmp", "partial")
+        for name in partials(storage, folder)
+        if (storage / folder / name).is_file()
     ]
 
 
@@ -249,8 +251,9 @@ def test_kill_9_mid_upload_keeps_earlier_files_and_serves_no_partial(
     make_spare_service: Callable[..., HttpUpload], connect: Callable[..., XmppClient]
 ) -> None:
     """After kill -9 mid-upload and a restart, earlier files are served unchanged
-    (same bytes, same digest), the interrupted one is not served, no temporary
-    file is left, and the interrupted slot takes a whole PUT again."""
+    (same bytes, same digest), the interrupted one is not served (its bytes are
+    kept as the slot's partial upload, to resume: #12), no temporary file is
+    left, and the interrupted slot takes a whole PUT again."""
     service = make_spare_service(max_file_size=BIG + MIB)
     service.start()
     client = connect()
@@ -260,12 +263,14 @@ def test_kill_9_mid_upload_keeps_earlier_files_and_serves_no_partial(
     assert partials(service.storage_path), "the killed upload left no partial at all?"
 
     service.start()
-    # Start-up clears what the crash left (in a thread, so give it a moment).
+    # Start-up clears what the crash left in tmp/ (in a thread: give it a
+    # moment); the slot's partial upload stays, for the slot to resume.
     wait_until(
-        lambda: not partials(service.storage_path),
+        lambda: not partials(service.storage_path, "tmp"),
         timeout=5,
-        what=f"an empty tmp/ after start-up, still {partials(service.storage_path)}",
+        what=f"an empty tmp/ after start-up, still {partials(service.storage_path, 'tmp')}",
     )
+    assert partials(service.storage_path) == [file_id(slot)]
 
     for item in earlier:
         status, headers, body = download(item.slot.get_url)
@@ -288,6 +293,7 @@ def test_kill_9_mid_upload_keeps_earlier_files_and_serves_no_partial(
     assert response is not None and response.status == 201, response
     assert response.headers["repr-digest"] == expected
     assert get_digest(slot.get_url) == (200, expected, BIG, expected)
+    assert partials(service.storage_path) == []  # the stored file replaced it
 
 
 # ---- the XMPP server restarted during traffic
