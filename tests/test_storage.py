@@ -26,7 +26,7 @@ from storage_fakes import Reader, inline_filesystem
 
 from httpupload.errors import DuplicateFile, NoSpace, StorageFailed
 from httpupload.slots import new_file_id
-from httpupload.storage import FileInfo, StoredFile, filesystem
+from httpupload.storage import FileInfo, StoredFile, fs_writes
 from httpupload.storage.filesystem import FilesystemStorage, read_trailer, trailer
 
 
@@ -155,7 +155,7 @@ async def test_large_uploads_are_synced_as_they_arrive(
         synced.append(os.fstat(fd).st_size)
         os.fdatasync(fd)
 
-    monkeypatch.setattr(filesystem, "SYNC_EVERY", 10)
+    monkeypatch.setattr(fs_writes, "SYNC_EVERY", 10)
     storage, _ = inline_filesystem(tmp_path / "store", sync=sync)
     file_id = new_file_id()
     upload = storage.begin_write(file_id)

@@ -23,14 +23,13 @@ and ``open``; the umask can only narrow them), and ``tighten_modes``
 (``fileformat``) takes group and other access from what an earlier version
 left readable.
 
-Slightly over 400 lines: the write (``FilesystemUpload``), the read
-(``FilesystemFile``) and the backend share the layout's private helpers; the
-on-disk format and the folder walks are ``fileformat``, sending is ``sending``.
+Writes (``FilesystemUpload``, ``FilesystemPartialUpload``) are
+``fs_writes``; the partial uploads' files ``partial_files``; the on-disk
+format and the folder walks ``fileformat``; sending is ``sending``.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -46,10 +45,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from httpupload.errors import DuplicateFile, NoSpace, StorageError, StorageFailed
+from httpupload.errors import DuplicateFile
 from httpupload.logs import redact
 from httpupload.slots import FILE_ID_RE
 from httpupload.storage import FileInfo, Sink, StoredFile
@@ -68,186 +66,23 @@ from httpupload.storage.fileformat import (
     tighten_modes,
     trailer,
 )
+from httpupload.storage.fs_writes import (
+    SYNC_EVERY,
+    FilesystemPartialUpload,
+    FilesystemUpload,
+    write_error,
+)
+from httpupload.storage.partial_files import (
+    discard,
+    kept_sha256,
+    kept_size,
+)
 from httpupload.storage.sending import send_file
-
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# A large upload is synced in the background every this many bytes.
-SYNC_EVERY = 32 * 1024 * 1024
 
 log = Logger()
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-def _write_error(error: OSError) -> StorageError:
-    if error.errno in _FULL_ERRNOS:
-        return NoSpace("Insufficient storage")
-    return StorageFailed(f"Storage error: {error.strerror}")
-
-
-class FilesystemUpload:
-    """One upload being written to ``tmp/<random>``."""
-
-    def __init__(self, storage: FilesystemStorage, file_id: str, path: Path) -> None:
-        self._storage = storage
-        self._file_id = file_id
-        self._path = path
-        self._file: BinaryIO | None = create_private(path)
-        self._error: OSError | None = None
-        self._done = False
-        self._unsynced = 0
-        # A sync of what is written so far, running in a thread.
-        self._syncing: Deferred[None] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._file is None or self._error is not None:
-            return None
-        try:
-            self._file.write(data)
-        except OSError as e:
-            # Closed by commit or abort, once no sync uses the descriptor.
-            self._error = e
-            return None
-        self._unsynced += len(data)
-        if self._unsynced >= SYNC_EVERY and self._syncing is None:
-            self._sync_so_far()
-        return None
-
-    def _sync_so_far(self) -> None:
-        """Start writing a large upload to disk while it arrives.
-
-        The final sync then has little left to do, and the page cache never
-        fills with one upload's dirty pages (which would stall write() on
-        the reactor thread).
-        """
-        assert self._file is not None
-        self._unsynced = 0
-        try:
-            self._file.flush()
-        except OSError as e:
-            self._error = e
-            return
-        syncing = self._storage._in_thread(self._storage.sync, self._file.fileno())
-
-        def done(result: object) -> None:
-            self._syncing = None
-            if isinstance(result, Failure) and isinstance(result.value, OSError):
-                self._error = self._error or result.value
-            elif isinstance(result, Failure):
-                log.failure("Syncing an upload in progress failed", result)
-
-        syncing.addBoth(done)
-        self._syncing = syncing
-
-    def _settled(self) -> Deferred[None]:
-        """Fires once no sync is running on the file (before it is closed)."""
-        if self._syncing is None:
-            return succeed(None)
-        waiting: Deferred[None] = Deferred()
-        self._syncing.addBoth(lambda _: waiting.callback(None))
-        return waiting
-
-    def _close_quietly(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError as e:
-                self._error = self._error or e
-            self._file = None
-
-    def commit(self, info: FileInfo) -> Deferred[None]:
-        if self._done:
-            raise RuntimeError("upload already committed or aborted")
-        self._done = True
-        return self._settled().addCallback(
-            lambda _: self._storage._in_thread(self._commit, info)
-        )
-
-    def _commit(self, info: FileInfo) -> None:
-        try:
-            if self._error is None and self._file is not None:
-                try:
-                    self._file.write(trailer(info))
-                    self._file.flush()
-                    self._storage.sync(self._file.fileno())
-                except OSError as e:
-                    self._error = e
-            self._close_quietly()
-            if self._error is not None:
-                raise _write_error(self._error)
-            try:
-                self._storage._publish(self._path, info.file_id)
-            except OSError as e:
-                raise _write_error(e) from None
-        finally:
-            self._path.unlink(missing_ok=True)
-
-    def abort(self) -> Deferred[None]:
-        if self._done:
-            return succeed(None)
-        self._done = True
-
-        def discard(_: object) -> Deferred[None]:
-            self._close_quietly()
-            return self._storage._in_thread(self._path.unlink, True)
-
-        return self._settled().addCallback(discard)
-
-
-def _open_partial(path: Path, offset: int) -> BinaryIO:
-    """``path`` open for writing at ``offset``: new at 0, else cut to ``offset``."""
-    if offset == 0:
-        path.unlink(missing_ok=True)
-        return create_private(path)
-    handle = open(path, "r+b")
-    try:
-        kept = handle.seek(0, os.SEEK_END)
-        if offset > kept:
-            raise ValueError(f"offset {offset} is past the {kept} bytes kept")
-        handle.truncate(offset)
-        handle.seek(offset)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
-
-
-class FilesystemPartialUpload(FilesystemUpload):
-    """A write into ``partial/<id>``, which ``keep`` leaves for a later append."""
-
-    def __init__(
-        self, storage: FilesystemStorage, file_id: str, path: Path, offset: int
-    ) -> None:
-        self._storage = storage
-        self._file_id = file_id
-        self._path = path
-        self._file = _open_partial(path, offset)
-        self._error = None
-        self._done = False
-        self._unsynced = 0
-        self._syncing = None
-
-    def keep(self) -> Deferred[int]:
-        if self._done:
-            return succeed(0)
-        self._done = True
-        return self._settled().addCallback(
-            lambda _: self._storage._in_thread(self._keep)
-        )
-
-    def _keep(self) -> int:
-        if self._file is not None and self._error is None:
-            try:
-                self._file.flush()
-                self._storage.sync(self._file.fileno())
-            except OSError as e:
-                self._error = e
-        self._close_quietly()
-        try:
-            return self._path.stat().st_size
-        except FileNotFoundError:
-            return 0
 
 
 class FilesystemFile:
@@ -354,7 +189,7 @@ class FilesystemStorage:
         try:
             return FilesystemUpload(self, file_id, self._tmp / secrets.token_hex(16))
         except OSError as e:
-            raise _write_error(e) from None
+            raise write_error(e) from None
 
     def begin_partial(self, file_id: str, offset: int) -> FilesystemPartialUpload:
         if self._path(file_id) is None:
@@ -366,46 +201,22 @@ class FilesystemStorage:
         except FileNotFoundError:
             raise ValueError("no partial upload is kept") from None
         except OSError as e:
-            raise _write_error(e) from None
-
-    def _partial_size(self, file_id: str) -> int | None:
-        try:
-            return (self._partial / file_id).stat().st_size
-        except FileNotFoundError:
-            return None
+            raise write_error(e) from None
 
     def partial_size(self, file_id: str) -> Deferred[int | None]:
         if self._path(file_id) is None:
             return succeed(None)
-        return self._in_thread(self._partial_size, file_id)
-
-    def _partial_sha256(self, file_id: str, length: int) -> hashlib._Hash:
-        digest = hashlib.sha256()
-        left = length
-        with open(self._partial / file_id, "rb") as f:
-            while left and (chunk := f.read(min(left, 1024 * 1024))):
-                digest.update(chunk)
-                left -= len(chunk)
-        if left:
-            raise ValueError("fewer bytes are kept")
-        return digest
+        return self._in_thread(kept_size, self._partial / file_id)
 
     def partial_sha256(self, file_id: str, length: int) -> Deferred[hashlib._Hash]:
         if self._path(file_id) is None:
             raise ValueError(f"not a file id: {file_id!r}")
-        return self._in_thread(self._partial_sha256, file_id, length)
-
-    def _discard_partial(self, file_id: str) -> bool:
-        try:
-            (self._partial / file_id).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return self._in_thread(kept_sha256, self._partial / file_id, length)
 
     def discard_partial(self, file_id: str) -> Deferred[bool]:
         if self._path(file_id) is None:
             return succeed(False)
-        return self._in_thread(self._discard_partial, file_id)
+        return self._in_thread(discard, self._partial / file_id)
 
     def _publish(self, written: Path, file_id: str) -> None:
         final = self._path(file_id)
