@@ -4,6 +4,9 @@
 and decides its admission; the PUT's owner (``httpupload.web.put``) feeds
 it the body and asks it to commit.  Its outcome (stored or not, the partial
 file gone) is what a newer PUT of the same slot waits for.
+
+About 450 lines: one body's admission, hashing, commit, keep and outcome
+are one state machine; its parts read each other's flags.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ whose file is stored is compared, never written.  Where storage keeps
 partial uploads (``KeepsPartials``), a body that breaks off is kept for the
 slot to resume (docs/resumable.md), its record's ``slot_expires`` extended.
 Each accepted body is an ``IncomingUpload`` (``httpupload.web.incoming``).
+
+About 500 lines: admission (the record, the stored file, the partial
+upload's offset and hash) and the bookkeeping of uploads in flight share
+the receiver's per-slot state; splitting the resumption part out
+(``_completed``, ``_prefix_hash``, ``_kept``) is the next step.
 """
 
 from __future__ import annotations
