@@ -266,11 +266,9 @@ class UploadReceiver:
             return await self._completed(judged, method, headers)
         if judged.expired and self._clock.seconds() >= record.slot_expires:
             raise InvalidSlot("The slot has expired")
-        if self.partials is None:
-            return None
+        if self.partials is None or method != b"PATCH":
+            return None  # a PUT starts afresh: no look at what is kept
         kept = await self.partials.partial_size(slot.file_id) or 0
-        if method != b"PATCH":
-            return None  # a PUT starts afresh
         if judged.offset != kept:
             raise OffsetMismatch(kept, judged.offset)
         return Admitted(sha256=await self._prefix_hash(slot.file_id, kept))
